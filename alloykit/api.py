@@ -1,0 +1,166 @@
+"""The Python API: plan, merge to a directory, merge into memory."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alloykit.checkpoint.card import InputHashes, model_card
+from alloykit.checkpoint.model_files import (
+    copy_carried,
+    copy_tokenizer,
+    write_chat_template,
+    write_config,
+)
+from alloykit.checkpoint.sink import DirectorySink, OutputTensor, StateDictSink, check_output_dir
+from alloykit.engine import DEFAULT_BUDGET, EngineOptions, execute
+from alloykit.errors import AlloyError
+from alloykit.plan import Plan, PlanEntry, PlanOptions, make_plan
+from alloykit.recipe import load_recipe
+from alloykit.recipe.model import Recipe
+
+RecipeLike = Recipe | str | Path | dict[str, Any]
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """``"5GB"`` / ``"500M"`` / ``1000000`` → bytes (decimal units, as Hugging Face uses)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise AlloyError(f"invalid size {text!r}", "use e.g. 5GB, 500MB or a number of bytes")
+    scale = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[match[2].upper()]
+    return int(float(match[1]) * scale)
+
+
+@dataclass
+class MergeOptions:
+    """Everything besides the recipe that shapes a merge."""
+
+    device: str = "cpu"
+    threads: int = 2
+    dtype: str | None = None
+    out_dtype: str | None = None
+    out_shard_size: str | int = "5GB"
+    seed: int | None = None
+    force: bool = False
+    allow_pickle: bool = False
+    drop_unmapped: bool = False
+    vocab_mismatch: str | None = None
+    memory_budget: str | int = DEFAULT_BUDGET
+    on_done: Callable[[PlanEntry], None] | None = field(default=None, repr=False)
+
+    def plan_options(self) -> PlanOptions:
+        return PlanOptions(
+            allow_pickle=self.allow_pickle,
+            dtype=self.dtype,
+            out_dtype=self.out_dtype,
+            seed=self.seed,
+            drop_unmapped=self.drop_unmapped,
+            vocab_mismatch=self.vocab_mismatch,
+        )
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            device=self.device, threads=self.threads, budget_bytes=parse_size(self.memory_budget)
+        )
+
+
+def _options(options: MergeOptions | None, overrides: dict[str, Any]) -> MergeOptions:
+    base = options or MergeOptions()
+    unknown = [k for k in overrides if k not in MergeOptions.__dataclass_fields__]
+    if unknown:
+        raise TypeError(f"unknown merge option(s): {', '.join(unknown)}")
+    for key, value in overrides.items():
+        setattr(base, key, value)
+    return base
+
+
+def _recipe(recipe: RecipeLike, seed: int | None) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def plan(recipe: RecipeLike, options: MergeOptions | None = None, **overrides: Any) -> Plan:
+    """Validate a recipe and open its models by headers: the plan ``--dry-run`` prints."""
+    opts = _options(options, overrides)
+    return make_plan(_recipe(recipe, opts.seed), opts.plan_options())
+
+
+def merge(
+    recipe: RecipeLike, out_dir: str | Path, options: MergeOptions | None = None, **overrides: Any
+) -> Path:
+    """Merge into a Hugging Face model directory, written atomically; return its path.
+
+    Keyword options are those of :class:`MergeOptions` (device, threads, dtype, out_dtype,
+    out_shard_size, seed, force, allow_pickle, drop_unmapped, vocab_mismatch, memory_budget).
+    """
+    opts = _options(options, overrides)
+    out = Path(out_dir)
+    check_output_dir(out.absolute(), opts.force)
+    the_plan = plan(recipe, opts)
+    return write_plan(the_plan, out, opts)
+
+
+def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
+    """Execute a plan into ``out`` (resuming a matching interrupted run)."""
+    from alloykit import __version__
+
+    outputs = [OutputTensor(e.name, e.dtype, e.shape) for e in the_plan.entries]
+    sink = DirectorySink(
+        out,
+        outputs,
+        shard_bytes=parse_size(opts.out_shard_size),
+        fingerprint=the_plan.fingerprint(),
+        force=opts.force,
+    )
+    sink.open()
+    sink.verify_resumed()
+    hashes = InputHashes({ref: src.files for ref, src in the_plan.sources.items()})
+    try:
+        execute(the_plan, sink, opts.engine_options(), skip=sink.done, on_done=opts.on_done)
+        directory = sink.partial_dir
+        write_config(the_plan.config, directory)
+        reference = the_plan.sources[the_plan.reference]
+        copy_carried(reference, directory)
+        tokenizer = the_plan.tokenizer_source or the_plan.reference
+        copy_tokenizer(the_plan.sources[tokenizer], directory)
+        recipe = the_plan.recipe
+        if recipe.chat_template:
+            search = (recipe.source_file.parent,) if recipe.source_file else ()
+            write_chat_template(recipe.chat_template, directory, search)
+        card = model_card(
+            recipe_yaml=recipe.raw,
+            method=the_plan.method.name,
+            reference=the_plan.reference,
+            version=__version__,
+            seed=the_plan.seed,
+            hashes=hashes.result(),
+            dropped=len(the_plan.dropped),
+        )
+        (directory / "README.md").write_text(card)
+        return sink.commit()
+    except AlloyError:
+        hashes.cancel()
+        sink.abort(keep_for_resume=False)
+        raise
+    except BaseException:
+        hashes.cancel()
+        sink.abort(keep_for_resume=True)
+        raise
+
+
+def merge_to_state_dict(
+    recipe: RecipeLike, options: MergeOptions | None = None, **overrides: Any
+) -> dict[str, torch.Tensor]:
+    """Merge in memory and return ``{tensor name: tensor}`` in the output dtypes."""
+    opts = _options(options, overrides)
+    the_plan = plan(recipe, opts)
+    sink = StateDictSink()
+    execute(the_plan, sink, opts.engine_options(), on_done=opts.on_done)
+    return {e.name: sink.tensors[e.name] for e in the_plan.entries}

@@ -1,0 +1,84 @@
+"""The non-tensor files of an output model: config, tokenizer, generation config, chat template."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from alloykit.checkpoint.source import ModelSource, locate
+from alloykit.errors import CheckpointError
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+CARRIED_FILES = ("generation_config.json",)
+
+
+def write_config(config: dict[str, Any], directory: Path) -> None:
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def copy_tokenizer(source: ModelSource, directory: Path) -> list[str]:
+    """Copy the tokenizer files of ``source``; return the names copied."""
+    copied = []
+    for name in TOKENIZER_FILES:
+        path = source.root / name
+        if path.is_file():
+            shutil.copyfile(path, directory / name)
+            copied.append(name)
+    return copied
+
+
+def copy_carried(source: ModelSource, directory: Path) -> list[str]:
+    copied = []
+    for name in CARRIED_FILES:
+        path = source.root / name
+        if path.is_file():
+            shutil.copyfile(path, directory / name)
+            copied.append(name)
+    return copied
+
+
+def write_chat_template(template: str, directory: Path, search_dirs: tuple[Path, ...]) -> None:
+    """Install a chat template given inline (Jinja text) or taken from another model."""
+    if "{{" in template or "{%" in template:
+        text = template
+    else:
+        root = locate(template, search_dirs)
+        root = root if root.is_dir() else root.parent
+        text = _template_of(root)
+        if text is None:
+            raise CheckpointError(
+                f"chat_template: model {template!r} has no chat template",
+                "give the Jinja template text inline, or name a model that has one",
+            )
+    (directory / "chat_template.jinja").write_text(text)
+    config_path = directory / "tokenizer_config.json"
+    if config_path.exists():
+        config = json.loads(config_path.read_text())
+        config.pop("chat_template", None)
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _template_of(root: Path) -> str | None:
+    jinja = root / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    config_path = root / "tokenizer_config.json"
+    if config_path.is_file():
+        template = json.loads(config_path.read_text()).get("chat_template")
+        if isinstance(template, str):
+            return template
+    return None

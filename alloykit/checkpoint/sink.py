@@ -1,0 +1,267 @@
+"""Sinks receive merged tensors: a model directory on disk, or a dict in memory.
+
+``DirectorySink`` knows every output tensor's name, dtype and shape from the plan before the
+first tensor is computed, so it writes each shard's header up front and each tensor once, at
+its final offset, from any thread. Work happens in ``OUT.partial/``; a journal of finished
+tensors (with CRC32 checksums) lets an interrupted merge resume; ``commit`` fsyncs and renames
+the directory to ``OUT`` so that a half-written model never carries the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alloykit.checkpoint.safetensors_format import DTYPE_NAMES, dtype_size
+from alloykit.errors import OutputError
+
+JOURNAL = ".alloykit-journal"
+INDEX = "model.safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """An output tensor as the sink must lay it out."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = dtype_size(self.dtype)
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class _Slot:
+    shard: int
+    offset: int  # absolute offset in the shard file
+    nbytes: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The raw little-endian bytes of a CPU tensor, without a copy when it is contiguous."""
+    flat = tensor.contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy())
+
+
+def plan_shards(tensors: list[OutputTensor], shard_bytes: int) -> list[list[OutputTensor]]:
+    """Greedy split in plan order: a new shard starts when the next tensor would overflow."""
+    shards: list[list[OutputTensor]] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor.nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.nbytes
+    return shards
+
+
+def check_output_dir(out_dir: Path, force: bool) -> None:
+    """Refuse a non-empty output directory unless ``force``; called before any work starts."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output {out_dir} exists and is not a directory", "choose another path")
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise OutputError(
+            f"output directory {out_dir} already exists and is not empty",
+            "choose another path, or pass --force to replace it",
+        )
+
+
+class DirectorySink:
+    """Writes a sharded safetensors model into ``OUT.partial/`` and commits it atomically."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        tensors: list[OutputTensor],
+        *,
+        shard_bytes: int,
+        fingerprint: str,
+        force: bool = False,
+    ) -> None:
+        self.out_dir = Path(out_dir).absolute()
+        self.partial_dir = self.out_dir.with_name(self.out_dir.name + ".partial")
+        self.force = force
+        self.fingerprint = fingerprint
+        self._shards = plan_shards(tensors, shard_bytes)
+        count = len(self._shards)
+        self._names = [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+        self._slots: dict[str, _Slot] = {}
+        self._fds: list[int] = []
+        self._journal_lock = threading.Lock()
+        self._journal = None
+        self.done: set[str] = set()
+        self.total_bytes = sum(t.nbytes for t in tensors)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open(self) -> int:
+        """Create (or resume) the partial directory; return how many tensors are already done."""
+        check_output_dir(self.out_dir, self.force)
+        resumed = self._try_resume()
+        if not resumed:
+            if self.partial_dir.exists():
+                shutil.rmtree(self.partial_dir)
+            self.partial_dir.mkdir(parents=True)
+        for index, shard in enumerate(self._shards):
+            header, data_start = self._header(shard)
+            path = self.partial_dir / self._names[index]
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._fds.append(fd)
+            if not resumed:
+                os.pwrite(fd, header, 0)
+                os.ftruncate(fd, data_start + sum(t.nbytes for t in shard))
+            offset = data_start
+            for tensor in shard:
+                self._slots[tensor.name] = _Slot(
+                    index, offset, tensor.nbytes, tensor.dtype, tensor.shape
+                )
+                offset += tensor.nbytes
+        journal_path = self.partial_dir / JOURNAL
+        if not resumed:
+            journal_path.write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n")
+        self._journal = journal_path.open("a")
+        return len(self.done)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write one finished tensor at its slot (thread-safe) and journal it."""
+        slot = self._slots[name]
+        if tensor.dtype != slot.dtype or tuple(tensor.shape) != slot.shape:
+            raise RuntimeError(
+                f"sink: {name} is {tensor.dtype}{tuple(tensor.shape)}, "
+                f"planned {slot.dtype}{slot.shape}"
+            )
+        data = tensor_bytes(tensor.cpu())
+        fd = self._fds[slot.shard]
+        written = 0
+        while written < slot.nbytes:
+            written += os.pwrite(fd, data[written:], slot.offset + written)
+        line = json.dumps({"name": name, "crc32": zlib.crc32(data)})
+        with self._journal_lock:
+            assert self._journal is not None
+            self._journal.write(line + "\n")
+            self._journal.flush()
+            self.done.add(name)
+
+    def commit(self) -> Path:
+        """Write the shard index, fsync everything, and rename ``OUT.partial`` to ``OUT``."""
+        missing = [name for name in self._slots if name not in self.done]
+        if missing:
+            raise RuntimeError(f"sink: {len(missing)} tensors never written, e.g. {missing[0]}")
+        weight_map = {
+            tensor.name: self._names[i] for i, shard in enumerate(self._shards) for tensor in shard
+        }
+        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
+        (self.partial_dir / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        self._close()
+        (self.partial_dir / JOURNAL).unlink()
+        for path in self.partial_dir.iterdir():
+            if path.is_file():
+                fd = os.open(path, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+        _fsync_dir(self.partial_dir)
+        replaced = None
+        if self.out_dir.exists():
+            replaced = self.out_dir.with_name(self.out_dir.name + ".replaced")
+            if replaced.exists():
+                shutil.rmtree(replaced)
+            self.out_dir.rename(replaced)
+        self.partial_dir.rename(self.out_dir)
+        _fsync_dir(self.out_dir.parent)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
+        return self.out_dir
+
+    def abort(self, *, keep_for_resume: bool) -> None:
+        """Stop writing; keep ``OUT.partial`` for a resume, or remove it (bad input)."""
+        self._close()
+        if not keep_for_resume and self.partial_dir.exists():
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
+
+    # -- internals -------------------------------------------------------------------------
+    def _close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _header(self, shard: list[OutputTensor]) -> tuple[bytes, int]:
+        entries: dict[str, object] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for tensor in shard:
+            entries[tensor.name] = {
+                "dtype": DTYPE_NAMES[tensor.dtype],
+                "shape": list(tensor.shape),
+                "data_offsets": [offset, offset + tensor.nbytes],
+            }
+            offset += tensor.nbytes
+        raw = json.dumps(entries, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        return len(raw).to_bytes(8, "little") + raw, 8 + len(raw)
+
+    def _try_resume(self) -> bool:
+        journal = self.partial_dir / JOURNAL
+        if not journal.exists():
+            return False
+        lines = journal.read_text().splitlines()
+        try:
+            if json.loads(lines[0]).get("fingerprint") != self.fingerprint:
+                return False
+            records = [json.loads(line) for line in lines[1:] if line.strip()]
+        except (ValueError, IndexError):
+            return False
+        if any(not (self.partial_dir / name).exists() for name in self._names):
+            return False
+        self.done = {r["name"] for r in records if isinstance(r, dict) and "name" in r}
+        self._resume_checksums = {r["name"]: r.get("crc32") for r in records}
+        return True
+
+    def verify_resumed(self) -> list[str]:
+        """Re-check the checksums of journaled tensors; forget those that do not match."""
+        bad = []
+        for name in sorted(self.done):
+            slot = self._slots.get(name)
+            if slot is None:
+                bad.append(name)
+                continue
+            data = os.pread(self._fds[slot.shard], slot.nbytes, slot.offset)
+            if zlib.crc32(data) != self._resume_checksums.get(name):
+                bad.append(name)
+        self.done.difference_update(bad)
+        return bad
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StateDictSink:
+    """Collects merged tensors in memory (search loops, tests, the Python API)."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        with self._lock:
+            self.tensors[name] = tensor

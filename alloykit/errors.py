@@ -1,0 +1,42 @@
+"""Errors users see: one line saying what is wrong, where, and what to do.
+
+Every failure caused by the user's input is an :class:`AlloyError` (exit code 2); anything
+else reaching the CLI is an internal failure (exit code 1). The CLI prints ``str(error)``,
+which joins the message and the hint, and shows a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class AlloyError(Exception):
+    """Bad input: a recipe, checkpoint or option the user can fix."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class RecipeError(AlloyError):
+    """The recipe is malformed or names unknown methods / parameters / values."""
+
+
+class CheckpointError(AlloyError):
+    """A checkpoint cannot be found, read, or trusted."""
+
+
+class PlanError(AlloyError):
+    """The inputs are readable but cannot be merged as asked (shapes, missing tensors, ...)."""
+
+
+class OutputError(AlloyError):
+    """The output location is unusable (exists, not writable, ...)."""
+
+
+class NonFiniteError(AlloyError):
+    """An input tensor holds NaN or infinity."""

@@ -1,0 +1,47 @@
+"""Weighted averaging of whole weights: model soups and plain passthrough."""
+
+from __future__ import annotations
+
+import torch
+
+from alloykit.methods.registry import BasePolicy, Param, Scope, register
+
+
+def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape per-model values ``[n]`` so they broadcast against stacked tensors ``[n, ...]``."""
+    return weights.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+@register(
+    "linear",
+    summary="Weighted average of the models' weights (model soup).",
+    reference="Model soups, Wortsman et al. 2022, arXiv:2203.05482",
+    params=(
+        Param("weight", float, Scope.PER_MODEL, 1.0, doc="weight of each model"),
+        Param("normalize", bool, Scope.GLOBAL, True, doc="divide by the sum of the weights"),
+    ),
+    base=BasePolicy.UNUSED,
+)
+def linear(
+    tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, normalize: bool
+) -> torch.Tensor:
+    merged = (tensors * broadcast_weights(weight, tensors)).sum(0)
+    if normalize:
+        total = weight.sum()
+        if total.abs() > 1e-8:
+            merged = merged / total
+    return merged
+
+
+@register(
+    "passthrough",
+    summary="Copy one model's tensor unchanged (optionally scaled); used for layer stacking.",
+    reference="mergekit passthrough, arXiv:2403.13257",
+    params=(Param("scale", float, Scope.PER_MODEL, 1.0, doc="multiplier applied to the tensor"),),
+    base=BasePolicy.UNUSED,
+    max_models=1,
+)
+def passthrough(
+    tensors: torch.Tensor, base: torch.Tensor | None, *, scale: torch.Tensor
+) -> torch.Tensor:
+    return tensors[0] * scale[0]

@@ -1,0 +1,170 @@
+"""The method registry: each merge kernel with its declared parameter contract.
+
+A kernel is a pure function ``kernel(tensors, base, **params) -> Tensor`` where ``tensors``
+stacks the n contributing models along dim 0 (float32, one device), ``base`` is the base
+model's tensor or ``None``, per-model parameters arrive as float32 tensors of shape ``[n]``
+and global parameters as Python scalars. Random kernels also receive ``generator``.
+The contract is what recipe validation, ``alloykit methods`` and the docs table read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+
+Kernel = Callable[..., torch.Tensor]
+
+
+class Scope(str, Enum):
+    """Whether a parameter takes one value per merge or one value per input model."""
+
+    GLOBAL = "global"
+    PER_MODEL = "per-model"
+
+
+class BasePolicy(str, Enum):
+    """How a method uses ``base_model``."""
+
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+    UNUSED = "unused"
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a method: type, scope, default and valid range."""
+
+    name: str
+    type: type
+    scope: Scope
+    default: Any = REQUIRED
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def allowed(self) -> str:
+        """Human-readable description of the accepted values."""
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.type is bool:
+            return "true | false"
+        lo = "-inf" if self.minimum is None else f"{self.minimum:g}"
+        hi = "inf" if self.maximum is None else f"{self.maximum:g}"
+        kind = "integer" if self.type is int else "number"
+        return f"{kind} in [{lo}, {hi}]"
+
+    def check(self, value: Any) -> Any:
+        """Return ``value`` coerced to this parameter's type, or raise ``ValueError``."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {value!r}")
+            return value
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"expected one of {self.allowed()}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a {self.allowed()}, got {value!r}")
+        if self.type is int:
+            if float(value) != int(value):
+                raise ValueError(f"expected an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if value != value:
+            raise ValueError("expected a number, got NaN")
+        if (self.minimum is not None and value < self.minimum) or (
+            self.maximum is not None and value > self.maximum
+        ):
+            raise ValueError(f"expected a {self.allowed()}, got {value:g}")
+        return value
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered merge method: kernel plus contract."""
+
+    name: str
+    kernel: Kernel
+    summary: str
+    reference: str
+    params: tuple[Param, ...]
+    base: BasePolicy
+    min_models: int = 1
+    max_models: int | None = None
+    random: bool = False
+    notes: str = ""
+    param_index: dict[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_index", {p.name: p for p in self.params})
+
+    def param(self, name: str) -> Param | None:
+        return self.param_index.get(name)
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(
+    name: str,
+    *,
+    summary: str,
+    reference: str,
+    params: tuple[Param, ...] = (),
+    base: BasePolicy,
+    min_models: int = 1,
+    max_models: int | None = None,
+    random: bool = False,
+    notes: str = "",
+) -> Callable[[Kernel], Kernel]:
+    """Decorator registering ``kernel`` under ``name`` with its contract."""
+
+    def wrap(kernel: Kernel) -> Kernel:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        _REGISTRY[name] = Method(
+            name=name,
+            kernel=kernel,
+            summary=summary,
+            reference=reference,
+            params=params,
+            base=base,
+            min_models=min_models,
+            max_models=max_models,
+            random=random,
+            notes=notes,
+        )
+        return kernel
+
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; ``KeyError`` if there is none."""
+    return _REGISTRY[name]
+
+
+def method_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def all_methods() -> list[Method]:
+    return [_REGISTRY[n] for n in method_names()]

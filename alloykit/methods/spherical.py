@@ -1,0 +1,193 @@
+"""Interpolation along great circles: slerp, nuslerp and multislerp.
+
+Linear averaging of two weight vectors shrinks the result when they point in different
+directions; interpolating along the arc between their directions does not. Spherical linear
+interpolation is from Animating Rotation with Quaternion Curves, Shoemake 1985 (SIGGRAPH,
+doi:10.1145/325165.325242; no arXiv). Kernels compute without host synchronisation except
+where a method must branch on a whole-tensor quantity (multislerp's degenerate mean).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alloykit.methods.registry import BasePolicy, Param, Scope, register
+
+SHOEMAKE = "Animating Rotation with Quaternion Curves, Shoemake 1985 (doi:10.1145/325165.325242)"
+COLINEAR_DOT = 0.9995
+"""Above this |cos| between the two directions, slerp falls back to linear interpolation."""
+NORM_EPS = 1e-8
+
+
+def slerp_vectors(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
+    """Slerp between two whole tensors, treated as single flat vectors.
+
+    The angle comes from normalized copies; the coefficients are applied to the unnormalized
+    tensors, so the result's norm moves smoothly between theirs. Nearly colinear or antipodal
+    pairs (``|cos| > 0.9995``) and zero vectors use linear interpolation.
+    """
+    a = v0.reshape(-1)
+    b = v1.reshape(-1)
+    norm_a = torch.linalg.vector_norm(a)
+    norm_b = torch.linalg.vector_norm(b)
+    unit_a = a / torch.where(norm_a > NORM_EPS, norm_a, 1.0)
+    unit_b = b / torch.where(norm_b > NORM_EPS, norm_b, 1.0)
+    dot = (unit_a * unit_b).sum().clamp(-1.0, 1.0)
+    linear = dot.abs() > COLINEAR_DOT
+    theta = torch.acos(torch.where(linear, 0.5, dot))
+    sin_theta = torch.sin(theta)
+    coef_a = torch.where(linear, 1 - t, torch.sin((1 - t) * theta) / sin_theta)
+    coef_b = torch.where(linear, t, torch.sin(t * theta) / sin_theta)
+    return coef_a * v0 + coef_b * v1
+
+
+@register(
+    "slerp",
+    summary="Spherical interpolation between the base and one other model.",
+    reference=SHOEMAKE,
+    params=(
+        Param(
+            "t",
+            float,
+            Scope.GLOBAL,
+            doc="position on the arc: 0 = base, 1 = the other model (outside [0, 1] extrapolates)",
+        ),
+    ),
+    base=BasePolicy.REQUIRED,
+    min_models=1,
+    max_models=1,
+    notes="Each tensor is one flat vector; pairs with |cos| > 0.9995 interpolate linearly.",
+)
+def slerp(tensors: torch.Tensor, base: torch.Tensor, *, t: float) -> torch.Tensor:
+    return slerp_vectors(t, base, tensors[0])
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1e-7)
+
+
+def nuslerp_vectors(
+    t: float, v0: torch.Tensor, v1: torch.Tensor, *, flatten: bool, row_wise: bool
+) -> torch.Tensor:
+    """Slerp ``v0`` towards ``v1`` by ``t``, vector by vector.
+
+    With ``flatten`` each tensor is one vector; otherwise vectors run along the last dimension,
+    or along the first with ``row_wise`` (mergekit's naming, kept for compatibility). Exactly
+    colinear vectors interpolate linearly.
+    """
+    shape = v0.shape
+    if flatten:
+        v0, v1 = v0.reshape(-1), v1.reshape(-1)
+    elif row_wise:
+        v0, v1 = v0.transpose(0, -1), v1.transpose(0, -1)
+    cos = (_unit_rows(v0) * _unit_rows(v1)).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    colinear = 1 - cos.square() <= NORM_EPS**2
+    theta = torch.acos(torch.where(colinear, 0.5, cos))
+    sin_theta = torch.sin(theta)
+    arc = (torch.sin((1 - t) * theta) * v0 + torch.sin(t * theta) * v1) / sin_theta
+    merged = torch.where(colinear, (1 - t) * v0 + t * v1, arc)
+    if row_wise and not flatten:
+        merged = merged.transpose(0, -1)
+    return merged.reshape(shape)
+
+
+@register(
+    "nuslerp",
+    summary="Slerp between two models (or their task vectors) with weights instead of t.",
+    reference=f"{SHOEMAKE}; mergekit nuslerp",
+    params=(
+        Param("weight", float, Scope.PER_MODEL, 1.0, doc="relative weight; t = w1 / (w0 + w1)"),
+        Param(
+            "nuslerp_flatten",
+            bool,
+            Scope.GLOBAL,
+            True,
+            doc="treat each tensor as one vector (else one vector per row)",
+        ),
+        Param(
+            "nuslerp_row_wise",
+            bool,
+            Scope.GLOBAL,
+            False,
+            doc="without flatten: vectors run along the first dimension instead of the last",
+        ),
+    ),
+    base=BasePolicy.OPTIONAL,
+    min_models=2,
+    max_models=2,
+    notes="With a base model the task vectors are slerped and added to the base. As in "
+    "mergekit, nuslerp_row_wise: true makes the vectors run along dimension 0 (the columns "
+    "of a weight matrix), whatever the name suggests. Weights summing to ~0 give t = 0.5.",
+)
+def nuslerp(
+    tensors: torch.Tensor,
+    base: torch.Tensor | None,
+    *,
+    weight: torch.Tensor,
+    nuslerp_flatten: bool,
+    nuslerp_row_wise: bool,
+) -> torch.Tensor:
+    w0, w1 = weight.tolist()
+    total = w0 + w1
+    t = 0.5 if abs(total) < 1e-6 else w1 / total
+    origin = 0.0 if base is None else base
+    merged = nuslerp_vectors(
+        t,
+        tensors[0] - origin,
+        tensors[1] - origin,
+        flatten=nuslerp_flatten,
+        row_wise=nuslerp_row_wise,
+    )
+    return merged + origin
+
+
+@register(
+    "multislerp",
+    summary="Weighted spherical barycentre of any number of models (or task vectors).",
+    reference="Multi-SLERP, Goddard 2025, https://goddard.blog/posts/multislerp-wow-what-a-cool-idea"
+    "; after Spherical Averages and Applications to Spherical Splines and Interpolation, "
+    "Buss & Fillmore 2001 (doi:10.1145/502122.502124)",
+    params=(
+        Param("weight", float, Scope.PER_MODEL, 1.0, doc="weight of each model"),
+        Param("normalize_weights", bool, Scope.GLOBAL, True, doc="divide weights by their sum"),
+        Param("eps", float, Scope.GLOBAL, 1e-8, minimum=0.0, doc="numerical floor for norms"),
+    ),
+    base=BasePolicy.OPTIONAL,
+    notes="One-step tangent-space approximation (not the iterated Karcher mean). Norms are "
+    "the weighted mean of the inputs' norms. A single model is returned unchanged; two "
+    "antipodal models fall back to linear interpolation; more with a zero mean are an error.",
+)
+def multislerp(
+    tensors: torch.Tensor,
+    base: torch.Tensor | None,
+    *,
+    weight: torch.Tensor,
+    normalize_weights: bool,
+    eps: float,
+) -> torch.Tensor:
+    """Project directions onto the tangent plane at their weighted mean direction, average
+    there, map back with the exponential map and give the result the mean norm."""
+    if tensors.shape[0] == 1:
+        return tensors[0]
+    origin = 0.0 if base is None else base
+    vectors = (tensors - origin).reshape(tensors.shape[0], -1)
+    weights = weight / weight.sum() if normalize_weights else weight
+    norms = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True)
+    units = vectors / (norms + eps)
+    mean = (units * weights[:, None]).sum(0)
+    mean_norm = torch.linalg.vector_norm(mean)
+    if mean_norm < eps:
+        if tensors.shape[0] != 2:
+            raise ValueError(
+                "multislerp: the weighted mean direction is zero (antipodal inputs whose "
+                "weights cancel); change the weights"
+            )
+        merged = weights[0] * vectors[0] + weights[1] * vectors[1]
+        return merged.reshape(tensors.shape[1:]) + origin
+    mean = mean / mean_norm
+    tangents = units - (units @ mean)[:, None] * mean
+    step = (tangents * weights[:, None]).sum(0)
+    step_norm = torch.linalg.vector_norm(step) + eps
+    direction = mean * torch.cos(step_norm) + step * (torch.sin(step_norm) / step_norm)
+    merged = direction * (norms[:, 0] * weights).sum()
+    return merged.reshape(tensors.shape[1:]) + origin

@@ -1,0 +1,263 @@
+"""``load_recipe``: YAML (alloykit's or mergekit's format) → a validated :class:`Recipe`."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from alloykit.errors import RecipeError
+from alloykit.methods import Method, get_method, method_names
+from alloykit.recipe.document import RecipeDocument, fail, read_document
+from alloykit.recipe.model import ModelInput, Recipe, SliceSpec
+from alloykit.recipe.parameters import parse_parameters
+from alloykit.recipe.schema import (
+    ModelEntrySchema,
+    RecipeSchema,
+    SliceSchema,
+    TokenizerSchema,
+    parse_schema,
+)
+from alloykit.recipe.validate import check_recipe
+
+_MODEL_PATH_KEYS = ("path", "revision")
+_REFERENCE_KEYS = ("model", "lora", "override_architecture")
+
+
+def load_recipe(source: str | Path | dict[str, Any], *, seed: int | None = None) -> Recipe:
+    """Read, validate and normalise a merge recipe.
+
+    ``source`` is a path to a YAML file, YAML text, or an already parsed mapping. ``seed``
+    overrides the recipe's own ``seed:``. Every problem (syntax, unknown keys, unknown method
+    or parameter, out-of-range values, missing base model, ...) raises :class:`RecipeError`
+    with a one-line message naming the file, line and key path, and a hint.
+    """
+    document = read_document(source)
+    try:
+        return _build(document, seed)
+    except RecipeError as error:
+        key_path = getattr(error, "key_path", "")
+        where = document.locate(key_path) or (
+            document.label if document.source_file is not None else None
+        )
+        if where is None:
+            raise
+        raise RecipeError(f"{where}: {error.message}", error.hint) from None
+
+
+def _build(document: RecipeDocument, seed: int | None) -> Recipe:
+    schema = parse_schema(document.data)
+    if schema.modules is not None:
+        fail(
+            "modules",
+            "multi-module recipes (modules:) are not supported yet",
+            "use models: or slices: for a single-module model",
+        )
+    method = _method(schema.merge_method)
+    if schema.models and schema.slices:
+        fail("slices", "give either models: or slices:, not both", "keep one of the two lists")
+    if not schema.models and not schema.slices:
+        fail(
+            "models",
+            "the recipe lists no models",
+            "add models: (whole models to merge) or slices: (layer ranges of models)",
+        )
+    base_model = (
+        parse_reference(schema.base_model, "base_model") if schema.base_model is not None else None
+    )
+    models = slices = None
+    if schema.models:
+        models = tuple(
+            _model_input(entry, f"models[{i}]", method) for i, entry in enumerate(schema.models)
+        )
+    else:
+        slices = tuple(
+            _slice(piece, f"slices[{i}]", method) for i, piece in enumerate(schema.slices or ())
+        )
+    recipe = Recipe(
+        merge_method=method.name,
+        base_model=base_model,
+        models=models,
+        slices=slices,
+        parameters=parse_parameters(schema.parameters, "parameters", method, "top"),
+        dtype=schema.dtype,
+        out_dtype=schema.out_dtype,
+        tokenizer_source=_tokenizer_source(schema, base_model),
+        chat_template=schema.chat_template,
+        vocab_mismatch=schema.vocab_mismatch,
+        seed=seed if seed is not None else schema.seed,
+        source_file=document.source_file,
+        raw=document.data,
+    )
+    check_recipe(recipe, method)
+    return recipe
+
+
+def _method(name: str) -> Method:
+    try:
+        return get_method(name)
+    except KeyError:
+        names = method_names()
+        close = difflib.get_close_matches(name, names, n=1)
+        suggestion = f"did you mean '{close[0]}'? " if close else ""
+        fail(
+            "merge_method",
+            f"unknown merge method '{name}'",
+            f"{suggestion}valid methods: {', '.join(names)}",
+        )
+
+
+def _model_input(entry: ModelEntrySchema, path: str, method: Method) -> ModelInput:
+    return ModelInput(
+        model=parse_reference(entry.model, f"{path}.model"),
+        parameters=parse_parameters(entry.parameters, f"{path}.parameters", method, "model"),
+        key_path=path,
+    )
+
+
+def _slice(piece: SliceSchema, path: str, method: Method) -> SliceSpec:
+    if piece.residual_weight is not None:
+        fail(
+            f"{path}.residual_weight",
+            "is not supported (mergekit accepts it but never uses it)",
+            "remove it",
+        )
+    if not piece.sources:
+        fail(f"{path}.sources", "a slice needs at least one source", "list the models' layers")
+    sources = []
+    for i, source in enumerate(piece.sources):
+        where = f"{path}.sources[{i}]"
+        start, end = source.layer_range
+        if start < 0 or end <= start:
+            fail(
+                f"{where}.layer_range",
+                f"expected [start, end) with 0 <= start < end, got [{start}, {end}]",
+                "e.g. layer_range: [0, 16] takes layers 0 to 15",
+            )
+        sources.append(
+            ModelInput(
+                model=parse_reference(source.model, f"{where}.model"),
+                parameters=parse_parameters(
+                    source.parameters, f"{where}.parameters", method, "model"
+                ),
+                layer_range=(start, end),
+                key_path=where,
+            )
+        )
+    base_model = (
+        parse_reference(piece.base_model, f"{path}.base_model")
+        if piece.base_model is not None
+        else None
+    )
+    return SliceSpec(
+        sources=tuple(sources),
+        parameters=parse_parameters(piece.parameters, f"{path}.parameters", method, "slice"),
+        key_path=path,
+        base_model=base_model,
+    )
+
+
+def parse_reference(raw: Any, path: str) -> str:
+    """A model reference as one string: ``org/name``, ``./dir`` or ``org/name@revision``.
+
+    mergekit's dict forms ``{model: {path: X, revision: R}}`` and ``{path: X}`` are accepted.
+    LoRA references (``model+adapter`` or ``lora:``) are refused for now.
+    """
+    if isinstance(raw, dict):
+        text = _reference_from_dict(raw, path)
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        fail(path, f"expected a model reference (a path or Hugging Face id), got {raw!r}")
+    if not text:
+        fail(path, "empty model reference", "give a local path or a Hugging Face id")
+    if "+" in text:
+        fail(
+            path,
+            f"LoRA adapter references are not supported yet: '{text}'",
+            "merge the adapter into its model first and reference the merged model",
+        )
+    if text.count("@") > 1:
+        fail(path, f"more than one '@revision' in '{text}'", "use MODEL or MODEL@REVISION")
+    return text
+
+
+def _reference_from_dict(raw: dict[str, Any], path: str) -> str:
+    if "model" not in raw:
+        return _model_path(raw, path)
+    for key in raw:
+        if key not in _REFERENCE_KEYS:
+            fail(f"{path}.{key}", "unknown key", f"allowed here: {', '.join(_REFERENCE_KEYS)}")
+    if raw.get("lora") is not None:
+        fail(
+            f"{path}.lora",
+            "LoRA adapter references are not supported yet",
+            "merge the adapter into its model first and reference the merged model",
+        )
+    if raw.get("override_architecture") is not None:
+        fail(
+            f"{path}.override_architecture",
+            "is not supported yet",
+            "remove it; the architecture is read from the model's config.json",
+        )
+    return _model_path(raw["model"], f"{path}.model")
+
+
+def _model_path(raw: Any, path: str) -> str:
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, dict):
+        fail(path, f"expected a model reference (a path or Hugging Face id), got {raw!r}")
+    for key in raw:
+        if key not in _MODEL_PATH_KEYS:
+            fail(f"{path}.{key}", "unknown key", f"allowed here: {', '.join(_MODEL_PATH_KEYS)}")
+    location, revision = raw.get("path"), raw.get("revision")
+    if not isinstance(location, str):
+        fail(f"{path}.path", f"expected a path or Hugging Face id, got {location!r}")
+    if revision is None:
+        return location
+    if not isinstance(revision, str):
+        fail(f"{path}.revision", f"expected a branch, tag or commit, got {revision!r}")
+    return f"{location}@{revision}"
+
+
+def _tokenizer_source(schema: RecipeSchema, base_model: str | None) -> str | None:
+    if schema.tokenizer is not None and schema.tokenizer_source is not None:
+        fail(
+            "tokenizer",
+            "give either tokenizer_source: or tokenizer:, not both",
+            "keep tokenizer_source:",
+        )
+    if schema.tokenizer is not None:
+        _check_tokenizer_block(schema.tokenizer)
+        raw, path = schema.tokenizer.source, "tokenizer.source"
+    else:
+        raw, path = schema.tokenizer_source, "tokenizer_source"
+    if raw is None:
+        return None
+    if raw == "union":
+        fail(
+            path,
+            "union is not supported yet",
+            "use base (the base model's tokenizer) or a model reference; models whose "
+            "vocabularies differ can be merged with vocab_mismatch: common_rows",
+        )
+    if raw == "base":
+        if base_model is None:
+            fail(
+                path,
+                "base needs a base_model",
+                "set base_model:, or name the model whose tokenizer to use",
+            )
+        return "base"
+    return parse_reference(raw, path)
+
+
+def _check_tokenizer_block(block: TokenizerSchema) -> None:
+    for key in ("tokens", "pad_to_multiple_of"):
+        if getattr(block, key) is not None:
+            fail(
+                f"tokenizer.{key}",
+                "is not supported yet",
+                "only tokenizer: {source: ...} is supported; remove this key",
+            )

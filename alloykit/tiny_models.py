@@ -1,0 +1,119 @@
+"""Tiny random checkpoints of common families, built offline with transformers.
+
+Used by the test-suite and ``alloykit demo``: a "base" plus "fine-tunes" that are the base
+with small seeded perturbations, saved as real Hugging Face model directories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FAMILIES: dict[str, dict[str, Any]] = {
+    "llama": {
+        "model_type": "llama",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 128,
+        "max_position_embeddings": 64,
+        "tie_word_embeddings": False,
+    },
+    "qwen2": {
+        "model_type": "qwen2",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 128,
+        "max_position_embeddings": 64,
+        "tie_word_embeddings": False,
+    },
+    "gemma": {
+        "model_type": "gemma",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+        "vocab_size": 128,
+        "max_position_embeddings": 64,
+        "tie_word_embeddings": True,
+    },
+    "gpt2": {
+        "model_type": "gpt2",
+        "n_embd": 32,
+        "n_layer": 4,
+        "n_head": 4,
+        "vocab_size": 128,
+        "n_positions": 64,
+        "tie_word_embeddings": True,
+    },
+}
+
+
+def build_config(family: str, **overrides: Any):
+    from transformers import AutoConfig
+
+    settings = dict(FAMILIES[family])
+    settings.update(overrides)
+    model_type = settings.pop("model_type")
+    return AutoConfig.for_model(model_type, **settings)
+
+
+def build_model(
+    family: str,
+    directory: Path,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    **overrides: Any,
+) -> Path:
+    """Save a randomly initialised model of ``family`` into ``directory``."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(build_config(family, **overrides))
+    model = model.to(dtype)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def build_finetune(base_dir: Path, directory: Path, *, seed: int, scale: float = 0.02) -> Path:
+    """A "fine-tune" of ``base_dir``: every float tensor plus seeded noise of relative ``scale``."""
+    from safetensors.torch import load_file, save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    for path in base_dir.iterdir():
+        if path.suffix == ".safetensors":
+            tensors = load_file(path)
+            for name, tensor in tensors.items():
+                if tensor.dtype.is_floating_point:
+                    noise = torch.randn(tensor.shape, generator=generator) * scale
+                    spread = tensor.float().std() if tensor.numel() > 1 else torch.tensor(1.0)
+                    tensors[name] = (tensor.float() + noise * spread).to(tensor.dtype)
+            save_file(tensors, directory / path.name, metadata={"format": "pt"})
+        elif path.is_file():
+            (directory / path.name).write_bytes(path.read_bytes())
+    return directory
+
+
+def build_family(
+    family: str, root: Path, *, finetunes: int = 2, seed: int = 0, **overrides: Any
+) -> dict[str, Path]:
+    """A base and ``finetunes`` fine-tunes of one family under ``root``."""
+    base = build_model(family, root / "base", seed=seed, **overrides)
+    models = {"base": base}
+    for index in range(finetunes):
+        models[f"ft{index + 1}"] = build_finetune(
+            base, root / f"ft{index + 1}", seed=seed + 100 + index
+        )
+    return models

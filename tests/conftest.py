@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny model families built once per test session, offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory: pytest.TempPathFactory):
+    """``family_models(name)`` → {"base": dir, "ft1": dir, "ft2": dir} for a tiny family."""
+    from alloykit.tiny_models import build_family
+
+    cache: dict[str, dict[str, Path]] = {}
+
+    def get(family: str) -> dict[str, Path]:
+        if family not in cache:
+            root = tmp_path_factory.mktemp(f"models-{family}")
+            cache[family] = build_family(family, root, finetunes=3, seed=0)
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def llama(family_models) -> dict[str, Path]:
+    return family_models("llama")
