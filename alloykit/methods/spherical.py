@@ -24,7 +24,7 @@ def slerp_vectors(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
 
     The angle comes from normalized copies; the coefficients are applied to the unnormalized
     tensors, so the result's norm moves smoothly between theirs. Nearly colinear or antipodal
-    pairs (``|cos| > 0.9995``) and zero vectors use linear interpolation.
+    pairs (``|cos| > 0.9995``) use linear interpolation; a zero vector counts as orthogonal.
     """
     a = v0.reshape(-1)
     b = v1.reshape(-1)

@@ -13,11 +13,12 @@ import torch
 from method_harness import draws, f32, run
 
 BASE = [0.5, -1.0, 2.0, 0.0, 1.5, -0.5]
-MODELS = [
-    [1.5, -1.2, 2.9, -0.4, 1.55, 0.2],  # deltas  1.0 -0.2  0.9 -0.4  0.05  0.7
-    [0.2, -0.7, 1.4, 0.6, 2.3, -0.45],  # deltas -0.3  0.3 -0.6  0.6  0.8   0.05
-    [0.9, -1.9, 2.35, -0.15, 0.6, -1.3],  # deltas 0.4 -0.9  0.35 -0.15 -0.9 -0.8
+DELTAS = [  # distinct magnitudes within each model, so "the k largest" is unambiguous
+    [1.0, -0.2, 0.9, -0.4, 0.05, 0.7],
+    [-0.3, 0.25, -0.6, 0.65, 0.8, 0.1],
+    [0.45, -0.95, 0.35, -0.15, -0.85, -0.75],
 ]
+MODELS = [[b + d for b, d in zip(BASE, delta)] for delta in DELTAS]
 WEIGHTS = [1.0, 0.5, 0.8]
 
 

@@ -1,0 +1,233 @@
+"""End-to-end: recipes through the CLI and API on tiny models of several families."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import alloykit
+from alloykit.cli import app
+from alloykit.methods import BasePolicy, all_methods
+
+runner = CliRunner()
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def load_output(out: Path) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(out.glob("*.safetensors")):
+        tensors.update(load_file(shard))
+    return tensors
+
+
+def assert_loads_and_runs(out: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        logits = model(torch.arange(10).unsqueeze(0)).logits
+    assert logits.shape[-1] == model.config.vocab_size
+    assert bool(torch.isfinite(logits).all())
+
+
+def recipe_for(method, models: dict[str, Path]) -> dict:
+    """A valid recipe for ``method`` built from its contract: base if used, 2 models if allowed."""
+    count = 2 if (method.max_models is None or method.max_models >= 2) else method.max_models
+    count = max(count, method.min_models)
+    chosen = [str(models[f"ft{i + 1}"]) for i in range(count)]
+    recipe: dict = {"merge_method": method.name, "dtype": "float32"}
+    if method.base is not BasePolicy.UNUSED:
+        recipe["base_model"] = str(models["base"])
+    recipe["models"] = [{"model": m} for m in chosen]
+    if method.name == "slerp" or method.name == "nearswap":
+        recipe["parameters"] = {"t": 0.3}
+    if any(p.name == "density" for p in method.params):
+        for item in recipe["models"]:
+            item["parameters"] = {"density": 0.7}
+    if method.name == "breadcrumbs" or method.name == "breadcrumbs_ties":
+        for item in recipe["models"]:
+            item["parameters"] = {"density": 0.7, "gamma": 0.05}
+    if method.name == "passthrough":
+        recipe["models"] = [{"model": str(models["ft1"])}]
+    return recipe
+
+
+@pytest.mark.parametrize("method", all_methods(), ids=lambda m: m.name)
+def test_every_method_merges_through_the_cli_into_a_loadable_model(method, llama, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yml", recipe_for(method, llama))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["merge", str(recipe), str(out)])
+    assert result.exit_code == 0, result.output
+    assert_loads_and_runs(out)
+    assert (out / "README.md").read_text().count(method.name) >= 1
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma", "gpt2"])
+def test_ties_merge_of_each_family_loads_and_gives_finite_logits(family, family_models, tmp_path):
+    models = family_models(family)
+    recipe = {
+        "merge_method": "ties",
+        "base_model": str(models["base"]),
+        "models": [
+            {"model": str(models[f"ft{i}"]), "parameters": {"weight": 1.0, "density": 0.5}}
+            for i in (1, 2, 3)
+        ],
+        "parameters": {"normalize": True},
+    }
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["merge", str(write_recipe(tmp_path / "r.yml", recipe)), str(out)])
+    assert result.exit_code == 0, result.output
+    assert_loads_and_runs(out)
+    merged = load_output(out)
+    base = load_output(models["base"])
+    assert set(merged) == set(base)
+
+
+def test_linear_merge_equals_the_weighted_average(llama, tmp_path):
+    recipe = {
+        "merge_method": "linear",
+        "models": [
+            {"model": str(llama["ft1"]), "parameters": {"weight": 1.0}},
+            {"model": str(llama["ft2"]), "parameters": {"weight": 3.0}},
+        ],
+    }
+    merged = alloykit.merge_to_state_dict(recipe)
+    a, b = load_output(llama["ft1"]), load_output(llama["ft2"])
+    for name, tensor in merged.items():
+        torch.testing.assert_close(tensor, (a[name] + 3 * b[name]) / 4)
+
+
+def test_passthrough_slices_renumber_layers_and_update_config(family_models, tmp_path):
+    models = family_models("qwen2")
+    recipe = {
+        "merge_method": "passthrough",
+        "slices": [
+            {"sources": [{"model": str(models["ft1"]), "layer_range": [0, 2]}]},
+            {"sources": [{"model": str(models["ft2"]), "layer_range": [1, 4]}]},
+        ],
+    }
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["merge", str(write_recipe(tmp_path / "r.yml", recipe)), str(out)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_hidden_layers"] == 5
+    if "layer_types" in config:
+        assert len(config["layer_types"]) == 5
+    merged = load_output(out)
+    ft1, ft2 = load_output(models["ft1"]), load_output(models["ft2"])
+    name = "model.layers.{}.mlp.up_proj.weight"
+    assert torch.equal(merged[name.format(1)], ft1[name.format(1)])
+    assert torch.equal(merged[name.format(2)], ft2[name.format(1)])
+    assert torch.equal(merged[name.format(4)], ft2[name.format(3)])
+    assert torch.equal(merged["model.embed_tokens.weight"], ft1["model.embed_tokens.weight"])
+    assert torch.equal(merged["lm_head.weight"], ft2["lm_head.weight"])
+    assert_loads_and_runs(out)
+
+
+def test_dry_run_prints_plan_and_writes_nothing(llama, tmp_path):
+    recipe = {
+        "merge_method": "ties",
+        "base_model": str(llama["base"]),
+        "models": [{"model": str(llama["ft1"]), "parameters": {"density": 0.5}}],
+    }
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["merge", str(write_recipe(tmp_path / "r.yml", recipe)), str(out), "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "model.layers.0.mlp.up_proj.weight" in result.output
+    assert "estimated peak working memory" in result.output
+    assert not out.exists()
+
+
+def test_random_method_output_is_identical_for_any_thread_count(llama):
+    recipe = {
+        "merge_method": "dare_ties",
+        "base_model": str(llama["base"]),
+        "models": [{"model": str(llama[f"ft{i}"]), "parameters": {"density": 0.5}} for i in (1, 2)],
+        "seed": 7,
+    }
+    one = alloykit.merge_to_state_dict(recipe, threads=1)
+    four = alloykit.merge_to_state_dict(recipe, threads=4)
+    torch.set_num_threads(1)
+    try:
+        single = alloykit.merge_to_state_dict(recipe, threads=2)
+    finally:
+        torch.set_num_threads(2)
+    other_seed = alloykit.merge_to_state_dict(recipe, seed=8)
+    for name in one:
+        assert torch.equal(one[name], four[name])
+        assert torch.equal(one[name], single[name])
+    assert any(not torch.equal(one[n], other_seed[n]) for n in one)
+
+
+def test_interrupted_merge_resumes_to_the_same_result(llama, tmp_path):
+    recipe = {
+        "merge_method": "task_arithmetic",
+        "base_model": str(llama["base"]),
+        "models": [{"model": str(llama["ft1"])}, {"model": str(llama["ft2"])}],
+    }
+    out = tmp_path / "out"
+    calls = {"n": 0}
+
+    def interrupt_after_five(entry) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        alloykit.merge(recipe, out, threads=1, on_done=interrupt_after_five)
+    assert not out.exists()
+    assert (tmp_path / "out.partial").is_dir()
+    finished: list[str] = []
+    alloykit.merge(recipe, out, threads=1, on_done=lambda e: finished.append(e.name))
+    assert len(finished) < len(alloykit.plan(recipe).entries)
+    assert not (tmp_path / "out.partial").exists()
+    expected = alloykit.merge_to_state_dict(recipe)
+    merged = load_output(out)
+    for name, tensor in expected.items():
+        assert torch.equal(merged[name], tensor)
+
+
+def test_output_is_sharded_with_an_index_when_shards_are_small(llama, tmp_path):
+    recipe = {"merge_method": "linear", "models": [{"model": str(llama["ft1"])}]}
+    out = alloykit.merge(recipe, tmp_path / "out", out_shard_size="20KB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert_loads_and_runs(out)
+
+
+def test_tokenizer_and_generation_files_come_from_the_chosen_source(llama, tmp_path):
+    (llama["ft2"] / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
+    recipe = {
+        "merge_method": "linear",
+        "models": [{"model": str(llama["ft1"])}, {"model": str(llama["ft2"])}],
+        "tokenizer_source": str(llama["ft2"]),
+        "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}",
+    }
+    try:
+        out = alloykit.merge(recipe, tmp_path / "out")
+    finally:
+        (llama["ft2"] / "tokenizer_config.json").unlink()
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 77
+    assert (out / "chat_template.jinja").read_text().startswith("{% for m")
+    assert (out / "generation_config.json").exists()
+
+
+def test_out_dtype_option_sets_tensor_and_config_dtype(llama, tmp_path):
+    recipe = {"merge_method": "linear", "models": [{"model": str(llama["ft1"])}]}
+    out = alloykit.merge(recipe, tmp_path / "out", out_dtype="bfloat16")
+    merged = load_output(out)
+    assert {t.dtype for t in merged.values()} == {torch.bfloat16}
+    config = json.loads((out / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
