@@ -57,9 +57,20 @@ class _Budget:
 
 
 def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
+    """The torch device for ``--device``; bad input (unknown, absent) is an AlloyError."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise AlloyError(f"--device: unknown device {name!r}", "use cpu or cuda[:N]")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AlloyError("--device cuda: no CUDA device is available", "use --device cpu")
+        raise AlloyError(f"--device {name}: no CUDA device is available", "use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise AlloyError(
+            f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible",
+            "use a smaller index, or check CUDA_VISIBLE_DEVICES",
+        )
     return device
 
 
@@ -79,6 +90,8 @@ def compute_entry(plan: Plan, entry: PlanEntry, device: torch.device) -> torch.T
     if entry.base is not None:
         full_base = read(entry.base).to(device=device, dtype=dtype)
     base = full_base[:rows] if (full_base is not None and rows is not None) else full_base
+    if not _all_finite(stacked, full_base):
+        raise _non_finite(plan, entry, read)
     method = get_method(entry.method)
     kwargs: dict[str, object] = dict(entry.globals)
     for name, values in entry.per_model.items():
@@ -93,6 +106,11 @@ def compute_entry(plan: Plan, entry: PlanEntry, device: torch.device) -> torch.T
     if not bool(torch.isfinite(result).all()):
         raise _non_finite(plan, entry, read)
     return result.to(entry.dtype).cpu()
+
+
+def _all_finite(*tensors: torch.Tensor | None) -> bool:
+    """Inputs are checked before merging: a kernel may discard a NaN (trimming) and hide it."""
+    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _reader(plan: Plan) -> Callable[[TensorRef], torch.Tensor]:

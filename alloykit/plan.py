@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from alloykit.recipe.resolve import resolve_parameters
 
 from alloykit.arch.layers import (
     Section,
@@ -28,6 +27,7 @@ from alloykit.checkpoint.source import ModelSource, open_source
 from alloykit.errors import PlanError
 from alloykit.methods import BasePolicy, Method, get_method
 from alloykit.recipe.model import ModelInput, Recipe, Scalar
+from alloykit.recipe.resolve import resolve_parameters
 
 DTYPE_ALIASES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -187,7 +187,8 @@ class _Planner:
             parse_dtype(options.dtype, "--dtype") if options.dtype else torch.float32
         )
         out = options.out_dtype or recipe.out_dtype or recipe.dtype
-        self.out_dtype = parse_dtype(out, "out_dtype") if out else None
+        where = "--out-dtype" if options.out_dtype else "out_dtype" if recipe.out_dtype else "dtype"
+        self.out_dtype = parse_dtype(out, where) if out else None
         self.config = dict(sources[self.reference].config)
 
     # -- top level -------------------------------------------------------------------------
@@ -216,10 +217,10 @@ class _Planner:
         )
 
     def _split_base(
-        self, inputs: list[ModelInput], where: str
+        self, inputs: list[ModelInput], where: str, slice_index: int | None = None
     ) -> tuple[list[ModelInput], ModelInput | None]:
         """Separate the base model from the contributing models, per the method's policy."""
-        base_ref = self.recipe.base_model
+        base_ref = self.recipe.base_model_for(slice_index)
         policy = self.method.base
         if policy is BasePolicy.UNUSED or base_ref is None:
             if policy is BasePolicy.REQUIRED:
@@ -271,8 +272,8 @@ class _Planner:
             raise PlanError(
                 f"tensor {missing[0]!r} is missing from model {model!r}"
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
-                f"models must share {self.reference!r}'s architecture; use slices to combine "
-                "different depths",
+                f"models must share the architecture of {self.reference!r}; use slices to "
+                "combine different depths",
             )
 
     def _tied_partner(self, model: str, name: str) -> str | None:
@@ -289,15 +290,15 @@ class _Planner:
         assert self.recipe.slices is not None
         slices = self.recipe.slices
         layer_map: list[tuple[str, int]] = []  # output layer -> (model, source layer)
-        first_inputs, first_base = self._split_base(list(slices[0].sources), "slices[0]")
+        first_inputs, first_base = self._split_base(list(slices[0].sources), "slices[0]", 0)
         last_inputs, last_base = self._split_base(
-            list(slices[-1].sources), f"slices[{len(slices) - 1}]"
+            list(slices[-1].sources), f"slices[{len(slices) - 1}]", len(slices) - 1
         )
         self._plan_outer(Section.PRE, first_inputs, first_base, slice_index=0)
         out_layer = 0
         for index, piece in enumerate(slices):
             where = f"slices[{index}]"
-            inputs, base = self._split_base(list(piece.sources), where)
+            inputs, base = self._split_base(list(piece.sources), where, index)
             lengths = {
                 src.layer_range[1] - src.layer_range[0] for src in piece.sources if src.layer_range
             }
@@ -429,7 +430,7 @@ class _Planner:
             return
         per_model: dict[str, list[Scalar]] = {}
         global_values: dict[str, Scalar] = {}
-        for model_input, _ in inputs:
+        for model_input, input_name in inputs:
             values = resolve_parameters(
                 self.recipe,
                 self.method,
@@ -437,6 +438,7 @@ class _Planner:
                 t=t,
                 slice_index=slice_index,
                 model_input=model_input,
+                input_tensor_name=input_name,
             )
             for param in self.method.params:
                 value = values[param.name]

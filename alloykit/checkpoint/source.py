@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,11 +190,14 @@ def load_pickle(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
             "convert it to safetensors, or pass --allow-pickle to load it with weights_only=True",
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not for users
+            state = torch.load(
+                path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
+            )
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: refused to load: not a plain tensor pickle ({first_line[:160]})",
+            f"{path}: refused to load: not a plain tensor pickle ({_refusal_reason(exc)})",
             "the file may be malicious or corrupt; do not use it",
         ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -200,3 +205,11 @@ def load_pickle(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: does not hold a flat dictionary of tensors")
     return state
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """The line of torch's long weights_only message that says what was refused."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    reason = (telling or lines or [type(exc).__name__])[0]
+    return reason.removeprefix("WeightsUnpickler error: ")[:160]

@@ -9,7 +9,13 @@ import typer
 from rich.console import Console
 
 from alloykit.cli.guard import guarded, is_tty
-from alloykit.cli.render import human_bytes, render_method, render_methods, render_plan
+from alloykit.cli.render import (
+    human_bytes,
+    methods_markdown,
+    render_method,
+    render_methods,
+    render_plan,
+)
 
 app = typer.Typer(
     name="alloykit",
@@ -56,6 +62,7 @@ def merge(
     """Merge checkpoints as a recipe says, into OUT (written atomically)."""
     from alloykit.api import MergeOptions, plan, write_plan
     from alloykit.checkpoint.sink import check_output_dir
+    from alloykit.engine import resolve_device
     from alloykit.errors import AlloyError
 
     options = MergeOptions(
@@ -76,6 +83,7 @@ def merge(
             raise AlloyError(
                 f"--vocab-mismatch: unknown value {vocab_mismatch!r}", "use error or common_rows"
             )
+        resolve_device(device)
         if out is None and not dry_run:
             raise AlloyError(
                 "missing OUT directory", "alloykit merge RECIPE.yml OUT/ (or --dry-run)"
@@ -133,6 +141,7 @@ def _with_progress(the_plan, options, work):
 @app.command()
 def methods(
     name: Annotated[str | None, typer.Argument(help="Show one method in detail.")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the docs page.")] = False,
     debug: Debug = False,
 ) -> None:
     """List merge methods with their parameters, or describe one."""
@@ -140,6 +149,9 @@ def methods(
     from alloykit.methods import all_methods, get_method, method_names
 
     with guarded(debug):
+        if markdown:
+            print(methods_markdown(all_methods()), end="")
+            return
         if name is None:
             render_methods(all_methods(), console)
             return

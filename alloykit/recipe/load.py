@@ -11,6 +11,7 @@ from alloykit.methods import Method, get_method, method_names
 from alloykit.recipe.document import RecipeDocument, fail, read_document
 from alloykit.recipe.model import ModelInput, Recipe, SliceSpec
 from alloykit.recipe.parameters import parse_parameters
+from alloykit.recipe.reference import parse_reference
 from alloykit.recipe.schema import (
     ModelEntrySchema,
     RecipeSchema,
@@ -19,9 +20,6 @@ from alloykit.recipe.schema import (
     parse_schema,
 )
 from alloykit.recipe.validate import check_recipe
-
-_MODEL_PATH_KEYS = ("path", "revision")
-_REFERENCE_KEYS = ("model", "lora", "override_architecture")
 
 
 def load_recipe(source: str | Path | dict[str, Any], *, seed: int | None = None) -> Recipe:
@@ -155,70 +153,6 @@ def _slice(piece: SliceSchema, path: str, method: Method) -> SliceSpec:
         key_path=path,
         base_model=base_model,
     )
-
-
-def parse_reference(raw: Any, path: str) -> str:
-    """A model reference as one string: ``org/name``, ``./dir`` or ``org/name@revision``.
-
-    mergekit's dict forms ``{model: {path: X, revision: R}}`` and ``{path: X}`` are accepted.
-    LoRA references (``model+adapter`` or ``lora:``) are refused for now.
-    """
-    if isinstance(raw, dict):
-        text = _reference_from_dict(raw, path)
-    elif isinstance(raw, str):
-        text = raw
-    else:
-        fail(path, f"expected a model reference (a path or Hugging Face id), got {raw!r}")
-    if not text:
-        fail(path, "empty model reference", "give a local path or a Hugging Face id")
-    if "+" in text:
-        fail(
-            path,
-            f"LoRA adapter references are not supported yet: '{text}'",
-            "merge the adapter into its model first and reference the merged model",
-        )
-    if text.count("@") > 1:
-        fail(path, f"more than one '@revision' in '{text}'", "use MODEL or MODEL@REVISION")
-    return text
-
-
-def _reference_from_dict(raw: dict[str, Any], path: str) -> str:
-    if "model" not in raw:
-        return _model_path(raw, path)
-    for key in raw:
-        if key not in _REFERENCE_KEYS:
-            fail(f"{path}.{key}", "unknown key", f"allowed here: {', '.join(_REFERENCE_KEYS)}")
-    if raw.get("lora") is not None:
-        fail(
-            f"{path}.lora",
-            "LoRA adapter references are not supported yet",
-            "merge the adapter into its model first and reference the merged model",
-        )
-    if raw.get("override_architecture") is not None:
-        fail(
-            f"{path}.override_architecture",
-            "is not supported yet",
-            "remove it; the architecture is read from the model's config.json",
-        )
-    return _model_path(raw["model"], f"{path}.model")
-
-
-def _model_path(raw: Any, path: str) -> str:
-    if isinstance(raw, str):
-        return raw
-    if not isinstance(raw, dict):
-        fail(path, f"expected a model reference (a path or Hugging Face id), got {raw!r}")
-    for key in raw:
-        if key not in _MODEL_PATH_KEYS:
-            fail(f"{path}.{key}", "unknown key", f"allowed here: {', '.join(_MODEL_PATH_KEYS)}")
-    location, revision = raw.get("path"), raw.get("revision")
-    if not isinstance(location, str):
-        fail(f"{path}.path", f"expected a path or Hugging Face id, got {location!r}")
-    if revision is None:
-        return location
-    if not isinstance(revision, str):
-        fail(f"{path}.revision", f"expected a branch, tag or commit, got {revision!r}")
-    return f"{location}@{revision}"
 
 
 def _tokenizer_source(schema: RecipeSchema, base_model: str | None) -> str | None:

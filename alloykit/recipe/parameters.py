@@ -90,7 +90,7 @@ def _parse_value(raw: Any, path: str, param: Param) -> Scalar | tuple[Scalar, ..
 
 def check_value(raw: Any, path: str, param: Param) -> Scalar:
     """``raw`` coerced to ``param``'s type and checked against its range, or a RecipeError."""
-    hint = f"'{param.name}' accepts {param.allowed()}"
+    hint = f"'{param.name}' accepts: {param.allowed()}"
     if raw is None:
         fail(path, "no value given", hint)
     if isinstance(raw, (list, dict)):

@@ -11,7 +11,9 @@ import torch
 from alloykit.methods import Scope, get_method
 
 
-def as_stack(models: torch.Tensor | Sequence[Sequence[float]] | Sequence[torch.Tensor]) -> torch.Tensor:
+def as_stack(
+    models: torch.Tensor | Sequence[Sequence[float]] | Sequence[torch.Tensor],
+) -> torch.Tensor:
     if isinstance(models, torch.Tensor):
         return models.float()
     return torch.stack([torch.as_tensor(m, dtype=torch.float32) for m in models])
@@ -34,9 +36,8 @@ def run(
         value = params.pop(param.name, param.default)
         if param.scope is Scope.PER_MODEL:
             values = value if isinstance(value, (list, tuple)) else [value] * tensors.shape[0]
-            kwargs[param.name] = torch.tensor(
-                [param.check(v) for v in values], dtype=torch.float32
-            )
+            checked = [param.check(v) for v in values]
+            kwargs[param.name] = torch.tensor(checked, dtype=torch.float32, device=tensors.device)
         else:
             kwargs[param.name] = param.check(value)
     assert not params, f"unknown parameters for {name}: {sorted(params)}"

@@ -9,8 +9,12 @@ import torch
 from method_harness import run
 
 
+def flat(matrix: list[list[float]]) -> list[float]:
+    return [x for row in matrix for x in row]
+
+
 def dot(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b))
+    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 def norm(a: list[float]) -> float:
@@ -21,10 +25,10 @@ def slerp_reference(t: float, a: list[float], b: list[float], colinear: float) -
     """Shoemake's formula on the unnormalized vectors; linear when nearly colinear."""
     cos = max(-1.0, min(1.0, dot(a, b) / (norm(a) * norm(b))))
     if abs(cos) > colinear:
-        return [(1 - t) * x + t * y for x, y in zip(a, b)]
+        return [(1 - t) * x + t * y for x, y in zip(a, b, strict=True)]
     theta = math.acos(cos)
     ca, cb = math.sin((1 - t) * theta) / math.sin(theta), math.sin(t * theta) / math.sin(theta)
-    return [ca * x + cb * y for x, y in zip(a, b)]
+    return [ca * x + cb * y for x, y in zip(a, b, strict=True)]
 
 
 def close(actual: torch.Tensor, expected) -> None:
@@ -42,8 +46,7 @@ def test_slerp_treats_a_tensor_as_one_flat_vector(t: float) -> None:
     base = [[0.3, -1.2], [0.5, 2.0]]
     other = [[1.1, 0.4], [-0.7, 1.5]]
     out = run("slerp", [other], base, t=t)
-    flat = slerp_reference(t, sum(base, []), sum(other, []), 0.9995)
-    close(out, flat)
+    close(out, slerp_reference(t, flat(base), flat(other), 0.9995))
 
 
 def test_slerp_at_zero_is_the_base_and_at_one_the_other_model() -> None:
@@ -54,7 +57,10 @@ def test_slerp_at_zero_is_the_base_and_at_one_the_other_model() -> None:
 
 def test_slerp_of_nearly_colinear_vectors_is_linear() -> None:
     base, other = [1.0, 2.0, 3.0], [2.0, 4.0, 6.001]
-    close(run("slerp", [other], base, t=0.3), [0.7 * b + 0.3 * o for b, o in zip(base, other)])
+    close(
+        run("slerp", [other], base, t=0.3),
+        [0.7 * b + 0.3 * o for b, o in zip(base, other, strict=True)],
+    )
 
 
 def test_slerp_treats_a_zero_vector_as_orthogonal() -> None:
@@ -72,35 +78,39 @@ def rows(m: list[list[float]]) -> list[list[float]]:
 
 
 def columns(m: list[list[float]]) -> list[list[float]]:
-    return [list(c) for c in zip(*m)]
+    return [list(c) for c in zip(*m, strict=True)]
 
 
 def test_nuslerp_flattened_uses_weight_ratio_as_t() -> None:
     out = run("nuslerp", [V0, V1], weight=[1.0, 3.0])
-    close(out, slerp_reference(0.75, sum(V0, []), sum(V1, []), 1.0))
+    close(out, slerp_reference(0.75, flat(V0), flat(V1), 1.0))
 
 
 def test_nuslerp_per_row_slerps_each_last_dimension_vector() -> None:
     out = run("nuslerp", [V0, V1], weight=[2.0, 1.0], nuslerp_flatten=False)
-    close(out, [slerp_reference(1 / 3, a, b, 1.0) for a, b in zip(rows(V0), rows(V1))])
+    close(out, [slerp_reference(1 / 3, a, b, 1.0) for a, b in zip(rows(V0), rows(V1), strict=True)])
 
 
 def test_nuslerp_row_wise_slerps_along_the_first_dimension() -> None:
     out = run("nuslerp", [V0, V1], weight=[1.0, 1.0], nuslerp_flatten=False, nuslerp_row_wise=True)
-    per_column = [slerp_reference(0.5, a, b, 1.0) for a, b in zip(columns(V0), columns(V1))]
+    per_column = [
+        slerp_reference(0.5, a, b, 1.0) for a, b in zip(columns(V0), columns(V1), strict=True)
+    ]
     close(out, columns(per_column))
 
 
 def test_nuslerp_with_base_slerps_task_vectors() -> None:
-    d0 = [x - b for x, b in zip(sum(V0, []), sum(NU_BASE, []))]
-    d1 = [x - b for x, b in zip(sum(V1, []), sum(NU_BASE, []))]
-    expected = [b + s for b, s in zip(sum(NU_BASE, []), slerp_reference(0.4, d0, d1, 1.0))]
+    d0 = [x - b for x, b in zip(flat(V0), flat(NU_BASE), strict=True)]
+    d1 = [x - b for x, b in zip(flat(V1), flat(NU_BASE), strict=True)]
+    expected = [
+        b + s for b, s in zip(flat(NU_BASE), slerp_reference(0.4, d0, d1, 1.0), strict=True)
+    ]
     close(run("nuslerp", [V0, V1], NU_BASE, weight=[0.6, 0.4]), expected)
 
 
 def test_nuslerp_with_weights_cancelling_uses_the_midpoint() -> None:
     out = run("nuslerp", [V0, V1], weight=[1.0, -1.0])
-    close(out, slerp_reference(0.5, sum(V0, []), sum(V1, []), 1.0))
+    close(out, slerp_reference(0.5, flat(V0), flat(V1), 1.0))
 
 
 def multislerp_reference(vectors: list[list[float]], weights: list[float]) -> list[float]:
@@ -109,13 +119,16 @@ def multislerp_reference(vectors: list[list[float]], weights: list[float]) -> li
     total = sum(weights)
     w = [x / total for x in weights]
     units = [[x / (norm(v) + eps) for x in v] for v in vectors]
-    mean = [sum(wi * u[j] for wi, u in zip(w, units)) for j in range(len(vectors[0]))]
+    mean = [sum(wi * u[j] for wi, u in zip(w, units, strict=True)) for j in range(len(vectors[0]))]
     mean = [x / norm(mean) for x in mean]
-    tangents = [[x - dot(u, mean) * m for x, m in zip(u, mean)] for u in units]
-    step = [sum(wi * tv[j] for wi, tv in zip(w, tangents)) for j in range(len(mean))]
+    tangents = [[x - dot(u, mean) * m for x, m in zip(u, mean, strict=True)] for u in units]
+    step = [sum(wi * tv[j] for wi, tv in zip(w, tangents, strict=True)) for j in range(len(mean))]
     length = norm(step) + eps
-    direction = [m * math.cos(length) + s * math.sin(length) / length for m, s in zip(mean, step)]
-    radius = sum(wi * norm(v) for wi, v in zip(w, vectors))
+    direction = [
+        m * math.cos(length) + s * math.sin(length) / length
+        for m, s in zip(mean, step, strict=True)
+    ]
+    radius = sum(wi * norm(v) for wi, v in zip(w, vectors, strict=True))
     return [radius * x for x in direction]
 
 
@@ -128,8 +141,8 @@ def test_multislerp_golden_without_base() -> None:
 def test_multislerp_golden_with_base_works_on_task_vectors() -> None:
     base = [0.5, 0.5, 0.5]
     models = [[1.0, 0.2, -0.3], [0.1, 1.5, 0.4]]
-    deltas = [[m - b for m, b in zip(model, base)] for model in models]
-    expected = [b + x for b, x in zip(base, multislerp_reference(deltas, [0.3, 0.7]))]
+    deltas = [[m - b for m, b in zip(model, base, strict=True)] for model in models]
+    expected = [b + x for b, x in zip(base, multislerp_reference(deltas, [0.3, 0.7]), strict=True)]
     close(run("multislerp", models, base, weight=[0.3, 0.7]), expected)
 
 

@@ -18,12 +18,12 @@ DELTAS = [  # distinct magnitudes within each model, so "the k largest" is unamb
     [-0.3, 0.25, -0.6, 0.65, 0.8, 0.1],
     [0.45, -0.95, 0.35, -0.15, -0.85, -0.75],
 ]
-MODELS = [[b + d for b, d in zip(BASE, delta)] for delta in DELTAS]
+MODELS = [[b + d for b, d in zip(BASE, delta, strict=True)] for delta in DELTAS]
 WEIGHTS = [1.0, 0.5, 0.8]
 
 
 def deltas(models=MODELS, base=BASE) -> list[list[float]]:
-    return [[m - b for m, b in zip(model, base)] for model in models]
+    return [[m - b for m, b in zip(model, base, strict=True)] for model in models]
 
 
 def keep_largest(values: list[float], density: float) -> list[float]:
@@ -49,7 +49,7 @@ def combine(
     vectors: list[list[float]], weights: list[float], *, elect: str | None, normalize: bool
 ) -> list[float]:
     """Weighted task vectors summed per position; with ``elect``, only the agreeing ones."""
-    weighted = [[w * v for v in vec] for w, vec in zip(weights, vectors)]
+    weighted = [[w * v for v in vec] for w, vec in zip(weights, vectors, strict=True)]
     out = []
     for j in range(len(vectors[0])):
         column = [row[j] for row in weighted]
@@ -69,7 +69,7 @@ def combine(
 
 
 def merged(base: list[float], combined: list[float], scale: float = 1.0) -> torch.Tensor:
-    return torch.tensor([b + scale * c for b, c in zip(base, combined)])
+    return torch.tensor([b + scale * c for b, c in zip(base, combined, strict=True)])
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
@@ -118,7 +118,7 @@ def test_ties_rescale_restores_each_task_vectors_l1_norm() -> None:
 
 def test_ties_accepts_per_model_densities() -> None:
     densities = [0.5, 0.34, 0.84]
-    trimmed = [keep_largest(d, p) for d, p in zip(deltas(), densities)]
+    trimmed = [keep_largest(d, p) for d, p in zip(deltas(), densities, strict=True)]
     expected = merged(BASE, combine(trimmed, WEIGHTS, elect="total", normalize=True))
     close(run("ties", MODELS, BASE, weight=WEIGHTS, density=densities), expected)
 
@@ -142,8 +142,8 @@ def dare_reference(seed: int, densities: list[float], *, elect: str | None) -> t
     """Drop each entry unless its uniform draw is below the density; divide survivors by it."""
     uniforms = draws(seed, [len(BASE)], len(MODELS))
     kept = [
-        [v / p if u < f32(p) else 0.0 for v, u in zip(d, us.tolist())]
-        for d, us, p in zip(deltas(), uniforms, densities)
+        [v / p if u < f32(p) else 0.0 for v, u in zip(d, us.tolist(), strict=True)]
+        for d, us, p in zip(deltas(), uniforms, densities, strict=True)
     ]
     return merged(BASE, combine(kept, WEIGHTS, elect=elect, normalize=False))
 
@@ -164,8 +164,8 @@ def test_dare_ties_elects_signs_after_dropping(seed: int) -> None:
 def test_dare_l1_mode_reproduces_mergekit_rescale() -> None:
     uniforms = draws(4, [len(BASE)], len(MODELS))
     kept = []
-    for d, us in zip(deltas(), uniforms):
-        masked = [v if u < f32(0.5) else 0.0 for v, u in zip(d, us.tolist())]
+    for d, us in zip(deltas(), uniforms, strict=True):
+        masked = [v if u < f32(0.5) else 0.0 for v, u in zip(d, us.tolist(), strict=True)]
         after = sum(map(abs, masked))
         factor = sum(map(abs, d)) / after if after else 1.0
         kept.append([v * factor for v in masked])
@@ -177,8 +177,8 @@ def test_dare_l1_mode_reproduces_mergekit_rescale() -> None:
 def test_dare_without_rescale_only_drops() -> None:
     uniforms = draws(2, [len(BASE)], len(MODELS))
     kept = [
-        [v if u < f32(0.5) else 0.0 for v, u in zip(d, us.tolist())]
-        for d, us in zip(deltas(), uniforms)
+        [v if u < f32(0.5) else 0.0 for v, u in zip(d, us.tolist(), strict=True)]
+        for d, us in zip(deltas(), uniforms, strict=True)
     ]
     expected = merged(BASE, combine(kept, WEIGHTS, elect=None, normalize=False))
     out = run("dare_linear", MODELS, BASE, seed=2, weight=WEIGHTS, density=0.5, rescale=False)
@@ -200,7 +200,7 @@ def della_reference(
     density - epsilon to density + epsilon; survivors are divided by their probability."""
     uniforms = draws(seed, [len(base) // width, width], len(models))
     kept = []
-    for d, us in zip(deltas(models, base), uniforms):
+    for d, us in zip(deltas(models, base), uniforms, strict=True):
         flat_u = us.reshape(-1).tolist()
         row_out = []
         for start in range(0, len(d), width):
@@ -218,9 +218,7 @@ def test_della_samples_by_magnitude_rank_then_elects(seed: int) -> None:
     models = torch.tensor(MODELS).reshape(3, 2, 3)
     base = torch.tensor(BASE).reshape(2, 3)
     out = run("della", models, base, seed=seed, weight=WEIGHTS, density=0.5, epsilon=0.2)
-    expected = della_reference(
-        MODELS, BASE, seed, 0.5, 0.2, width=3, elect="total", normalize=True
-    )
+    expected = della_reference(MODELS, BASE, seed, 0.5, 0.2, width=3, elect="total", normalize=True)
     close(out.reshape(-1), expected)
 
 

@@ -15,6 +15,10 @@ def close(actual: torch.Tensor, expected) -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
 
+def flat(matrix: list[list[float]]) -> list[float]:
+    return [x for row in matrix for x in row]
+
+
 def test_linear_is_the_weighted_mean() -> None:
     out = run("linear", [[1.0, 2.0], [3.0, -2.0], [0.0, 4.0]], weight=[1.0, 2.0, 1.0])
     close(out, [7.0 / 4, 2.0 / 4])
@@ -30,7 +34,7 @@ def test_passthrough_scales_its_single_input() -> None:
 
 
 def cosine(a: list[float], b: list[float]) -> float:
-    num = sum(x * y for x, y in zip(a, b))
+    num = sum(x * y for x, y in zip(a, b, strict=True))
     den = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     return num / max(den, 1e-6)
 
@@ -38,12 +42,12 @@ def cosine(a: list[float], b: list[float]) -> float:
 def model_stock_reference(models: list[list[float]], base: list[float]) -> list[float]:
     """t = k·cosθ / (1 + (k − 1)·cosθ) with θ the mean pairwise angle of the updates."""
     k = len(models)
-    offsets = [[m - b for m, b in zip(model, base)] for model in models]
+    offsets = [[m - b for m, b in zip(model, base, strict=True)] for model in models]
     pairs = list(itertools.combinations(offsets, 2))
     cos = sum(cosine(a, b) for a, b in pairs) / len(pairs)
     t = k * cos / (1 + (k - 1) * cos)
-    average = [sum(col) / k for col in zip(*models)]
-    return [t * a + (1 - t) * b for a, b in zip(average, base)]
+    average = [sum(col) / k for col in zip(*models, strict=True)]
+    return [t * a + (1 - t) * b for a, b in zip(average, base, strict=True)]
 
 
 MS_BASE = [[0.1, -0.2, 0.3], [0.0, 0.5, -0.4]]
@@ -55,14 +59,12 @@ MS_MODELS = [
 
 
 def test_model_stock_interpolates_by_the_mean_cosine_of_updates() -> None:
-    flat = model_stock_reference([sum(m, []) for m in MS_MODELS], sum(MS_BASE, []))
-    close(run("model_stock", MS_MODELS, MS_BASE), flat)
+    expected = model_stock_reference([flat(m) for m in MS_MODELS], flat(MS_BASE))
+    close(run("model_stock", MS_MODELS, MS_BASE), expected)
 
 
 def test_model_stock_filter_wise_uses_one_ratio_per_row() -> None:
-    expected = [
-        model_stock_reference([m[r] for m in MS_MODELS], MS_BASE[r]) for r in range(2)
-    ]
+    expected = [model_stock_reference([m[r] for m in MS_MODELS], MS_BASE[r]) for r in range(2)]
     close(run("model_stock", MS_MODELS, MS_BASE, filter_wise=True), expected)
 
 
@@ -81,7 +83,7 @@ def test_nearswap_moves_by_t_over_distance(t: float) -> None:
     base = [0.0, 1.0, -1.0, 0.5]
     other = [0.1, 1.0, 0.0, -0.5]
     expected = []
-    for a, b in zip(base, other):
+    for a, b in zip(base, other, strict=True):
         share = min(1.0, max(0.0, t / max(abs(a - b), 1e-6)))
         expected.append(share * b + (1 - share) * a)
     close(run("nearswap", [other], base, t=t), expected)
@@ -90,7 +92,7 @@ def test_nearswap_moves_by_t_over_distance(t: float) -> None:
 def sce_reference(models: list[list[float]], base: list[float], topk: float) -> list[float]:
     """Select high-variance positions, weight models by energy, erase minority signs."""
     n, size = len(models), len(base)
-    deltas = [[m - b for m, b in zip(model, base)] for model in models]
+    deltas = [[m - b for m, b in zip(model, base, strict=True)] for model in models]
     variance = []
     for j in range(size):
         column = [d[j] for d in deltas]

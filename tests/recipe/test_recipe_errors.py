@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alloykit.errors import RecipeError
 from alloykit.recipe import load_recipe
@@ -326,3 +329,35 @@ def test_recipe_must_be_a_mapping():
 
 def test_empty_recipe():
     assert "empty" in error_of("# nothing\n").message
+
+
+leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 50),
+    st.floats(allow_nan=True),
+    st.sampled_from(["a", "b", "linear", "ties", "mlp", "union", "base", "a+b", "1e-3", "*", ""]),
+)
+keys = st.sampled_from(
+    (
+        *("models", "slices", "sources", "model", "layer_range", "parameters", "weight"),
+        *("density", "t", "filter", "value", "base_model", "tokenizer", "source", "lora", 1, None),
+    )
+)
+anything = st.recursive(
+    leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    recipe=st.fixed_dictionaries(
+        {"merge_method": st.sampled_from(["linear", "ties", "slerp", "passthrough"])},
+        optional={"models": anything, "slices": anything, "parameters": anything},
+    )
+)
+def test_any_malformed_recipe_is_a_recipe_error_never_a_crash(recipe):
+    with contextlib.suppress(RecipeError):
+        load_recipe(recipe)

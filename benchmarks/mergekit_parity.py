@@ -1,0 +1,411 @@
+"""Same recipe, same result: run mergekit-format recipes through alloykit and mergekit 0.1.5
+and compare every output tensor.
+
+    python benchmarks/mergekit_parity.py [--mergekit-venv PATH] [--jobs 2] [--only TEXT]
+
+Tiny random models (see ``parity_recipes.FAMILIES``) are built once into the cache directory.
+mergekit runs from its own virtual environment (``--mergekit-venv``; by default one is created
+in the cache with the CPU build of torch, then ``mergekit==0.1.5``). Each recipe is run with
+both tools; outputs must have the same tensor names, shapes and dtypes, values within the
+tolerance (relative to each tensor's largest magnitude: 1e-5 for float32, the dtype's epsilon
+for bfloat16/float16) and the same ``config.json``. Random recipes are compared by statistics.
+Exits 1 if a deterministic recipe differs or a run fails, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from parity_recipes import CASES, FAMILIES, ParityCase, bind
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CACHE = REPO / ".benchcache"
+TORCH_PIN = "torch==2.13.0"
+MERGEKIT_PIN = "mergekit==0.1.5"
+FLOAT32_TOLERANCE = 1e-5
+IGNORED_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path"})
+RANDOM_CHANGED_SLACK = 0.02  # absolute difference allowed in the fraction of changed entries
+RANDOM_NORM_SLACK = 0.10  # relative difference allowed in the norm of (output - base)
+RUN_TIMEOUT_S = 900
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class RunOutcome:
+    """One tool's run of one recipe."""
+
+    ok: bool
+    seconds: float
+    output: str  # combined stdout and stderr
+
+    def last_line(self) -> str:
+        lines = [line.strip() for line in self.output.splitlines() if line.strip()]
+        return lines[-1] if lines else "(no output)"
+
+
+@dataclass
+class Comparison:
+    """Tensor-by-tensor agreement of two outputs."""
+
+    compared: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    worst: str = ""
+    beyond: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CaseResult:
+    """What the table shows for one recipe."""
+
+    case: ParityCase
+    verdict: str
+    failed: bool
+    detail: str = ""
+    compared: int | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    seconds: tuple[float, float] = (0.0, 0.0)  # alloykit, mergekit
+
+
+# -- inputs --------------------------------------------------------------------------------
+def family_models(cache: Path, key: str) -> dict[str, Path]:
+    """The tiny models of ``FAMILIES[key]``, built on first use and reused afterwards."""
+    from alloykit.tiny_models import build_finetune, build_model
+
+    spec = FAMILIES[key]
+    root = cache / "parity-models" / key
+    names = ["base"] + [f"ft{i + 1}" for i in range(spec["finetunes"])]
+    marker = root / ".complete"
+    if not marker.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        base = build_model(spec["family"], root / "base", seed=0)
+        for index, name in enumerate(names[1:]):
+            build_finetune(base, root / name, seed=100 + index, scale=spec["scale"])
+        marker.write_text(json.dumps(spec))
+    return {name: root / name for name in names}
+
+
+def ensure_mergekit(venv: Path) -> Path:
+    """``mergekit-yaml`` of ``venv``, creating the venv first if it has none.
+
+    torch is installed before mergekit, pinned to the CPU build available offline: left to
+    mergekit's requirements, pip would pull a multi-GB CUDA build.
+    """
+    exe = venv / "bin" / "mergekit-yaml"
+    if exe.exists():
+        return exe
+    print(f"creating {venv} ({TORCH_PIN}, then {MERGEKIT_PIN})", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    for requirement in (TORCH_PIN, MERGEKIT_PIN):
+        subprocess.run([python, "-m", "pip", "install", "-q", requirement], check=True)
+    return exe
+
+
+def alloykit_command() -> list[str]:
+    """The ``alloykit`` entry point of the running interpreter's environment."""
+    entry_point = Path(sys.executable).parent / "alloykit"
+    if entry_point.exists():
+        return [str(entry_point)]
+    return [sys.executable, "-c", "from alloykit.cli import main; main()"]
+
+
+# -- running -------------------------------------------------------------------------------
+def tool_env(jobs: int) -> dict[str, str]:
+    """Offline, and one BLAS thread pool per concurrent job."""
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+    }
+
+
+def run_tool(command: list[str], env: dict[str, str]) -> RunOutcome:
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        return RunOutcome(False, time.perf_counter() - start, f"timed out after {RUN_TIMEOUT_S}s")
+    output = done.stdout + done.stderr
+    return RunOutcome(done.returncode == 0, time.perf_counter() - start, output)
+
+
+def load_output(directory: Path) -> Tensors:
+    tensors: Tensors = {}
+    for shard in sorted(directory.glob("*.safetensors")):
+        tensors.update(load_file(shard))
+    return tensors
+
+
+def load_config(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "config.json").read_text())
+
+
+# -- comparing -----------------------------------------------------------------------------
+def tolerance(dtype: torch.dtype) -> float:
+    """Allowed difference relative to a tensor's largest magnitude."""
+    if dtype in (torch.bfloat16, torch.float16):
+        return torch.finfo(dtype).eps
+    return FLOAT32_TOLERANCE
+
+
+def compare_tensors(reference: Tensors, candidate: Tensors) -> Comparison:
+    """Compare ``candidate`` (alloykit) against ``reference`` (mergekit), tensor by tensor."""
+    result = Comparison()
+    missing = sorted(set(reference) - set(candidate))
+    extra = sorted(set(candidate) - set(reference))
+    if missing:
+        result.problems.append(f"missing in alloykit: {', '.join(missing)}")
+    if extra:
+        result.problems.append(f"only in alloykit: {', '.join(extra)}")
+    for name in sorted(set(reference) & set(candidate)):
+        want, got = reference[name], candidate[name]
+        if want.shape != got.shape:
+            result.problems.append(f"{name}: shape {list(got.shape)} != {list(want.shape)}")
+            continue
+        if want.dtype != got.dtype:
+            result.problems.append(f"{name}: dtype {got.dtype} != {want.dtype}")
+        result.compared += 1
+        if want.numel() == 0:
+            continue
+        diff = (want.double() - got.double()).abs().max().item()
+        scale = max(want.double().abs().max().item(), got.double().abs().max().item())
+        rel = diff / scale if scale > 0 else 0.0
+        if rel > tolerance(want.dtype) or not math.isfinite(diff):
+            result.beyond.append(name)
+        if diff > result.max_abs or not math.isfinite(diff):
+            result.max_abs, result.worst = diff, name
+        result.max_rel = max(result.max_rel, rel)
+    return result
+
+
+def config_differences(reference: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
+    """``key: alloykit != mergekit`` for every differing config.json entry."""
+    keys = (set(reference) | set(candidate)) - IGNORED_CONFIG_KEYS
+    return [
+        f"config {key}: {candidate.get(key)!r} != {reference.get(key)!r}"
+        for key in sorted(keys)
+        if reference.get(key) != candidate.get(key)
+    ]
+
+
+def change_statistics(output: Tensors, base: Tensors) -> tuple[float, float]:
+    """Fraction of entries that differ from the base, and the norm of ``output - base``."""
+    changed = total = 0
+    square = 0.0
+    for name, tensor in output.items():
+        delta = tensor.double() - base[name].double()
+        changed += int((delta != 0).sum())
+        total += delta.numel()
+        square += float(delta.square().sum())
+    return changed / max(total, 1), math.sqrt(square)
+
+
+# -- one case ------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """What every case needs: models, tools, a scratch directory."""
+
+    models: dict[str, dict[str, Path]]
+    mergekit: Path
+    work: Path
+    env: dict[str, str]
+
+
+def run_case(case: ParityCase, context: Context) -> CaseResult:
+    paths = {name: str(path) for name, path in context.models[case.family].items()}
+    folder = context.work / case.name.replace(" ", "_").replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = folder / "recipe.yml"
+    recipe.write_text(yaml.safe_dump(bind(case.recipe, paths), sort_keys=False))
+    ours, theirs = folder / "alloykit", folder / "mergekit"
+    alloy = run_tool([*alloykit_command(), "merge", str(recipe), str(ours)], context.env)
+    merge = run_tool(
+        [str(context.mergekit), str(recipe), str(theirs)]
+        + ["--no-copy-tokenizer", "--quiet", "--random-seed", "0"],
+        context.env,
+    )
+    seconds = (alloy.seconds, merge.seconds)
+    if not alloy.ok and "unknown merge method" in alloy.output:
+        return CaseResult(case, "not in alloykit", False, seconds=seconds)
+    if not merge.ok:
+        return CaseResult(case, "mergekit error", True, merge.last_line(), seconds=seconds)
+    if not alloy.ok:
+        return CaseResult(case, "alloykit error", True, alloy.last_line(), seconds=seconds)
+    reference, candidate = load_output(theirs), load_output(ours)
+    configs = config_differences(load_config(theirs), load_config(ours))
+    if case.random:
+        base = load_output(Path(paths["base"]))
+        return judge_random(case, reference, candidate, base, configs, seconds)
+    return judge_deterministic(case, compare_tensors(reference, candidate), configs, seconds)
+
+
+def judge_deterministic(
+    case: ParityCase, comparison: Comparison, configs: list[str], seconds: tuple[float, float]
+) -> CaseResult:
+    problems = comparison.problems + configs
+    if comparison.beyond:
+        problems.append(
+            f"{len(comparison.beyond)}/{comparison.compared} tensors beyond tolerance, "
+            f"worst {comparison.worst}"
+        )
+    differs = bool(problems)
+    if not differs:
+        verdict = "match"
+    elif case.known:
+        verdict = "differs (known)"
+    else:
+        verdict = "DIFFERS"
+    detail = "; ".join(problems + ([case.known] if differs and case.known else []))
+    return CaseResult(
+        case,
+        verdict,
+        differs and not case.known,
+        detail,
+        comparison.compared,
+        comparison.max_abs,
+        comparison.max_rel,
+        seconds,
+    )
+
+
+def judge_random(
+    case: ParityCase,
+    reference: Tensors,
+    candidate: Tensors,
+    base: Tensors,
+    configs: list[str],
+    seconds: tuple[float, float],
+) -> CaseResult:
+    structure = compare_tensors(reference, candidate)
+    problems = structure.problems + configs
+    if problems:
+        return CaseResult(
+            case, "DIFFERS", True, "; ".join(problems), structure.compared, seconds=seconds
+        )
+    theirs_changed, theirs_norm = change_statistics(reference, base)
+    ours_changed, ours_norm = change_statistics(candidate, base)
+    ratio = ours_norm / theirs_norm if theirs_norm else float("inf")
+    agree = (
+        abs(ours_changed - theirs_changed) <= RANDOM_CHANGED_SLACK
+        and abs(ratio - 1) <= RANDOM_NORM_SLACK
+    )
+    detail = (
+        f"entries changed {ours_changed:.1%} vs {theirs_changed:.1%}, "
+        f"|out - base| ratio {ratio:.3f}"
+    )
+    verdict = "random: stats agree" if agree else "random: stats DIFFER"
+    return CaseResult(case, verdict, False, detail, structure.compared, seconds=seconds)
+
+
+# -- report --------------------------------------------------------------------------------
+def render(results: list[CaseResult], markdown: bool) -> str:
+    """The results table, then one line of detail per recipe that has any."""
+    header = ("recipe", "method", "family", "tensors", "max abs diff", "max rel diff", "verdict")
+    rows = [
+        (
+            r.case.name,
+            r.case.method,
+            r.case.family,
+            "-" if r.compared is None else str(r.compared),
+            "-" if r.max_abs is None else f"{r.max_abs:.3g}",
+            "-" if r.max_rel is None else f"{r.max_rel:.3g}",
+            r.verdict,
+        )
+        for r in results
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows]
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"- {r.case.name}: {r.detail}" for r in results if r.detail]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def run_all(cases: list[ParityCase], context: Context, jobs: int) -> list[CaseResult]:
+    def one(case: ParityCase) -> CaseResult:
+        result = run_case(case, context)
+        print(f"  {case.name}: {result.verdict}", file=sys.stderr, flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, cases))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="models, venv")
+    parser.add_argument(
+        "--mergekit-venv",
+        type=Path,
+        help="venv with mergekit 0.1.5 (default: CACHE/mergekit-venv, created if missing)",
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="recipes run at once")
+    parser.add_argument("--only", action="append", help="run recipes whose name contains this")
+    parser.add_argument("--keep", type=Path, help="keep recipes and outputs in this directory")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    return parser.parse_args(argv)
+
+
+def select(cases: tuple[ParityCase, ...], only: list[str] | None) -> list[ParityCase]:
+    return [c for c in cases if not only or any(text in c.name for text in only)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    cases = select(CASES, args.only)
+    if not cases:
+        print("no recipe matches --only", file=sys.stderr)
+        return 2
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    mergekit = ensure_mergekit(args.mergekit_venv or args.cache_dir / "mergekit-venv")
+    models = {key: family_models(args.cache_dir, key) for key in {c.family for c in cases}}
+    work = args.keep or Path(tempfile.mkdtemp(prefix="parity-", dir=args.cache_dir))
+    cleanup: Callable[[], None] = (lambda: None) if args.keep else (lambda: shutil.rmtree(work))
+    try:
+        context = Context(models, mergekit, work, tool_env(args.jobs))
+        results = run_all(cases, context, max(1, args.jobs))
+    finally:
+        cleanup()
+    print(render(results, args.markdown))
+    alloy = sum(r.seconds[0] for r in results)
+    merge = sum(r.seconds[1] for r in results)
+    print(
+        f"\n{len(results)} recipes in {time.perf_counter() - started:.0f}s wall "
+        f"(alloykit runs {alloy:.0f}s, mergekit runs {merge:.0f}s in total)"
+    )
+    return 1 if any(r.failed for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

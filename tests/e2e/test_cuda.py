@@ -1,0 +1,30 @@
+"""The --device cuda path gives the CPU path's result. Runs only where CUDA is available."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from method_recipes import recipe_for
+
+import alloykit
+from alloykit.methods import all_methods
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("method", all_methods(), ids=lambda m: m.name)
+def test_cuda_merge_matches_cpu_merge(method, llama):
+    recipe = recipe_for(method, llama)
+    recipe["seed"] = 3
+    on_cpu = alloykit.merge_to_state_dict(recipe, device="cpu")
+    on_gpu = alloykit.merge_to_state_dict(recipe, device="cuda")
+    assert set(on_cpu) == set(on_gpu)
+    for name, tensor in on_cpu.items():
+        assert on_gpu[name].device.type == "cpu"
+        torch.testing.assert_close(on_gpu[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_cuda_merge_writes_a_loadable_directory(llama, tmp_path):
+    recipe = recipe_for(next(m for m in all_methods() if m.name == "ties"), llama)
+    out = alloykit.merge(recipe, tmp_path / "out", device="cuda", threads=2)
+    assert (out / "model.safetensors.index.json").exists()
