@@ -244,10 +244,9 @@ def run_case(case: ParityCase, context: Context) -> CaseResult:
     recipe.write_text(yaml.safe_dump(bind(case.recipe, paths), sort_keys=False))
     ours, theirs = folder / "alloykit", folder / "mergekit"
     alloy = run_tool([*alloykit_command(), "merge", str(recipe), str(ours)], context.env)
+    mergekit_options = ["--no-copy-tokenizer", "--quiet", "--random-seed", "0"]
     merge = run_tool(
-        [str(context.mergekit), str(recipe), str(theirs)]
-        + ["--no-copy-tokenizer", "--quiet", "--random-seed", "0"],
-        context.env,
+        [str(context.mergekit), str(recipe), str(theirs), *mergekit_options], context.env
     )
     seconds = (alloy.seconds, merge.seconds)
     if not alloy.ok and "unknown merge method" in alloy.output:
@@ -344,11 +343,12 @@ def render(results: list[CaseResult], markdown: bool) -> str:
     else:
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         lines = [
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows]
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+            for row in [header, *rows]
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"- {r.case.name}: {r.detail}" for r in results if r.detail]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return "\n".join([*lines, "", *notes] if notes else lines)
 
 
 def run_all(cases: list[ParityCase], context: Context, jobs: int) -> list[CaseResult]:

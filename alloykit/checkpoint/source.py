@@ -8,6 +8,7 @@ an ``org/name`` id already in the local Hugging Face cache. No network access is
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import warnings
 import zipfile
@@ -131,7 +132,10 @@ def hf_cache_snapshot(reference: str) -> Path | None:
     except ImportError:
         return None
     try:
-        return Path(snapshot_download(reference, local_files_only=True))
+        cache_dir = os.environ.get("HF_HUB_CACHE") or (
+            str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+        )
+        return Path(snapshot_download(reference, local_files_only=True, cache_dir=cache_dir))
     except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
         return None
 

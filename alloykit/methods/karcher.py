@@ -30,18 +30,26 @@ def karcher_mean(
     if not any(valid):
         return torch.zeros_like(vectors[0])
     keep = torch.tensor(valid, device=vectors.device)
-    units = vectors[keep] / norms[keep, None]
-    alphas = weights[keep] / weights[keep].sum()
+    alphas = torch.where(keep, weights, 0.0) / weights[keep].sum()
+    inverse_norms = torch.where(keep, 1 / norms.clamp(min=tol), 0.0)
 
-    mean = (alphas[:, None] * units).sum(0)
+    def combine(coefficients: torch.Tensor) -> torch.Tensor:
+        """``sum_i coefficients_i * unit_i`` without materialising the unit vectors."""
+        return (coefficients * inverse_norms) @ vectors
+
+    mean = combine(alphas)
     mean_norm = torch.linalg.vector_norm(mean)
-    mean = units[0].clone() if mean_norm < tol else mean / mean_norm
+    if mean_norm < tol:
+        first = valid.index(True)
+        mean = vectors[first] / norms[first]
+    else:
+        mean = mean / mean_norm
     for _ in range(max_iter):
-        cos = (units @ mean).clamp(-1.0, 1.0)
+        cos = ((vectors @ mean) * inverse_norms).clamp(-1.0, 1.0)
         theta = torch.arccos(cos)
-        moving = theta >= tol
+        moving = keep & (theta >= tol)
         factor = torch.where(moving, alphas * theta / torch.sin(theta.clamp(min=tol)), 0.0)
-        step = (factor[:, None] * (units - cos[:, None] * mean)).sum(0)
+        step = combine(factor) - (factor * cos).sum() * mean
         step_norm = torch.linalg.vector_norm(step)
         if step_norm < tol:
             break

@@ -13,8 +13,6 @@ from enum import Enum
 
 import torch
 
-from alloykit.methods.linear import broadcast_weights
-
 L1_EPS = 1e-7
 """Below this L1 norm a task vector is left unscaled (mergekit's tolerance)."""
 
@@ -83,10 +81,13 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     if k >= n:
         return torch.ones_like(values, dtype=torch.bool)
     threshold = values.kthvalue(n - k + 1).values
-    above = values > threshold
+    keep = values > threshold
     at_threshold = values == threshold
-    room = k - above.sum()
-    return above | (at_threshold & (at_threshold.cumsum(0) <= room))
+    room = k - int(keep.sum())
+    if int(at_threshold.sum()) == room:
+        return keep | at_threshold
+    keep[at_threshold.nonzero().squeeze(1)[:room]] = True
+    return keep
 
 
 def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor:
@@ -230,7 +231,7 @@ def disjoint_sum(
     merged = torch.where(agree, weighted, 0.0).sum(0)
     if not normalize:
         return merged
-    divisor = torch.where(agree, broadcast_weights(weights, weighted), 0.0).sum(0)
+    divisor = torch.tensordot(weights, agree.to(weighted.dtype), dims=1)
     return merged / torch.where(divisor == 0, 1.0, divisor)
 
 

@@ -59,7 +59,9 @@ def test_shards_split_greedily_in_order() -> None:
 
 
 def _sink(out: Path, tensors: list[OutputTensor], **kwargs) -> DirectorySink:
-    return DirectorySink(out, tensors, shard_bytes=kwargs.pop("shard_bytes", 64), fingerprint="f", **kwargs)
+    return DirectorySink(
+        out, tensors, shard_bytes=kwargs.pop("shard_bytes", 64), fingerprint="f", **kwargs
+    )
 
 
 def test_directory_sink_writes_loadable_shards_out_of_order(tmp_path: Path) -> None:

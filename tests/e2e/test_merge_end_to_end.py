@@ -51,7 +51,9 @@ def test_every_method_merges_through_the_cli_into_a_loadable_model(method, llama
     assert (out / "README.md").read_text().count(method.name) >= 1
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma", "gpt2"])
+@pytest.mark.parametrize(
+    "family", ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gpt2"]
+)
 def test_ties_merge_of_each_family_loads_and_gives_finite_logits(family, family_models, tmp_path):
     models = family_models(family)
     recipe = {
@@ -110,6 +112,23 @@ def test_passthrough_slices_renumber_layers_and_update_config(family_models, tmp
     assert torch.equal(merged[name.format(4)], ft2[name.format(3)])
     assert torch.equal(merged["model.embed_tokens.weight"], ft1["model.embed_tokens.weight"])
     assert torch.equal(merged["lm_head.weight"], ft2["lm_head.weight"])
+    assert_loads_and_runs(out)
+
+
+def test_slices_carry_per_layer_config_entries_of_the_source_layers(family_models, tmp_path):
+    models = family_models("gemma2")
+    recipe = {
+        "merge_method": "passthrough",
+        "slices": [
+            {"sources": [{"model": str(models["ft1"]), "layer_range": [0, 2]}]},
+            {"sources": [{"model": str(models["ft2"]), "layer_range": [1, 4]}]},
+        ],
+    }
+    out = alloykit.merge(recipe, tmp_path / "out")
+    source_types = json.loads((models["ft1"] / "config.json").read_text())["layer_types"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["layer_types"] == [source_types[i] for i in (0, 1, 1, 2, 3)]
+    assert config["num_hidden_layers"] == 5
     assert_loads_and_runs(out)
 
 

@@ -1,0 +1,164 @@
+"""Greedy generation of short answers, batched with left padding, and exact-match scoring.
+
+Our own decoding loop over the KV cache: one prefill per batch, then one token per step for
+every row, stopping when every row has produced a newline or EOS. On a tiny llama on CPU it
+is faster than ``model.generate`` (less per-step bookkeeping), and its stop rule is exact.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Sequence
+
+import torch
+
+from alloykit.errors import AlloyError
+
+_STOP_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.inference_mode()
+def generate_answers(
+    model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 64
+) -> list[str]:
+    """The greedy continuation of each prompt, cut at the first newline or EOS and stripped.
+
+    Prompts are sorted by token length so that each batch holds similar lengths (less padding);
+    answers come back in the order of ``prompts``.
+    """
+    if max_new_tokens < 1:
+        raise AlloyError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise AlloyError(f"batch_size must be at least 1, got {batch_size}")
+    encoded = _encode(tokenizer, prompts)
+    stops = _stop_table(model, tokenizer)
+    eos = set(_eos_ids(model, tokenizer))
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    answers = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        generated = _greedy(model, [encoded[i] for i in rows], max_new_tokens, stops)
+        for row, tokens in zip(rows, generated.tolist()):
+            answers[row] = _answer_text(tokenizer, tokens, stops, eos)
+    return answers
+
+
+def exact_match(
+    model,
+    tokenizer,
+    examples: Sequence[dict],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+) -> float:
+    """Fraction of ``{"prompt", "answer"}`` examples whose greedy answer equals the stripped answer."""
+    if not examples:
+        raise AlloyError("exact_match: no examples to score")
+    prompts = [example["prompt"] for example in examples]
+    answers = generate_answers(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    hits = sum(
+        answer == str(example["answer"]).strip() for answer, example in zip(answers, examples)
+    )
+    return hits / len(examples)
+
+
+def left_padded(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, position_ids)`` for token lists padded on the left."""
+    width = max(len(tokens) for tokens in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, tokens in enumerate(sequences):
+        if tokens:
+            input_ids[row, width - len(tokens) :] = torch.tensor(tokens)
+            mask[row, width - len(tokens) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids.to(device), mask.to(device), positions.to(device)
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _answer_text(tokenizer, tokens: list[int], stops: torch.Tensor, eos: set[int]) -> str:
+    """Decode up to the first stop token (keeping a newline token's text before the newline)."""
+    end = next((i for i, token in enumerate(tokens) if stops[token]), len(tokens))
+    if end < len(tokens) and tokens[end] not in eos:
+        end += 1
+    text = tokenizer.decode(tokens[:end], skip_special_tokens=True)
+    return text.split("\n", 1)[0].strip()
+
+
+def _greedy(
+    model, prompts: list[list[int]], max_new_tokens: int, stops: torch.Tensor
+) -> torch.Tensor:
+    """Greedy tokens ``[rows, steps]``; a row's tokens after its first stop token are arbitrary."""
+    device = model_device(model)
+    input_ids, mask, positions = left_padded(prompts, 0, device)
+    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    out = model(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
+    )
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    stops = stops.to(device)
+    position = positions[:, -1:]
+    steps = []
+    for step in range(max_new_tokens):
+        token = out.logits[:, -1].argmax(-1)
+        steps.append(token)
+        done |= stops[token]
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+        position = position + 1
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=position,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+            **extra,
+        )
+    return torch.stack(steps, dim=1).cpu()
+
+
+def _encode(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    encoded = tokenizer(list(prompts))["input_ids"] if prompts else []
+    for index, tokens in enumerate(encoded):
+        if not tokens:
+            raise AlloyError(
+                f"prompt {index} is empty after tokenization",
+                "give every example a non-empty prompt, or use a tokenizer that adds BOS",
+            )
+    return encoded
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids: list[int] = []
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        for value in source if isinstance(source, list) else [source]:
+            if value is not None and value not in ids:
+                ids.append(int(value))
+    return ids
+
+
+def _stop_table(model, tokenizer) -> torch.Tensor:
+    """``table[token]`` is true for EOS and for every token whose text contains a newline."""
+    vocab = max(model.get_output_embeddings().weight.shape[0], len(tokenizer))
+    cached = _STOP_TABLES.get(tokenizer)
+    if cached is None or cached.numel() < vocab:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        cached = torch.zeros(vocab, dtype=torch.bool)
+        cached[[i for i, text in enumerate(texts) if "\n" in text]] = True
+        _STOP_TABLES[tokenizer] = cached
+    table = cached.clone()
+    table[[i for i in _eos_ids(model, tokenizer) if i < vocab]] = True
+    return table
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters

@@ -1,0 +1,85 @@
+"""Greedy answers: batched, left-padded generation equals a plain one-prompt-at-a-time loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alloykit.errors import AlloyError
+from alloykit.evaluate import exact_match, generate_answers
+
+PROMPTS = [
+    "q",
+    "what is 2+2?",
+    "reverse: abc =",
+    "the quick brown fox jumps over the lazy dog",
+    "hello",
+    "x = (1, 2, 3); y =",
+    "a b",
+]
+
+
+def reference_answer(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    """Unbatched, uncached greedy decoding: re-run the whole sequence for every new token."""
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    generated: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(model(input_ids=ids).logits[0, -1].argmax())
+            if token == tokenizer.eos_token_id:
+                break
+            generated.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+            if "\n" in tokenizer.decode(generated):
+                break
+    return tokenizer.decode(generated, skip_special_tokens=True).split("\n", 1)[0].strip()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_batched_answers_equal_one_prompt_at_a_time(tiny_lm, batch_size: int) -> None:
+    model, tokenizer = tiny_lm
+    expected = [reference_answer(model, tokenizer, prompt, 12) for prompt in PROMPTS]
+    answers = generate_answers(model, tokenizer, PROMPTS, max_new_tokens=12, batch_size=batch_size)
+    assert answers == expected
+    assert any(answers), "a tiny random model should produce some non-empty answers"
+
+
+def test_answers_stop_at_newline_and_eos(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    newline = tokenizer.convert_tokens_to_ids("\n")
+    eos = tokenizer.eos_token_id
+    biased = _with_forced_tokens(model, {"q": newline, "hello": eos})
+    answers = generate_answers(biased, tokenizer, ["q", "hello"], max_new_tokens=8)
+    assert answers == ["", ""]
+
+
+def test_exact_match_scores_known_answers(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    answers = generate_answers(model, tokenizer, PROMPTS, max_new_tokens=12)
+    examples = [{"prompt": p, "answer": f"  {a}  "} for p, a in zip(PROMPTS, answers)]
+    examples[0]["answer"] = answers[0] + "wrong"
+    score = exact_match(model, tokenizer, examples, max_new_tokens=12)
+    assert score == pytest.approx((len(PROMPTS) - 1) / len(PROMPTS))
+
+
+def test_empty_prompt_list_gives_no_answers(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    assert generate_answers(model, tokenizer, [], max_new_tokens=4) == []
+
+
+def test_exact_match_without_examples_is_an_error(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    with pytest.raises(AlloyError, match="no examples"):
+        exact_match(model, tokenizer, [], max_new_tokens=4)
+
+
+def _with_forced_tokens(model, forced: dict[str, int]):
+    """A copy of ``model`` whose output head always prefers one token (the first in ``forced``)."""
+    import copy
+
+    biased = copy.deepcopy(model)
+    head = biased.get_output_embeddings()
+    token = next(iter(forced.values()))
+    with torch.no_grad():
+        head.weight[token] += 1000.0 * head.weight.abs().max()
+    return biased
