@@ -20,7 +20,8 @@ from alloykit.checkpoint.model_files import (
 from alloykit.checkpoint.sink import DirectorySink, OutputTensor, StateDictSink, check_output_dir
 from alloykit.engine import DEFAULT_BUDGET, EngineOptions, execute
 from alloykit.errors import AlloyError
-from alloykit.plan import Plan, PlanEntry, PlanOptions, make_plan
+from alloykit.plan import Plan, PlanEntry, PlanOptions
+from alloykit.planner import make_plan
 from alloykit.recipe import load_recipe
 from alloykit.recipe.model import Recipe
 

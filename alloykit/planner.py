@@ -1,0 +1,446 @@
+"""Recipe + opened sources → Plan: which inputs, method and parameters make each output tensor.
+
+Layer structure comes from tensor names and config.json (see :mod:`alloykit.arch`); parameters
+are resolved per tensor with mergekit's precedence, filters and gradients
+(see :mod:`alloykit.recipe.resolve`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from alloykit.arch.layers import (
+    Section,
+    count_layers,
+    layer_config_keys,
+    layer_count_key,
+    parse_layer_name,
+    section_of,
+    sort_key,
+    tied_embeddings,
+)
+from alloykit.checkpoint.source import ModelSource, open_source
+from alloykit.errors import PlanError
+from alloykit.methods import BasePolicy, get_method
+from alloykit.plan import (
+    DroppedTensor,
+    Plan,
+    PlanEntry,
+    PlanOptions,
+    TensorRef,
+    parse_dtype,
+    tensor_seed,
+)
+from alloykit.recipe.model import ModelInput, Recipe, Scalar
+from alloykit.recipe.resolve import resolve_parameters
+
+
+def open_sources(recipe: Recipe, allow_pickle: bool) -> dict[str, ModelSource]:
+    search = (recipe.source_file.parent,) if recipe.source_file else ()
+    return {
+        ref: open_source(ref, search_dirs=search, allow_pickle=allow_pickle)
+        for ref in recipe.model_references()
+    }
+
+
+def make_plan(recipe: Recipe, options: PlanOptions | None = None) -> Plan:
+    """Open every model by headers and decide how each output tensor is made."""
+    options = options or PlanOptions()
+    sources = open_sources(recipe, options.allow_pickle)
+    return _Planner(recipe, options, sources).build()
+
+
+class _Planner:
+    def __init__(self, recipe: Recipe, options: PlanOptions, sources: dict[str, ModelSource]):
+        self.recipe = recipe
+        self.options = options
+        self.sources = sources
+        self.method = get_method(recipe.merge_method)
+        self.reference = recipe.base_model or recipe.model_references()[0]
+        self.entries: list[PlanEntry] = []
+        self.used: set[TensorRef] = set()
+        self.dropped: list[DroppedTensor] = []
+        self.warnings: list[str] = []
+        self.seed = options.seed if options.seed is not None else (recipe.seed or 0)
+        self.vocab_mode = options.vocab_mismatch or recipe.vocab_mismatch
+        self.compute_dtype = (
+            parse_dtype(options.dtype, "--dtype") if options.dtype else torch.float32
+        )
+        out = options.out_dtype or recipe.out_dtype or recipe.dtype
+        where = "--out-dtype" if options.out_dtype else "out_dtype" if recipe.out_dtype else "dtype"
+        self.out_dtype = parse_dtype(out, where) if out else None
+        self.config = dict(sources[self.reference].config)
+
+    # -- top level -------------------------------------------------------------------------
+    def build(self) -> Plan:
+        if self.recipe.slices:
+            self._plan_slices()
+        else:
+            self._plan_models()
+        self._account_unused()
+        self._update_dtype_in_config()
+        tokenizer = self.recipe.tokenizer_source
+        if tokenizer == "base":
+            tokenizer = self.recipe.base_model or self.reference
+        return Plan(
+            recipe=self.recipe,
+            method=self.method,
+            sources=self.sources,
+            entries=self.entries,
+            dropped=self.dropped,
+            warnings=self.warnings,
+            config=self.config,
+            reference=self.reference,
+            tokenizer_source=tokenizer or self.reference,
+            compute_dtype=self.compute_dtype,
+            seed=self.seed,
+        )
+
+    def _split_base(
+        self, inputs: list[ModelInput], where: str, slice_index: int | None = None
+    ) -> tuple[list[ModelInput], ModelInput | None]:
+        """Separate the base model from the contributing models, per the method's policy."""
+        base_ref = self.recipe.base_model_for(slice_index)
+        policy = self.method.base
+        if policy is BasePolicy.UNUSED or base_ref is None:
+            if policy is BasePolicy.REQUIRED:
+                raise PlanError(
+                    f"{where}: method {self.method.name!r} needs a base_model",
+                    "add base_model: <the model the others were fine-tuned from>",
+                )
+            return inputs, None
+        base = next((m for m in inputs if m.model == base_ref), None)
+        others = [m for m in inputs if m.model != base_ref]
+        if base is None:
+            if self.recipe.slices:
+                raise PlanError(
+                    f"{where}: base_model {base_ref!r} is not among this slice's sources",
+                    "add the base model to every slice's sources with the same layer_range",
+                )
+            base = ModelInput(model=base_ref, key_path="base_model")
+        count = len(others)
+        low, high = self.method.min_models, self.method.max_models
+        if count < low or (high is not None and count > high):
+            span = f"{low}" if high == low else f"{low}..{high if high is not None else 'n'}"
+            raise PlanError(
+                f"{where}: method {self.method.name!r} takes {span} models besides the base, "
+                f"got {count}",
+                "adjust the models listed in the recipe",
+            )
+        return others, base
+
+    # -- models: form ----------------------------------------------------------------------
+    def _plan_models(self) -> None:
+        assert self.recipe.models is not None
+        inputs, base = self._split_base(list(self.recipe.models), "models")
+        reference = self.sources[self.reference]
+        names = sorted(reference.tensors, key=sort_key)
+        num_layers = count_layers(reference.config, names)
+        everyone = [*inputs, *([base] if base else [])]
+        for model_input in everyone:
+            self._check_same_tensors(model_input.model, names)
+        for name in names:
+            t = _depth(name, num_layers)
+            self._add_entry(name, [(m, name) for m in inputs], (base, name) if base else None, t)
+
+    def _check_same_tensors(self, model: str, names: list[str]) -> None:
+        if model == self.reference:
+            return
+        have = set(self.sources[model].tensors)
+        missing = [n for n in names if n not in have and self._tied_partner(model, n) is None]
+        if missing:
+            raise PlanError(
+                f"tensor {missing[0]!r} is missing from model {model!r}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                f"models must share the architecture of {self.reference!r}; use slices to "
+                "combine different depths",
+            )
+
+    def _tied_partner(self, model: str, name: str) -> str | None:
+        """For a model that ties its output head to the embeddings, the tensor standing in."""
+        source = self.sources[model]
+        if name in source.tensors or "lm_head" not in name or not tied_embeddings(source.config):
+            return None
+        candidates = [n for n in source.tensors if section_of(n) is Section.PRE and "embed" in n]
+        candidates += [n for n in source.tensors if n.endswith("wte.weight")]
+        return candidates[0] if candidates else None
+
+    # -- slices: form ----------------------------------------------------------------------
+    def _plan_slices(self) -> None:
+        assert self.recipe.slices is not None
+        slices = self.recipe.slices
+        layer_map: list[tuple[str, int]] = []  # output layer -> (model, source layer)
+        first_inputs, first_base = self._split_base(list(slices[0].sources), "slices[0]", 0)
+        last_inputs, last_base = self._split_base(
+            list(slices[-1].sources), f"slices[{len(slices) - 1}]", len(slices) - 1
+        )
+        self._plan_outer(Section.PRE, first_inputs, first_base, slice_index=0)
+        out_layer = 0
+        for index, piece in enumerate(slices):
+            where = f"slices[{index}]"
+            inputs, base = self._split_base(list(piece.sources), where, index)
+            lengths = {
+                src.layer_range[1] - src.layer_range[0] for src in piece.sources if src.layer_range
+            }
+            if len(lengths) != 1 or any(src.layer_range is None for src in piece.sources):
+                raise PlanError(
+                    f"{where}: every source needs a layer_range, all of the same length",
+                    "e.g. layer_range: [0, 16] on each source",
+                )
+            length = lengths.pop()
+            for offset in range(length):
+                t = offset / (length - 1) if length > 1 else 1.0
+                self._plan_layer(piece.sources[0], inputs, base, offset, out_layer, t, index)
+                layer_map.append((piece.sources[0].model, piece.sources[0].layer_range[0] + offset))  # type: ignore[index]
+                out_layer += 1
+        self._plan_outer(Section.POST, last_inputs, last_base, slice_index=len(slices) - 1)
+        self._renumber_config(layer_map)
+
+    def _plan_outer(
+        self, section: Section, inputs: list[ModelInput], base: ModelInput | None, slice_index: int
+    ) -> None:
+        lead = (base or inputs[0]).model
+        for name in sorted(self.sources[lead].tensors, key=sort_key):
+            if section_of(name) is section:
+                self._add_entry(
+                    name,
+                    [(m, name) for m in inputs],
+                    (base, name) if base else None,
+                    0.0,
+                    slice_index,
+                )
+
+    def _plan_layer(
+        self,
+        lead: ModelInput,
+        inputs: list[ModelInput],
+        base: ModelInput | None,
+        offset: int,
+        out_layer: int,
+        t: float,
+        slice_index: int,
+    ) -> None:
+        assert lead.layer_range is not None
+        lead_layer = lead.layer_range[0] + offset
+        lead_names = [
+            n
+            for n in sorted(self.sources[lead.model].tensors, key=sort_key)
+            if (p := parse_layer_name(n)) is not None and p.index == lead_layer
+        ]
+        if not lead_names:
+            raise PlanError(
+                f"{lead.key_path or 'slice'}: model {lead.model!r} has no layer {lead_layer}",
+                f"its layers are 0..{self._layer_count(lead.model) - 1}",
+            )
+
+        def source_name(model_input: ModelInput, name: str) -> str:
+            assert model_input.layer_range is not None
+            parsed = parse_layer_name(name)
+            assert parsed is not None
+            return parsed.with_index(model_input.layer_range[0] + offset)
+
+        for name in lead_names:
+            parsed = parse_layer_name(name)
+            assert parsed is not None
+            out_name = parsed.with_index(out_layer)
+            refs = [(m, source_name(m, name)) for m in inputs]
+            base_ref = (base, source_name(base, name)) if base else None
+            for model_input, input_name in [*refs, *([base_ref] if base_ref else [])]:
+                if input_name not in self.sources[model_input.model].tensors:
+                    raise PlanError(
+                        f"tensor {input_name!r} is missing from model {model_input.model!r}",
+                        "all sources of a slice must share the architecture",
+                    )
+            self._add_entry(out_name, refs, base_ref, t, slice_index)
+
+    def _renumber_config(self, layer_map: list[tuple[str, int]]) -> None:
+        reference_layers = count_layers(self.config, self.sources[self.reference].tensors)
+        for key in layer_config_keys(self.config, reference_layers):
+            values = []
+            for model, layer in layer_map:
+                own = self.sources[model].config.get(key)
+                values.append(
+                    own[layer]
+                    if isinstance(own, list) and layer < len(own)
+                    else self.config[key][min(layer, reference_layers - 1)]
+                )
+            self.config[key] = values
+        self.config[layer_count_key(self.config)] = len(layer_map)
+
+    def _layer_count(self, model: str) -> int:
+        source = self.sources[model]
+        return count_layers(source.config, source.tensors)
+
+    # -- one output tensor -----------------------------------------------------------------
+    def _add_entry(
+        self,
+        out_name: str,
+        inputs: list[tuple[ModelInput, str]],
+        base: tuple[ModelInput, str] | None,
+        t: float,
+        slice_index: int | None = None,
+    ) -> None:
+        refs = [TensorRef(m.model, self._resolve_name(m.model, n)) for m, n in inputs]
+        base_ref = (
+            TensorRef(base[0].model, self._resolve_name(base[0].model, base[1])) if base else None
+        )
+        everyone = [*refs, *([base_ref] if base_ref else [])]
+        metas = [self.sources[r.model].tensors[r.name] for r in everyone]
+        shape, common_rows = self._output_shape(out_name, everyone, metas, base_ref)
+        lead_meta = self.sources[(base_ref or refs[0]).model].tensors[(base_ref or refs[0]).name]
+        floating = lead_meta.dtype.is_floating_point
+        out_dtype = self.out_dtype if (self.out_dtype and floating) else lead_meta.dtype
+        self.used.update(everyone)
+        if not floating:
+            self.entries.append(
+                PlanEntry(
+                    out_name,
+                    shape,
+                    out_dtype,
+                    "passthrough",
+                    (base_ref or refs[0],),
+                    None,
+                    {"scale": (1.0,)},
+                    {},
+                )
+            )
+            self.warnings.append(
+                f"{out_name}: non-float tensor copied from {(base_ref or refs[0]).model}"
+            )
+            return
+        per_model: dict[str, list[Scalar]] = {}
+        global_values: dict[str, Scalar] = {}
+        for model_input, input_name in inputs:
+            values = resolve_parameters(
+                self.recipe,
+                self.method,
+                tensor_name=out_name,
+                t=t,
+                slice_index=slice_index,
+                model_input=model_input,
+                input_tensor_name=input_name,
+            )
+            for param in self.method.params:
+                value = values[param.name]
+                if param.scope.value == "per-model":
+                    per_model.setdefault(param.name, []).append(value)
+                else:
+                    global_values[param.name] = value
+        if not inputs:
+            raise PlanError(f"{out_name}: no models to merge", "list at least one model")
+        self.entries.append(
+            PlanEntry(
+                name=out_name,
+                shape=shape,
+                dtype=out_dtype,
+                method=self.method.name,
+                inputs=tuple(refs),
+                base=base_ref,
+                per_model={k: tuple(v) for k, v in per_model.items()},
+                globals=global_values,
+                seed=tensor_seed(self.seed, out_name) if self.method.random else 0,
+                common_rows=common_rows,
+            )
+        )
+
+    def _resolve_name(self, model: str, name: str) -> str:
+        if name in self.sources[model].tensors:
+            return name
+        partner = self._tied_partner(model, name)
+        if partner is None:
+            raise PlanError(
+                f"tensor {name!r} is missing from model {model!r}",
+                "all models must share the architecture",
+            )
+        return partner
+
+    def _output_shape(
+        self, out_name: str, refs: list[TensorRef], metas: list[Any], base: TensorRef | None
+    ) -> tuple[tuple[int, ...], int | None]:
+        shapes = [m.shape for m in metas]
+        if all(s == shapes[0] for s in shapes):
+            return shapes[0], None
+        trailing_same = all(len(s) == len(shapes[0]) and s[1:] == shapes[0][1:] for s in shapes)
+        is_vocab = (
+            section_of(out_name) is Section.PRE or "lm_head" in out_name or "embed_out" in out_name
+        )
+        sizes = ", ".join(
+            f"{r.model}: {s[0] if s else s}" for r, s in zip(refs, shapes, strict=True)
+        )
+        if trailing_same and is_vocab:
+            if self.vocab_mode != "common_rows":
+                raise PlanError(
+                    f"tensor {out_name!r}: vocabulary sizes differ ({sizes} rows)",
+                    "set vocab_mismatch: common_rows in the recipe (or --vocab-mismatch "
+                    "common_rows) to merge the shared rows and take the rest from the base",
+                )
+            lead = base or refs[0]
+            lead_shape = self.sources[lead.model].tensors[lead.name].shape
+            rows = min(s[0] for s in shapes)
+            self.warnings.append(
+                f"{out_name}: vocabulary sizes differ ({sizes}); merging the first {rows} rows, "
+                f"the rest from {lead.model}"
+            )
+            return lead_shape, rows
+        detail = ", ".join(f"{r.model}: {list(s)}" for r, s in zip(refs, shapes, strict=True))
+        raise PlanError(
+            f"tensor {out_name!r}: shapes differ ({detail})",
+            "models must share the architecture and sizes",
+        )
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _account_unused(self) -> None:
+        unmapped: list[DroppedTensor] = []
+        for ref, source in self.sources.items():
+            for name in source.tensors:
+                if TensorRef(ref, name) in self.used:
+                    continue
+                reason = self._drop_reason(ref, name)
+                if reason is None:
+                    unmapped.append(DroppedTensor(ref, name, f"not present in {self.reference!r}"))
+                else:
+                    self.dropped.append(DroppedTensor(ref, name, reason))
+        if unmapped and not self.options.drop_unmapped:
+            first = unmapped[0]
+            raise PlanError(
+                f"tensor {first.name!r} of model {first.model!r} has no place in the output"
+                + (f" (and {len(unmapped) - 1} more)" if len(unmapped) > 1 else ""),
+                "the models' architectures differ; pass --drop-unmapped to drop such tensors",
+            )
+        self.dropped.extend(unmapped)
+
+    def _drop_reason(self, model: str, name: str) -> str | None:
+        if self.recipe.slices:
+            layer = parse_layer_name(name)
+            if layer is not None:
+                return f"layer {layer.index} is not selected by any slice"
+            return "embeddings and head are taken from the first and last slices' models"
+        if model == self.recipe.base_model and self.method.base is BasePolicy.UNUSED:
+            return f"method {self.method.name!r} does not use the base model's weights"
+        if "lm_head" in name and tied_embeddings(self.sources[self.reference].config):
+            return f"{self.reference!r} ties the output head to the input embeddings"
+        return None
+
+    def _update_dtype_in_config(self) -> None:
+        floating = [e.dtype for e in self.entries if e.dtype.is_floating_point]
+        if not floating:
+            return
+        name = str(max(set(floating), key=floating.count)).removeprefix("torch.")
+        keys = [k for k in ("torch_dtype", "dtype") if k in self.config] or ["dtype"]
+        for key in keys:
+            self.config[key] = name
+        text = self.config.get("text_config")
+        if isinstance(text, dict):
+            for key in ("torch_dtype", "dtype"):
+                if key in text:
+                    text[key] = name
+
+
+def _depth(name: str, num_layers: int) -> float:
+    """mergekit's relative depth: i/(L-1) in the blocks (1 for a single block), 0 outside."""
+    layer = parse_layer_name(name)
+    if layer is None:
+        return 0.0
+    return layer.index / (num_layers - 1) if num_layers > 1 else 1.0
