@@ -16,7 +16,7 @@ from typing import Protocol
 
 import torch
 
-from alloykit.errors import AlloyError, NonFiniteError
+from alloykit.errors import AlloyError, NonFiniteError, PlanError
 from alloykit.methods import get_method
 from alloykit.plan import Plan, PlanEntry, TensorRef
 
@@ -95,10 +95,17 @@ def compute_entry(plan: Plan, entry: PlanEntry, device: torch.device) -> torch.T
     method = get_method(entry.method)
     kwargs: dict[str, object] = dict(entry.globals)
     for name, values in entry.per_model.items():
-        kwargs[name] = torch.tensor([float(v) for v in values], dtype=dtype, device=device)
+        # float32 whatever the compute dtype: kernels recover the decimal the user wrote
+        kwargs[name] = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
     if method.random:
         kwargs["generator"] = torch.Generator().manual_seed(entry.seed)
-    result = method.kernel(stacked, base, **kwargs)
+    try:
+        result = method.kernel(stacked, base, **kwargs)
+    except ValueError as exc:  # kernels report inputs they cannot merge this way
+        raise PlanError(
+            f"tensor {entry.name!r}: method {entry.method!r} cannot merge it: {exc}",
+            "adjust the method's parameters for this tensor (see `alloykit methods`)",
+        ) from exc
     if rows is not None:
         lead = full_base if full_base is not None else read(entry.inputs[0]).to(device, dtype)
         merged, result = result, lead.clone()

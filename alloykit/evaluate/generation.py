@@ -99,7 +99,9 @@ def _greedy(
     """Greedy tokens ``[rows, steps]``; a row's tokens after its first stop token are arbitrary."""
     device = model_device(model)
     input_ids, mask, positions = left_padded(prompts, 0, device)
-    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    parameters = inspect.signature(model.forward).parameters
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+    cache_argument = "cache" if "cache" in parameters else "past_key_values"
     out = model(
         input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
     )
@@ -119,8 +121,8 @@ def _greedy(
             input_ids=token[:, None],
             attention_mask=mask,
             position_ids=position,
-            past_key_values=out.past_key_values,
             use_cache=True,
+            **{cache_argument: _cache_of(out)},
             **extra,
         )
     return torch.stack(steps, dim=1).cpu()
@@ -160,5 +162,7 @@ def _stop_table(model, tokenizer) -> torch.Tensor:
     return table
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+def _cache_of(output):
+    """The KV cache of a forward pass (``cache`` in transformers 5, ``past_key_values`` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values

@@ -21,6 +21,8 @@ def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor
         Param("normalize", bool, Scope.GLOBAL, True, doc="divide by the sum of the weights"),
     ),
     base=BasePolicy.UNUSED,
+    notes="With normalize, weights summing to ~0 (|sum| <= 1e-8) leave the sum undivided "
+    "(mergekit divides anyway, giving inf or NaN). weight defaults to 1 (mergekit requires it).",
 )
 def linear(
     tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, normalize: bool

@@ -56,9 +56,9 @@ def energy_weights(deltas: torch.Tensor) -> torch.Tensor:
     base=BasePolicy.REQUIRED,
     notes="Weights fall back to uniform only when every task vector is zero (mergekit: when "
     "the sum of mean squares is below 1e-6, which typical small fine-tuning deltas hit, "
-    "silently making the weights uniform). Entries where no model agrees with the elected "
-    "sign stay at the base (mergekit divides by max(sum, 1e-6), which also scales down "
-    "entries whose agreeing weights sum below 1e-6).",
+    "silently making the weights uniform). The agreeing entries are divided by the exact sum "
+    "of their weights (mergekit: by max(sum, 1e-6), which also shrinks entries whose agreeing "
+    "weights sum below 1e-6).",
 )
 def sce(
     tensors: torch.Tensor, base: torch.Tensor, *, select_topk: float, int8_mask: bool

@@ -117,7 +117,8 @@ def nuslerp_vectors(
     max_models=2,
     notes="With a base model the task vectors are slerped and added to the base. As in "
     "mergekit, nuslerp_row_wise: true makes the vectors run along dimension 0 (the columns "
-    "of a weight matrix), whatever the name suggests. Weights summing to ~0 give t = 0.5.",
+    "of a weight matrix), whatever the name suggests. Weights summing to ~0 give t = 0.5. "
+    "weight defaults to 1 (mergekit requires it).",
 )
 def nuslerp(
     tensors: torch.Tensor,
@@ -155,7 +156,8 @@ def nuslerp(
     base=BasePolicy.OPTIONAL,
     notes="One-step tangent-space approximation (not the iterated Karcher mean). Norms are "
     "the weighted mean of the inputs' norms. A single model is returned unchanged; two "
-    "antipodal models fall back to linear interpolation; more with a zero mean are an error.",
+    "antipodal models fall back to linear interpolation; more with a zero mean are an error. "
+    "weight defaults to 1 (mergekit requires it).",
 )
 def multislerp(
     tensors: torch.Tensor,

@@ -2,8 +2,8 @@
 
 Task arithmetic, TIES, DARE, Model Breadcrumbs and DELLA differ only in which of these small
 pure functions they compose (see :mod:`alloykit.methods.task_vectors`), so each step is written
-once. Magnitude thresholds use partial selection (``kthvalue``), never a full sort, and break
-ties between equal magnitudes by position so that a mask is the same on every device.
+once. Magnitude thresholds use partial selection (``kthvalue`` / ``topk``), never a full sort,
+and break ties between equal magnitudes by position so that a mask is the same on every device.
 """
 
 from __future__ import annotations

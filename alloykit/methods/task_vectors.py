@@ -47,8 +47,9 @@ def merge_task_vectors(
     """``base + scale * combine(weight_i * sparsify(tensors_i - base))``.
 
     ``combine`` is the sign-consensus disjoint sum when ``sign_rule`` is set (TIES), a plain
-    sum otherwise; ``normalize`` divides by the (agreeing) weights. Random sparsifiers draw
-    from ``generator`` model by model, in input order.
+    sum otherwise; signs are elected on the weighted task vectors and ``normalize`` divides by
+    the (agreeing) weights. Random sparsifiers draw from ``generator`` model by model, in input
+    order, one uniform number per entry of each model whose density is below 1.
     """
     deltas = tensors - base
     if sparsification is not None and density is not None:
@@ -56,21 +57,17 @@ def merge_task_vectors(
         densities = per_model(density)
         gammas = per_model(gamma) if gamma is not None else [0.0] * n
         epsilons = per_model(epsilon) if epsilon is not None else [0.0] * n
-        deltas = torch.stack(
-            [
-                sparsify(
-                    deltas[i],
-                    sparsification,
-                    density=densities[i],
-                    gamma=gammas[i],
-                    epsilon=epsilons[i],
-                    rescale_mode=rescale_mode,
-                    generator=generator,
-                )
-                for i in range(n)
-            ]
-        )
-    weighted = deltas * broadcast_weights(weight, deltas)
+        for i in range(n):
+            deltas[i] = sparsify(
+                deltas[i],
+                sparsification,
+                density=densities[i],
+                gamma=gammas[i],
+                epsilon=epsilons[i],
+                rescale_mode=rescale_mode,
+                generator=generator,
+            )
+    weighted = deltas.mul_(broadcast_weights(weight, deltas))
     if sign_rule is None:
         merged = weighted_sum(weighted, weight, normalize)
     else:
@@ -226,8 +223,18 @@ class TaskVectorMethod:
             params=self.params(),
             base=BasePolicy.REQUIRED,
             random=self.random,
-            notes=self.notes,
+            notes=self.all_notes(),
         )(self.kernel())
+
+    def all_notes(self) -> str:
+        """This method's notes plus the differences from mergekit it shares with others."""
+        notes = [self.notes] if self.notes else []
+        if self.sign_election:
+            notes.append(SIGN_NOTE)
+        if self.random:
+            notes.append(RANDOM_NOTE)
+        notes.append(WEIGHT_NOTE)
+        return " ".join(notes)
 
 
 TASK_ARITHMETIC = "Editing Models with Task Arithmetic, Ilharco et al. 2022, arXiv:2212.04089"
@@ -255,6 +262,15 @@ TIE_NOTE = (
     "Entries of equal magnitude at the cut-off are kept in position order, so exactly the "
     "stated count is kept on every device (mergekit's choice among ties is unspecified)."
 )
+SIGN_NOTE = (
+    "consensus_method is ours: mergekit 0.1.5 always elects by total (its 'sum'), with no "
+    "parameter."
+)
+RANDOM_NOTE = (
+    "Random draws come from the per-tensor generator, on CPU, so results are reproducible on "
+    "any device but never bitwise equal to mergekit's (global RNG)."
+)
+WEIGHT_NOTE = "weight defaults to 1 (mergekit requires it)."
 
 METHODS = (
     TaskVectorMethod(

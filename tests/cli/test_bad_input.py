@@ -266,6 +266,15 @@ def test_out_of_range_density_names_its_key_path(llama, tmp_path, out):
     assert_refused(result, out, "models[0].parameters.density", "1.5")
 
 
+def test_parameters_a_kernel_cannot_use_name_the_tensor_and_method(llama, tmp_path, out):
+    recipe = ties_recipe(llama["base"], llama["ft1"], llama["ft2"])
+    recipe["merge_method"] = "della"
+    for model in recipe["models"]:
+        model["parameters"] = {"density": 0.9, "epsilon": 0.3}
+    result = merge(write_recipe(tmp_path, recipe), out)
+    assert_refused(result, out, "della", "model.")
+
+
 def test_missing_base_model_for_ties_names_base_model(llama, tmp_path, out):
     recipe = ties_recipe(llama["base"], llama["ft1"], llama["ft2"])
     del recipe["base_model"]

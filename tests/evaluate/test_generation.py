@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -44,13 +48,21 @@ def test_batched_answers_equal_one_prompt_at_a_time(tiny_lm, batch_size: int) ->
     assert any(answers), "a tiny random model should produce some non-empty answers"
 
 
-def test_answers_stop_at_newline_and_eos(tiny_lm) -> None:
+@pytest.mark.parametrize("stop", ["\n", "</s>"])
+def test_answer_is_empty_when_the_first_token_is_a_stop(tiny_lm, stop: str) -> None:
     model, tokenizer = tiny_lm
-    newline = tokenizer.convert_tokens_to_ids("\n")
-    eos = tokenizer.eos_token_id
-    biased = _with_forced_tokens(model, {"q": newline, "hello": eos})
-    answers = generate_answers(biased, tokenizer, ["q", "hello"], max_new_tokens=8)
+    with always_predicting(model, tokenizer.convert_tokens_to_ids(stop)):
+        answers = generate_answers(model, tokenizer, ["q", "hello"], max_new_tokens=8)
     assert answers == ["", ""]
+
+
+def test_answer_keeps_text_before_a_token_holding_a_newline(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.add_tokens(["ok\nmore"])
+    with always_predicting(model, len(tokenizer) - 1):
+        answers = generate_answers(model, tokenizer, ["q"], max_new_tokens=8)
+    assert answers == ["ok"]
 
 
 def test_exact_match_scores_known_answers(tiny_lm) -> None:
@@ -73,13 +85,17 @@ def test_exact_match_without_examples_is_an_error(tiny_lm) -> None:
         exact_match(model, tokenizer, [], max_new_tokens=4)
 
 
-def _with_forced_tokens(model, forced: dict[str, int]):
-    """A copy of ``model`` whose output head always prefers one token (the first in ``forced``)."""
-    import copy
+@contextmanager
+def always_predicting(model, token: int) -> Iterator[None]:
+    """While active, ``model``'s output head ranks ``token`` first at every position."""
 
-    biased = copy.deepcopy(model)
-    head = biased.get_output_embeddings()
-    token = next(iter(forced.values()))
-    with torch.no_grad():
-        head.weight[token] += 1000.0 * head.weight.abs().max()
-    return biased
+    def boost(module, inputs, logits: torch.Tensor) -> torch.Tensor:
+        boosted = logits.clone()
+        boosted[..., token] += 1e4
+        return boosted
+
+    handle = model.get_output_embeddings().register_forward_hook(boost)
+    try:
+        yield
+    finally:
+        handle.remove()
