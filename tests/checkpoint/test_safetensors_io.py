@@ -24,7 +24,7 @@ def test_read_tensor_matches_safetensors_library(tmp_path: Path) -> None:
     }
     path = tmp_path / "m.safetensors"
     save_file(tensors, path)
-    entries, metadata = read_header(path)
+    entries, _ = read_header(path)
     assert set(entries) == set(tensors)
     for name, tensor in tensors.items():
         assert torch.equal(read_tensor(entries[name]), tensor)

@@ -14,9 +14,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "methods.md"
 
 
 def test_docs_methods_page_matches_the_registry():
-    assert DOCS.read_text() == methods_markdown(all_methods()), (
-        "docs/methods.md is stale: regenerate it with `alloykit methods --markdown > docs/methods.md`"
-    )
+    stale = "docs/methods.md is stale: run `alloykit methods --markdown > docs/methods.md`"
+    assert DOCS.read_text() == methods_markdown(all_methods()), stale
 
 
 def test_methods_command_lists_every_method():
