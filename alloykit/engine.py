@@ -110,14 +110,20 @@ def compute_entry(plan: Plan, entry: PlanEntry, device: torch.device) -> torch.T
         lead = full_base if full_base is not None else read(entry.inputs[0]).to(device, dtype)
         merged, result = result, lead.clone()
         result[:rows] = merged
-    if not bool(torch.isfinite(result).all()):
+    if not _all_finite(result):
         raise _non_finite(plan, entry, read)
     return result.to(entry.dtype).cpu()
 
 
 def _all_finite(*tensors: torch.Tensor | None) -> bool:
-    """Inputs are checked before merging: a kernel may discard a NaN (trimming) and hide it."""
-    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
+    """Inputs are checked before merging: a kernel may discard a NaN (trimming) and hide it.
+
+    A sum is NaN or infinite whenever an element is, and costs no temporary the size of the
+    tensor; only then is the exact element-wise check run (a finite sum can overflow).
+    """
+    return all(
+        t is None or bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors
+    )
 
 
 def _reader(plan: Plan) -> Callable[[TensorRef], torch.Tensor]:

@@ -27,7 +27,8 @@ def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor
 def linear(
     tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, normalize: bool
 ) -> torch.Tensor:
-    merged = (tensors * broadcast_weights(weight, tensors)).sum(0)
+    # a [n] x [n, ...] contraction: no n-sized temporary, one pass over the inputs
+    merged = torch.tensordot(weight.to(tensors.dtype), tensors, dims=1)
     if normalize:
         total = weight.sum()
         if total.abs() > 1e-8:
