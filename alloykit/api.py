@@ -137,7 +137,7 @@ def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
             write_chat_template(recipe.chat_template, directory, search)
         card = model_card(
             recipe_yaml=recipe.raw,
-            method=the_plan.method.name,
+            method=the_plan.description or the_plan.method.name,
             reference=the_plan.reference,
             version=__version__,
             seed=the_plan.seed,

@@ -104,6 +104,7 @@ class Plan:
     compute_dtype: torch.dtype
     seed: int
     notes: list[str] = field(default_factory=list)
+    description: str | None = None  # what the plan builds, when more than its merge method
 
     @property
     def output_bytes(self) -> int:

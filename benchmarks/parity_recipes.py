@@ -16,11 +16,18 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "llama": {"family": "llama", "finetunes": 3, "scale": 0.02},
     "llama-far": {"family": "llama", "finetunes": 3, "scale": 0.5},
     "gemma": {"family": "gemma", "finetunes": 3, "scale": 0.02},
+    "llama-tied": {
+        "family": "llama",
+        "finetunes": 3,
+        "scale": 0.02,
+        "overrides": {"tie_word_embeddings": True},
+    },
 }
 """Model sets: a tiny family with fine-tunes at relative noise ``scale`` from the base.
 
 ``llama-far`` has task vectors 25x larger than ``llama``, above the 1e-6 energy floor
-under which mergekit's SCE silently falls back to uniform model weights.
+under which mergekit's SCE silently falls back to uniform model weights. ``gemma`` and
+``llama-tied`` tie the output head to the input embeddings (no ``lm_head.weight`` saved).
 """
 
 
@@ -137,6 +144,8 @@ CASES: tuple[ParityCase, ...] = (
         "ties bf16",
         {**task_vectors("ties", density=DENSITY), "dtype": "bfloat16"},
         note="recipe dtype bfloat16",
+        known="compute dtype: mergekit casts inputs to the recipe dtype and computes task "
+        "vectors in bfloat16; alloykit computes in float32 and casts once (DESIGN.md)",
     ),
     ParityCase("breadcrumbs", task_vectors("breadcrumbs", density=DENSITY, gamma=GAMMA)),
     ParityCase("breadcrumbs_ties", task_vectors("breadcrumbs_ties", density=DENSITY, gamma=GAMMA)),
@@ -206,12 +215,17 @@ CASES: tuple[ParityCase, ...] = (
     ),
     ParityCase(
         "multislerp",
+        {"merge_method": "multislerp", "models": three(), "dtype": "float32"},
+    ),
+    ParityCase(
+        "multislerp base",
         {
             "merge_method": "multislerp",
             "base_model": "@base",
             "models": three(),
             "dtype": "float32",
         },
+        note="norm weights have zero task vectors: both tools should refuse",
     ),
     ParityCase(
         "karcher",
@@ -241,6 +255,8 @@ CASES: tuple[ParityCase, ...] = (
             "dtype": "float32",
         },
         note="task vectors ~4e-4",
+        known="alloykit weights models by task-vector energy; mergekit 0.1.5 falls back to "
+        "uniform weights when the energies sum below 1e-6 (alloykit's sce notes)",
     ),
     ParityCase(
         "sce (large deltas)",
@@ -287,6 +303,35 @@ CASES: tuple[ParityCase, ...] = (
         random=True,
     ),
     ParityCase(
+        "arcee_fusion",
+        {
+            "merge_method": "arcee_fusion",
+            "base_model": "@base",
+            "models": [entry("@base"), entry("@ft1")],
+            "dtype": "float32",
+        },
+    ),
+    ParityCase(
+        "ram",
+        {
+            "merge_method": "ram",
+            "base_model": "@base",
+            "models": [entry("@ft1"), entry("@ft2"), entry("@ft3")],
+            "parameters": {"epsilon": 0.0003},
+            "dtype": "float32",
+        },
+    ),
+    ParityCase(
+        "ramplus_tl",
+        {
+            "merge_method": "ramplus_tl",
+            "base_model": "@base",
+            "models": [entry("@ft1"), entry("@ft2"), entry("@ft3")],
+            "parameters": {"epsilon": 0.0003, "r": 0.1, "alpha": 0.2},
+            "dtype": "float32",
+        },
+    ),
+    ParityCase(
         "passthrough frankenmerge",
         {
             "merge_method": "passthrough",
@@ -299,6 +344,39 @@ CASES: tuple[ParityCase, ...] = (
         note="layers [0,2) of ft1 + [1,4) of ft2",
     ),
     ParityCase(
+        "passthrough frankenmerge scale filter",
+        {
+            "merge_method": "passthrough",
+            "slices": [
+                {"sources": [{"model": "@ft1", "layer_range": [0, 2]}]},
+                {
+                    "sources": [
+                        {
+                            "model": "@ft2",
+                            "layer_range": [1, 4],
+                            "parameters": {
+                                "scale": [{"filter": "layers.1.", "value": 0.5}, {"value": 1.0}]
+                            },
+                        }
+                    ]
+                },
+            ],
+            "dtype": "float32",
+        },
+        note="per-model filters match the input tensor's name (ft2 layer 1 -> output layer 2)",
+    ),
+    ParityCase(
+        "linear with base_model",
+        {
+            "merge_method": "linear",
+            "base_model": "@base",
+            "models": three(),
+            "parameters": {"weight": 0.25},
+            "dtype": "float32",
+        },
+        note="base_model listed for a method that takes no base",
+    ),
+    ParityCase(
         "gemma linear (tied)",
         {"merge_method": "linear", "models": three(), "dtype": "float32"},
         family="gemma",
@@ -307,6 +385,11 @@ CASES: tuple[ParityCase, ...] = (
         "gemma ties (tied)",
         task_vectors("ties", density=DENSITY),
         family="gemma",
+    ),
+    ParityCase(
+        "llama-tied ties",
+        task_vectors("ties", density=DENSITY),
+        family="llama-tied",
     ),
     ParityCase(
         "gemma slerp (tied)",

@@ -168,23 +168,7 @@ class DirectorySink:
         (self.partial_dir / INDEX).write_text(json.dumps(index, indent=2) + "\n")
         self._close()
         (self.partial_dir / JOURNAL).unlink()
-        for path in self.partial_dir.iterdir():
-            if path.is_file():
-                fd = os.open(path, os.O_RDONLY)
-                os.fsync(fd)
-                os.close(fd)
-        _fsync_dir(self.partial_dir)
-        replaced = None
-        if self.out_dir.exists():
-            replaced = self.out_dir.with_name(self.out_dir.name + ".replaced")
-            if replaced.exists():
-                shutil.rmtree(replaced)
-            self.out_dir.rename(replaced)
-        self.partial_dir.rename(self.out_dir)
-        _fsync_dir(self.out_dir.parent)
-        if replaced is not None:
-            shutil.rmtree(replaced, ignore_errors=True)
-        return self.out_dir
+        return publish_directory(self.partial_dir, self.out_dir)
 
     def abort(self, *, keep_for_resume: bool) -> None:
         """Stop writing; keep ``OUT.partial`` for a resume, or remove it (bad input)."""
@@ -245,6 +229,27 @@ class DirectorySink:
                 bad.append(name)
         self.done.difference_update(bad)
         return bad
+
+
+def publish_directory(partial_dir: Path, out_dir: Path) -> Path:
+    """Fsync every file of ``partial_dir`` and rename it to ``out_dir`` (replacing it)."""
+    for path in partial_dir.iterdir():
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+    _fsync_dir(partial_dir)
+    replaced = None
+    if out_dir.exists():
+        replaced = out_dir.with_name(out_dir.name + ".replaced")
+        if replaced.exists():
+            shutil.rmtree(replaced)
+        out_dir.rename(replaced)
+    partial_dir.rename(out_dir)
+    _fsync_dir(out_dir.parent)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+    return out_dir
 
 
 def _fsync_dir(path: Path) -> None:

@@ -67,7 +67,15 @@ class ModelSource:
 def open_source(
     reference: str, *, search_dirs: tuple[Path, ...] = (), allow_pickle: bool = False
 ) -> ModelSource:
-    """Open ``reference`` by headers only; raise CheckpointError with a hint when it cannot."""
+    """Open ``reference`` by headers only; raise CheckpointError with a hint when it cannot.
+
+    ``model+adapter`` opens the model with a LoRA adapter applied on read
+    (see :mod:`alloykit.lora.source`).
+    """
+    if "+" in reference:
+        from alloykit.lora.source import open_adapted  # the one way up: adapters live in lora/
+
+        return open_adapted(reference, search_dirs=search_dirs, allow_pickle=allow_pickle)
     location = locate(reference, search_dirs)
     if location.is_file():
         root, files = location.parent, [location]

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from alloykit.cli.guard import guarded, is_tty
+from alloykit.cli.lora import lora_app
 from alloykit.cli.render import (
     human_bytes,
     methods_markdown,
@@ -24,6 +25,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(lora_app, name="lora")
 console = Console(highlight=False, soft_wrap=True)
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
@@ -139,6 +141,111 @@ def _with_progress(the_plan, options, work):
 
 
 @app.command()
+def moe(
+    recipe: Annotated[Path, typer.Argument(help="MoE recipe YAML (mergekit-moe format).")],
+    out: Annotated[Path | None, typer.Argument(help="Output model directory.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N]; also runs the prompts.")] = "cpu",
+    threads: Annotated[int, typer.Option(min=1, help="Tensors processed at once.")] = 2,
+    out_dtype: Annotated[
+        str | None, typer.Option(help="Output dtype (default: recipe, else inputs').")
+    ] = None,
+    out_shard_size: Annotated[str, typer.Option(help="Max bytes per output shard.")] = "5GB",
+    memory_budget: Annotated[str, typer.Option(help="Bytes of tensors in flight.")] = "2GB",
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of random gates and re-initialisation.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT.")] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Load .bin checkpoints (weights_only).")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Combine dense expert models into a Mixture-of-Experts model, into OUT (atomically)."""
+    from alloykit.api import MergeOptions
+
+    options = MergeOptions(
+        device=device,
+        threads=threads,
+        out_dtype=out_dtype,
+        out_shard_size=out_shard_size,
+        seed=seed,
+        force=force,
+        allow_pickle=allow_pickle,
+        memory_budget=memory_budget,
+    )
+    with guarded(debug):
+        _build_moe(recipe, out, options, dry_run)
+
+
+@app.command()
+def upcycle(
+    model: Annotated[str, typer.Argument(help="Dense model: directory, file or HF cache id.")],
+    out: Annotated[Path | None, typer.Argument(help="Output model directory.")] = None,
+    num_experts: Annotated[int, typer.Option(min=1, help="Routed experts per layer.")] = 8,
+    experts_per_token: Annotated[int, typer.Option(min=1, help="Experts per token (top-k).")] = 2,
+    architecture: Annotated[
+        str | None, typer.Option(help="Output format, e.g. mixtral, qwen_moe, deepseek.")
+    ] = None,
+    reinit_ratio: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Drop-Upcycling share of re-drawn neurons.")
+    ] = 0.0,
+    num_shared_experts: Annotated[
+        int | None, typer.Option(min=0, help="Shared experts (default: what the format needs).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    out_dtype: Annotated[str | None, typer.Option(help="Output dtype.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the gates and re-initialisation.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="Tensors processed at once.")] = 2,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Upcycle one dense model into an MoE whose experts are copies of its MLPs."""
+    from alloykit.api import MergeOptions
+    from alloykit.compose import upcycle_recipe
+
+    recipe = upcycle_recipe(
+        model,
+        num_experts,
+        experts_per_token=experts_per_token,
+        architecture=architecture,
+        reinit_ratio=reinit_ratio,
+        num_shared_experts=num_shared_experts,
+        seed=seed,
+    )
+    options = MergeOptions(threads=threads, out_dtype=out_dtype, force=force)
+    with guarded(debug):
+        _build_moe(recipe, out, options, dry_run)
+
+
+def _build_moe(recipe, out: Path | None, options, dry_run: bool) -> None:
+    from alloykit.api import write_plan
+    from alloykit.checkpoint.sink import check_output_dir
+    from alloykit.compose import moe_plan
+    from alloykit.engine import resolve_device
+    from alloykit.errors import AlloyError
+
+    resolve_device(options.device)
+    if out is None and not dry_run:
+        raise AlloyError("missing OUT directory", "give an output directory (or --dry-run)")
+    if out is not None and not dry_run:
+        check_output_dir(out.absolute(), options.force)
+    the_plan = moe_plan(recipe, options)
+    if dry_run:
+        engine = options.engine_options()
+        console.print(f"[bold]moe[/] {the_plan.layout.summary()}")
+        peak = the_plan.estimated_peak_bytes(engine.threads, engine.budget_bytes)
+        render_plan(the_plan, console, peak_bytes=peak)
+        return
+    for warning in the_plan.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", markup=True)
+    assert out is not None
+    written = _with_progress(the_plan, options, lambda: write_plan(the_plan, out, options))
+    size = human_bytes(the_plan.output_bytes)
+    console.print(f"wrote {written} ({the_plan.layout.summary()}; {size})")
+
+
+@app.command()
 def methods(
     name: Annotated[str | None, typer.Argument(help="Show one method in detail.")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the docs page.")] = False,
@@ -178,6 +285,73 @@ def demo(
 
     with guarded(debug):
         run_demo(workdir, console)
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[Path, typer.Argument(help="Local model directory (with its tokenizer).")],
+    task: Annotated[
+        list[Path] | None,
+        typer.Option(help="task.yaml, a directory holding one, or a directory of JSONL splits."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate N examples (perplexity: windows).")
+    ] = None,
+    subset_seed: Annotated[
+        int | None, typer.Option(help="With --limit: a seeded random subset, not the first N.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    lm_eval: Annotated[
+        list[str] | None, typer.Option("--lm-eval", help="An lm-evaluation-harness task name.")
+    ] = None,
+    lm_eval_include: Annotated[
+        Path | None, typer.Option(help="Directory of local lm-eval task YAML files.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Score MODEL on tasks: exact match, multiple-choice accuracy, perplexity."""
+    from alloykit.errors import AlloyError
+    from alloykit.evaluate import evaluate, load_model
+    from alloykit.evaluate.report import progress_bars, results_json, results_table
+
+    with guarded(debug):
+        if not task and not lm_eval:
+            raise AlloyError("no tasks given", "add --task PATH (or --lm-eval NAME)")
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        loaded, tokenizer = load_model(model, device)
+        results = []
+        if task:
+            with progress_bars(is_tty() and not json_output) as on_progress:
+                results += evaluate(
+                    loaded,
+                    task,
+                    tokenizer=tokenizer,
+                    split=split,
+                    limit=limit,
+                    subset_seed=subset_seed,
+                    batch_size=batch_size,
+                    on_progress=on_progress,
+                )
+        if lm_eval:
+            from alloykit.evaluate.lm_eval_bridge import run_lm_eval
+
+            results += run_lm_eval(
+                loaded,
+                lm_eval,
+                tokenizer=tokenizer,
+                include_path=lm_eval_include,
+                limit=limit,
+                batch_size=batch_size,
+            )
+        if json_output:
+            print(results_json(results, str(model)))
+        else:
+            console.print(results_table(results, title=f"{model} ({split} split)"))
 
 
 def main() -> None:

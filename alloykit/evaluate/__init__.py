@@ -1,7 +1,27 @@
-"""Evaluate models: generation exact match, multiple-choice log-likelihood, perplexity."""
+"""Evaluate models on local tasks: generation exact match, multiple choice, perplexity.
+
+``evaluate(model_or_path, tasks)`` scores task definitions (:func:`load_task`) on a model;
+``generate_answers`` / ``exact_match`` are the batched building blocks for generation tasks.
+"""
 
 from __future__ import annotations
 
 from alloykit.evaluate.generation import exact_match, generate_answers
+from alloykit.evaluate.likelihood import choice_accuracy, choice_scores, perplexity
+from alloykit.evaluate.runner import TaskResult, evaluate, load_model
+from alloykit.evaluate.tasks import Task, TaskError, load_task, select
 
-__all__ = ["exact_match", "generate_answers"]
+__all__ = [
+    "Task",
+    "TaskError",
+    "TaskResult",
+    "choice_accuracy",
+    "choice_scores",
+    "evaluate",
+    "exact_match",
+    "generate_answers",
+    "load_model",
+    "load_task",
+    "perplexity",
+    "select",
+]

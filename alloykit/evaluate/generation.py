@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -20,12 +20,18 @@ _STOP_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 @torch.inference_mode()
 def generate_answers(
-    model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 64
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """The greedy continuation of each prompt, cut at the first newline or EOS and stripped.
 
     Prompts are sorted by token length so that each batch holds similar lengths (less padding);
-    answers come back in the order of ``prompts``.
+    answers come back in the order of ``prompts``. ``on_batch(rows, total)`` reports progress.
     """
     if max_new_tokens < 1:
         raise AlloyError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -39,8 +45,10 @@ def generate_answers(
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         generated = _greedy(model, [encoded[i] for i in rows], max_new_tokens, stops)
-        for row, tokens in zip(rows, generated.tolist()):
+        for row, tokens in zip(rows, generated.tolist(), strict=True):
             answers[row] = _answer_text(tokenizer, tokens, stops, eos)
+        if on_batch is not None:
+            on_batch(len(rows), len(prompts))
     return answers
 
 
@@ -51,16 +59,23 @@ def exact_match(
     *,
     max_new_tokens: int,
     batch_size: int = 64,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> float:
-    """Fraction of ``{"prompt", "answer"}`` examples whose greedy answer equals the stripped answer."""
+    """Fraction of ``{"prompt", "answer"}`` examples whose greedy answer is the stripped answer."""
     if not examples:
         raise AlloyError("exact_match: no examples to score")
     prompts = [example["prompt"] for example in examples]
     answers = generate_answers(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        on_batch=on_batch,
     )
     hits = sum(
-        answer == str(example["answer"]).strip() for answer, example in zip(answers, examples)
+        answer == str(example["answer"]).strip()
+        for answer, example in zip(answers, examples, strict=True)
     )
     return hits / len(examples)
 

@@ -14,7 +14,8 @@ def parse_reference(raw: Any, path: str) -> str:
     """A model reference as one string: ``org/name``, ``./dir`` or ``org/name@revision``.
 
     mergekit's dict forms ``{model: {path: X, revision: R}}`` and ``{path: X}`` are accepted.
-    LoRA references (``model+adapter`` or ``lora:``) are refused for now.
+    A LoRA adapter applied to the model is written ``model+adapter`` (mergekit's string form;
+    its dict form ``{model: X, lora: Y}`` gives the same string).
     """
     if isinstance(raw, dict):
         text = _reference_from_dict(raw, path)
@@ -24,13 +25,10 @@ def parse_reference(raw: Any, path: str) -> str:
         fail(path, f"expected a model reference (a path or Hugging Face id), got {raw!r}")
     if not text:
         fail(path, "empty model reference", "give a local path or a Hugging Face id")
-    if "+" in text:
-        fail(
-            path,
-            f"LoRA adapter references are not supported yet: '{text}'",
-            "merge the adapter into its model first and reference the merged model",
-        )
-    if text.count("@") > 1:
+    parts = text.split("+")
+    if len(parts) > 2 or not all(parts):
+        fail(path, f"expected MODEL or MODEL+ADAPTER, got '{text}'", "e.g. org/base+org/adapter")
+    if any(part.count("@") > 1 for part in parts):
         fail(path, f"more than one '@revision' in '{text}'", "use MODEL or MODEL@REVISION")
     return text
 
@@ -41,19 +39,16 @@ def _reference_from_dict(raw: dict[str, Any], path: str) -> str:
     for key in raw:
         if key not in _REFERENCE_KEYS:
             fail(f"{path}.{key}", "unknown key", f"allowed here: {', '.join(_REFERENCE_KEYS)}")
-    if raw.get("lora") is not None:
-        fail(
-            f"{path}.lora",
-            "LoRA adapter references are not supported yet",
-            "merge the adapter into its model first and reference the merged model",
-        )
     if raw.get("override_architecture") is not None:
         fail(
             f"{path}.override_architecture",
             "is not supported yet",
             "remove it; the architecture is read from the model's config.json",
         )
-    return _model_path(raw["model"], f"{path}.model")
+    model = _model_path(raw["model"], f"{path}.model")
+    if raw.get("lora") is None:
+        return model
+    return f"{model}+{_model_path(raw['lora'], f'{path}.lora')}"
 
 
 def _model_path(raw: Any, path: str) -> str:

@@ -72,7 +72,9 @@ def test_missing_tensors_and_shape_or_dtype_mismatches_are_problems() -> None:
 def test_config_differences_ignore_the_transformers_version() -> None:
     reference = {"num_hidden_layers": 5, "transformers_version": "1"}
     candidate = {"num_hidden_layers": 4, "transformers_version": "2"}
-    assert parity.config_differences(reference, candidate) == ["config num_hidden_layers: 4 != 5"]
+    assert parity.config_differences(reference, candidate) == [
+        "config num_hidden_layers: alloykit 4, mergekit 5"
+    ]
 
 
 def test_change_statistics_count_entries_that_moved_from_the_base() -> None:

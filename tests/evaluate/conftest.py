@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import pytest
-
-CHARACTERS = string.ascii_lowercase + string.digits + " \n.,:;?!+-=()'\""
-
-
-def build_char_tokenizer(directory: Path):
-    """A character-level tokenizer (one token per character) that adds BOS, as llama's does."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    vocab = {token: index for index, token in enumerate(specials + list(CHARACTERS))}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tokenizer.decoder = decoders.Fuse()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-    )
-    fast.save_pretrained(directory)
-    return fast
+from evaluate_harness import (
+    CHOICE_ROWS,
+    GENERATION_ROWS,
+    PERPLEXITY_TEXT,
+    build_char_tokenizer,
+    write_jsonl,
+)
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +33,25 @@ def tiny_lm(tiny_lm_dir: Path):
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, local_files_only=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir, local_files_only=True)
     return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def task_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One task of each kind: a bare JSONL directory, and two ``task.yaml`` directories."""
+    root = tmp_path_factory.mktemp("tasks")
+    write_jsonl(root / "count" / "validation.jsonl", GENERATION_ROWS[:5])
+    write_jsonl(root / "count" / "test.jsonl", GENERATION_ROWS)
+    write_jsonl(root / "plus" / "test.jsonl", CHOICE_ROWS)
+    (root / "plus" / "task.yaml").write_text(
+        "name: plus-one\ntype: multiple_choice\ndata: {test: test.jsonl}\nmetric: acc_norm\n"
+    )
+    (root / "prose").mkdir()
+    (root / "prose" / "text.txt").write_text(PERPLEXITY_TEXT)
+    (root / "prose" / "task.yaml").write_text(
+        "type: perplexity\ndata: {test: text.txt}\nwindow: 32\nstride: 16\n"
+    )
+    return {
+        "generation": root / "count",
+        "multiple_choice": root / "plus",
+        "perplexity": root / "prose",
+    }

@@ -68,7 +68,7 @@ def test_answer_keeps_text_before_a_token_holding_a_newline(tiny_lm) -> None:
 def test_exact_match_scores_known_answers(tiny_lm) -> None:
     model, tokenizer = tiny_lm
     answers = generate_answers(model, tokenizer, PROMPTS, max_new_tokens=12)
-    examples = [{"prompt": p, "answer": f"  {a}  "} for p, a in zip(PROMPTS, answers)]
+    examples = [{"prompt": p, "answer": f"  {a}  "} for p, a in zip(PROMPTS, answers, strict=True)]
     examples[0]["answer"] = answers[0] + "wrong"
     score = exact_match(model, tokenizer, examples, max_new_tokens=12)
     assert score == pytest.approx((len(PROMPTS) - 1) / len(PROMPTS))

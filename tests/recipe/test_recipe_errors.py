@@ -250,17 +250,10 @@ def test_base_tokenizer_needs_a_base_model():
     assert error.message == "tokenizer_source: base needs a base_model"
 
 
-def test_lora_references_are_not_supported_yet():
-    error = error_of({"merge_method": "linear", "models": ["org/model+org/adapter"]})
-    assert error.message.startswith(
-        "models[0].model: LoRA adapter references are not supported yet"
-    )
-
-
-def test_lora_in_the_dict_reference_is_not_supported_yet():
-    ref = {"model": {"path": "org/model"}, "lora": {"path": "org/adapter"}}
-    error = error_of({"merge_method": "linear", "models": [{"model": ref}]})
-    assert error.message == "models[0].model.lora: LoRA adapter references are not supported yet"
+@pytest.mark.parametrize("ref", ["org/model+a+b", "org/model+", "+org/adapter"])
+def test_malformed_lora_reference(ref: str):
+    error = error_of({"merge_method": "linear", "models": [ref]})
+    assert error.message == f"models[0].model: expected MODEL or MODEL+ADAPTER, got '{ref}'"
 
 
 def test_multi_module_recipes_are_not_supported_yet():

@@ -149,6 +149,17 @@ def test_mergekit_dict_model_reference_becomes_a_string():
     assert [m.model for m in recipe.models] == ["org/a", "org/b@v2", "./local/c"]
 
 
+def test_model_plus_adapter_reference_is_kept():
+    recipe = load_recipe({"merge_method": "linear", "models": ["org/model+org/adapter"]})
+    assert recipe.models[0].model == "org/model+org/adapter"
+
+
+def test_mergekit_dict_lora_reference_becomes_model_plus_adapter():
+    ref = {"model": {"path": "org/model"}, "lora": {"path": "org/adapter"}}
+    recipe = load_recipe({"merge_method": "linear", "models": [{"model": ref}]})
+    assert recipe.models[0].model == "org/model+org/adapter"
+
+
 def test_revision_suffix_is_kept_in_the_reference():
     recipe = load_recipe({"merge_method": "linear", "models": ["org/a@main", "org/b"]})
     assert recipe.models[0].model == "org/a@main"

@@ -1,0 +1,208 @@
+"""Run tasks on a model: load it (local files only), score each task, report :class:`TaskResult`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alloykit.errors import AlloyError, CheckpointError
+from alloykit.evaluate.generation import exact_match
+from alloykit.evaluate.likelihood import choice_accuracy, perplexity
+from alloykit.evaluate.tasks import Task, load_task, select
+
+OnProgress = Callable[[str, int, int], None]
+TaskLike = Task | str | Path
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's score. ``n`` counts examples, or scored tokens for perplexity."""
+
+    task: str
+    type: str
+    metric: str
+    score: float
+    n: int
+    split: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate(
+    model_or_path,
+    tasks: TaskLike | Sequence[TaskLike],
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    subset_seed: int | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    tokenizer=None,
+    on_progress: OnProgress | None = None,
+) -> list[TaskResult]:
+    """Score ``tasks`` on a model directory, or on a loaded model (with its ``tokenizer``).
+
+    ``limit`` evaluates the first ``limit`` examples (perplexity: windows), or a random subset
+    drawn with ``subset_seed``: the same subset every time, a cheap and stable estimate.
+    ``device`` defaults to cpu for a path; a loaded model stays where it is unless given one.
+    ``on_progress(task, done, total)`` is called after every batch.
+    """
+    if isinstance(tasks, (Task, str, Path)):
+        tasks = [tasks]
+    loaded = [task if isinstance(task, Task) else load_task(task) for task in tasks]
+    if isinstance(model_or_path, (str, Path)):
+        model, tokenizer = load_model(model_or_path, device or "cpu")
+    else:
+        model = model_or_path
+        if device is not None:
+            model.to(_device(device))
+        tokenizer = tokenizer if tokenizer is not None else _tokenizer_of(model)
+    with _eval_mode(model):
+        return [
+            _run_task(model, tokenizer, task, split, limit, subset_seed, batch_size, on_progress)
+            for task in loaded
+        ]
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """``(model, tokenizer)`` from a local Hugging Face directory; no downloads, no remote code.
+
+    Half-precision checkpoints run in float32 on CPU, where half-precision matmuls are slow.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    target = _device(device)
+    if not path.is_dir():
+        raise CheckpointError(f"model directory {str(path)!r} not found", "give a local model dir")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"{path}: no config.json", "give a Hugging Face model directory (save_pretrained)"
+        )
+    tokenizer = _load_tokenizer(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot load a causal language model ({first_line(exc)})",
+            "check the directory holds config.json and its weights",
+        ) from None
+    if target.type == "cpu" and model.dtype in (torch.float16, torch.bfloat16):
+        model = model.float()
+    return model.to(target).eval(), tokenizer
+
+
+def _run_task(
+    model,
+    tokenizer,
+    task: Task,
+    split: str,
+    limit: int | None,
+    seed: int | None,
+    batch_size: int,
+    on_progress: OnProgress | None,
+) -> TaskResult:
+    started = time.perf_counter()
+    advance = _progress(task.name, on_progress)
+    if task.type == "perplexity":
+        score, n = perplexity(
+            model,
+            tokenizer,
+            task.text(split),
+            window=task.window,
+            stride=task.stride,
+            batch_size=batch_size,
+            limit=limit,
+            seed=seed,
+            on_batch=advance,
+        )
+    else:
+        examples = select(task.examples(split), limit, seed)
+        if not examples:
+            raise AlloyError(f"task {task.name!r}: split {split!r} has no examples")
+        n = len(examples)
+        if task.type == "generation":
+            score = exact_match(
+                model,
+                tokenizer,
+                examples,
+                max_new_tokens=task.max_new_tokens,
+                batch_size=batch_size,
+                on_batch=advance,
+            )
+        else:
+            score = choice_accuracy(
+                model,
+                tokenizer,
+                examples,
+                normalize=task.metric == "acc_norm",
+                batch_size=batch_size,
+                on_batch=advance,
+            )
+    seconds = time.perf_counter() - started
+    return TaskResult(task.name, task.type, task.metric, score, n, split, seconds)
+
+
+def _progress(name: str, on_progress: OnProgress | None) -> Callable[[int, int], None] | None:
+    if on_progress is None:
+        return None
+    done = 0
+
+    def advance(rows: int, total: int) -> None:
+        nonlocal done
+        done += rows
+        on_progress(name, done, total)
+
+    return advance
+
+
+def _device(name: str) -> torch.device:
+    from alloykit.engine import resolve_device
+
+    return resolve_device(name)
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot load a tokenizer ({first_line(exc)})",
+            "save the tokenizer next to the model (tokenizer.save_pretrained)",
+        ) from None
+
+
+def _tokenizer_of(model):
+    source = getattr(model, "name_or_path", "") or ""
+    if not source or not Path(source).is_dir():
+        raise AlloyError(
+            "evaluate: a loaded model needs its tokenizer", "pass tokenizer=... to evaluate()"
+        )
+    return _load_tokenizer(Path(source))
+
+
+@contextmanager
+def _eval_mode(model) -> Iterator[None]:
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,86 @@
+"""Router check on the example zoo: hidden gates send each skill's held-out prompts to its expert.
+
+The zoo (examples/zoo, built by ``python examples/zoo/build.py``) holds a base model, one
+fine-tuned expert per skill and ``tasks/<skill>/{train,test}.jsonl``. An MoE with one expert
+per skill gets ``hidden`` gates from a few training prompts per skill; held-out test prompts
+are then run through it, and a prompt counts as routed to the expert with the highest router
+probability averaged over its tokens (BOS left out), at each of the first layers.
+``ALLOYKIT_ZOO`` points the test at a zoo built elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from alloykit.compose import build_moe
+
+ZOO = Path(os.environ.get("ALLOYKIT_ZOO", Path(__file__).resolve().parents[2] / "examples" / "zoo"))
+GATE_PROMPTS = 8  # training prompts per skill that make its gate
+HELD_OUT = 40  # test prompts per skill that are routed
+FIRST_LAYERS = (0, 1)
+REQUIRED = 0.8
+
+
+def zoo_skills() -> list[str]:
+    experts, tasks = ZOO / "experts", ZOO / "tasks"
+    if not (ZOO / "base" / "config.json").is_file() or not experts.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in experts.iterdir()
+        if (d / "config.json").is_file() and (tasks / d.name / "test.jsonl").is_file()
+    )
+
+
+def prompts(skill: str, split: str, count: int) -> list[str]:
+    lines = (ZOO / "tasks" / skill / f"{split}.jsonl").read_text().splitlines()
+    return [json.loads(line)["prompt"] for line in lines[:count]]
+
+
+def routed_expert(model, tokenizer, prompt: str, layer: int, router_logits=None) -> int:
+    encoded = tokenizer(prompt, return_tensors="pt", return_special_tokens_mask=True)
+    content = ~encoded.pop("special_tokens_mask")[0].bool()
+    with torch.no_grad():
+        routers = model(**encoded, output_router_logits=True).router_logits
+    return int(routers[layer][content].softmax(-1).mean(0).argmax())
+
+
+@pytest.mark.skipif(
+    len(zoo_skills()) < 2,
+    reason=f"example zoo checkpoints are absent from {ZOO} (base/, experts/<skill>/, "
+    "tasks/<skill>/): build them with `python examples/zoo/build.py`",
+)
+def test_hidden_gates_route_held_out_prompts_to_their_skills_expert(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    skills = zoo_skills()
+    recipe = {
+        "base_model": str(ZOO / "base"),
+        "architecture": "mixtral",
+        "gate_mode": "hidden",
+        "experts_per_token": 2,
+        "experts": [
+            {
+                "source_model": str(ZOO / "experts" / skill),
+                "positive_prompts": prompts(skill, "train", GATE_PROMPTS),
+            }
+            for skill in skills
+        ],
+    }
+    out = build_moe(recipe, tmp_path / "moe")
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    rates = {}
+    for expert, skill in enumerate(skills):
+        held_out = prompts(skill, "test", HELD_OUT)
+        for layer in FIRST_LAYERS:
+            hits = [routed_expert(model, tokenizer, p, layer) == expert for p in held_out]
+            rates[skill, layer] = sum(hits) / len(hits)
+    report = ", ".join(f"{skill}@{layer}: {rate:.0%}" for (skill, layer), rate in rates.items())
+    print(f"router check on {ZOO}: {report}")
+    assert min(rates.values()) >= REQUIRED, report
