@@ -104,6 +104,13 @@ class _Planner:
         """Separate the base model from the contributing models, per the method's policy."""
         base_ref = self.recipe.base_model_for(slice_index)
         policy = self.method.base
+        if policy is BasePolicy.UNUSED and base_ref is not None and self._base_joins(inputs):
+            # mergekit merges an unlisted base_model as one more model for such methods
+            self.warnings.append(
+                f"method {self.method.name!r} does not treat base_model specially: "
+                f"{base_ref!r} is merged as one more model (as mergekit does)"
+            )
+            return [*inputs, ModelInput(model=base_ref, key_path="base_model")], None
         if policy is BasePolicy.UNUSED or base_ref is None:
             if policy is BasePolicy.REQUIRED:
                 raise PlanError(
@@ -130,6 +137,11 @@ class _Planner:
                 "adjust the models listed in the recipe",
             )
         return others, base
+
+    def _base_joins(self, inputs: list[ModelInput]) -> bool:
+        """An unlisted base joins a ``models:`` merge when the method takes any number."""
+        listed = any(m.model == self.recipe.base_model for m in inputs)
+        return not self.recipe.slices and not listed and self.method.max_models is None
 
     # -- models: form ----------------------------------------------------------------------
     def _plan_models(self) -> None:

@@ -358,7 +358,7 @@ def render(results: list[CaseResult], markdown: bool) -> str:
     else:
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         lines = [
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
             for row in [header, *rows]
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))

@@ -314,22 +314,23 @@ def eval_(
 ) -> None:
     """Score MODEL on tasks: exact match, multiple-choice accuracy, perplexity."""
     from alloykit.errors import AlloyError
-    from alloykit.evaluate import evaluate, load_model
+    from alloykit.evaluate import evaluate, load_model, load_task
     from alloykit.evaluate.report import progress_bars, results_json, results_table
 
     with guarded(debug):
         if not task and not lm_eval:
             raise AlloyError("no tasks given", "add --task PATH (or --lm-eval NAME)")
+        tasks = [load_task(path) for path in task or []]
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
         loaded, tokenizer = load_model(model, device)
         results = []
-        if task:
+        if tasks:
             with progress_bars(is_tty() and not json_output) as on_progress:
                 results += evaluate(
                     loaded,
-                    task,
+                    tasks,
                     tokenizer=tokenizer,
                     split=split,
                     limit=limit,

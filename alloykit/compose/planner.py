@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from alloykit.arch.layers import Section, count_layers, parse_layer_name, section_of
+from alloykit.arch.layers import Section, parse_layer_name, section_of
 from alloykit.checkpoint.source import ModelSource, open_source
+from alloykit.compose.dense import DenseMlp, dense_mlps, expert_mismatch
 from alloykit.compose.derived import (
     computed_source,
     side_by_side_source,
@@ -24,7 +26,6 @@ from alloykit.compose.derived import (
 )
 from alloykit.compose.formats import (
     FORMATS,
-    PROJECTIONS,
     MoEFormat,
     MoEShape,
     SharedPolicy,
@@ -79,42 +80,28 @@ def make_moe_plan(
     recipe: MoERecipe, options: PlanOptions | None = None, device: torch.device | None = None
 ) -> MoEPlan:
     """Open every model by headers, compute the routers, and plan every output tensor."""
-    options = options or PlanOptions()
-    dense = make_plan(recipe.dense, options)
-    return _MoEPlanner(recipe, options, dense, device or torch.device("cpu")).build()
-
-
-@dataclass(frozen=True)
-class _Mlp:
-    """The dense MLP of one layer: tensor names by projection."""
-
-    prefix: str  # "model.layers.3."
-    names: dict[str, str]
-
-    @property
-    def module(self) -> str:
-        return self.prefix + "mlp"
+    return _MoEPlanner(recipe, options or PlanOptions(), device or torch.device("cpu")).build()
 
 
 class _MoEPlanner:
-    def __init__(
-        self, recipe: MoERecipe, options: PlanOptions, dense: Plan, device: torch.device
-    ) -> None:
+    def __init__(self, recipe: MoERecipe, options: PlanOptions, device: torch.device) -> None:
         self.recipe = recipe
         self.options = options
-        self.dense = dense
         self.device = device
-        self.sources: dict[str, ModelSource] = dict(dense.sources)
+        self.sources: dict[str, ModelSource] = {}
         self.entries: list[PlanEntry] = []
-        self.warnings = list(dense.warnings)
+        self.warnings: list[str] = []
         self.read_through: set[TensorRef] = set()  # real tensors read by derived sources
         out = options.out_dtype or recipe.dense.out_dtype or recipe.dense.dtype
         self.out_dtype = parse_dtype(out, "out_dtype") if out else None
 
     def build(self) -> MoEPlan:
         recipe = self.recipe
-        for spec in (*recipe.experts, *recipe.shared_experts):
-            self._open(spec.model)
+        for reference in (
+            recipe.base_model,
+            *(s.model for s in recipe.experts + recipe.shared_experts),
+        ):
+            self._open(reference)
         self.base = self.sources[recipe.base_model]
         self.model_type = str(self.base.config.get("model_type", "unknown"))
         fmt, shared_count = self._choose_format()
@@ -125,6 +112,10 @@ class _MoEPlanner:
         ]
         for spec in (*experts, *shared):
             self._check_expert(spec)
+        self.dense = make_plan(recipe.dense, self.options)  # everything outside the MLPs
+        self.sources.update(self.dense.sources)
+        self.base = self.sources[recipe.base_model]
+        self.warnings.extend(self.dense.warnings)
         routed_scale, shared_scale = self._default_scales(fmt, len(shared))
         expert_refs = [
             self._expert_source(s, f"experts[{i}]", routed_scale) for i, s in enumerate(experts)
@@ -140,6 +131,7 @@ class _MoEPlanner:
         for mlp in self.mlps:
             self._plan_layer(fmt, mlp, expert_refs, shared_ref)
         self.entries.sort(key=lambda e: _order(e.name))
+        config = self._config(fmt, len(experts), len(shared))
         layout = MoELayout(
             fmt,
             tuple(s.model for s in experts),
@@ -154,7 +146,7 @@ class _MoEPlanner:
             entries=self.entries,
             dropped=self._dropped(),
             warnings=self.warnings,
-            config=self._config(fmt, len(experts), len(shared)),
+            config=config,
             reference=self.dense.reference,
             tokenizer_source=self.dense.tokenizer_source,
             compute_dtype=self.dense.compute_dtype,
@@ -212,57 +204,25 @@ class _MoEPlanner:
             return recipe.num_shared_experts
         return 1 if fmt is not None and fmt.shared is SharedPolicy.ONE_GATED else 0
 
-    def _dense_mlps(self) -> list[_Mlp]:
-        layers: dict[int, dict[str, str]] = {}
-        prefixes: dict[int, str] = {}
-        for name in self.base.tensors:
-            layer = parse_layer_name(name)
-            if layer is None or not layer.rest.startswith("mlp."):
-                continue
-            projection = layer.rest.removeprefix("mlp.").removesuffix(".weight")
-            if projection not in PROJECTIONS or not layer.rest.endswith(".weight"):
-                raise self.recipe.error(
-                    "base_model",
-                    f"tensor {name!r}: only gate/up/down projections without biases can become "
-                    "experts",
-                    "use Llama-, Mistral- or Qwen-style models",
-                )
-            layers.setdefault(layer.index, {})[projection] = name
-            prefixes[layer.index] = f"{layer.prefix}{layer.index}."
-        expected = count_layers(self.base.config, self.base.tensors)
-        for index in range(expected):
-            missing = [p for p in PROJECTIONS if p not in layers.get(index, {})]
-            if missing:
-                raise self.recipe.error(
-                    "base_model",
-                    f"model {self.base.reference!r}: layer {index} has no MLP {missing[0]}",
-                    "every layer must have gate_proj, up_proj and down_proj",
-                )
-        return [_Mlp(prefixes[i], layers[i]) for i in range(expected)]
+    def _dense_mlps(self) -> list[DenseMlp]:
+        try:
+            return dense_mlps(self.base)
+        except ValueError as exc:
+            raise self.recipe.error(
+                "base_model", str(exc), "use Llama-, Mistral- or Qwen-style dense models"
+            ) from None
 
     def _check_expert(self, spec: ExpertSpec) -> None:
-        source = self.sources[spec.model]
-        where = (
-            spec.key_path if spec.key_path.startswith("num_") else f"{spec.key_path}.source_model"
-        )
-        their_type = source.config.get("model_type")
-        if their_type != self.model_type:
-            raise self.recipe.error(
-                where,
-                f"model {spec.model!r} is a {their_type}, the base model a {self.model_type}",
-                "every expert must share the base model's architecture",
+        reason = expert_mismatch(self.base, self.sources[spec.model], self.mlps)
+        if reason is not None:
+            where = (
+                spec.key_path
+                if spec.key_path.startswith("num_")
+                else spec.key_path + ".source_model"
             )
-        for mlp in self.mlps:
-            for name in mlp.names.values():
-                mine, theirs = self.base.tensors[name], source.tensors.get(name)
-                if theirs is None or theirs.shape != mine.shape:
-                    found = "missing" if theirs is None else f"shaped {list(theirs.shape)}"
-                    raise self.recipe.error(
-                        where,
-                        f"tensor {name!r} of model {spec.model!r} is {found}, the base model's "
-                        f"is {list(mine.shape)}",
-                        "every expert must have the base model's layers and sizes",
-                    )
+            raise self.recipe.error(
+                where, reason, "every expert must have the base model's architecture and sizes"
+            )
 
     def _default_scales(self, fmt: MoEFormat, shared: int) -> tuple[float, float]:
         """Residual scales that keep an upcycled model's function: routed weights sum to 1,
@@ -357,7 +317,11 @@ class _MoEPlanner:
         for layer, a, b in degenerate_layers(vectors):
             pairs.setdefault((a, b), []).append(layer)
         for (a, b), layers in pairs.items():
-            where = "every layer" if len(layers) == len(vectors) else f"layers {_spans(layers)}"
+            where = (
+                "every layer"
+                if len(layers) == len(vectors)
+                else "layers " + ", ".join(str(i) for i in layers)
+            )
             self.warnings.append(
                 f"experts[{a}] and experts[{b}] have nearly the same router weights "
                 f"(cosine > 0.99) in {where}: the router cannot tell them apart; give them "
@@ -374,11 +338,11 @@ class _MoEPlanner:
     def _plan_layer(
         self,
         fmt: MoEFormat,
-        mlp: _Mlp,
+        mlp: DenseMlp,
         expert_refs: list[str],
         shared_ref: str | None,
     ) -> None:
-        dtype = self._dtype(self.base, mlp.names["gate_proj"])
+        dtype = self.out_dtype or self.base.tensors[mlp.names["gate_proj"]].dtype
         routers = [(fmt.router(mlp.prefix), dtype)]
         if fmt.shared is SharedPolicy.ONE_GATED:
             routers.append((fmt.shared_gate(mlp.prefix), dtype))
@@ -408,14 +372,11 @@ class _MoEPlanner:
             )
         )
 
-    def _dtype(self, source: ModelSource, name: str) -> torch.dtype:
-        return self.out_dtype or source.tensors[name].dtype
-
     def _is_mlp(self, name: str) -> bool:
         return any(name in mlp.names.values() for mlp in self.mlps)
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _config(self, fmt: MoEFormat, experts: int, shared: int) -> dict:
+    def _config(self, fmt: MoEFormat, experts: int, shared: int) -> dict[str, Any]:
         first = self.mlps[0].names
         q_bias = any(n.endswith("self_attn.q_proj.bias") for n in self.base.tensors)
         shape = MoEShape(
@@ -467,7 +428,3 @@ def _order(name: str) -> tuple:
     index = layer.index if layer else 0
     rest = layer.rest if layer else name
     return (section, index, tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", rest)))
-
-
-def _spans(layers: list[int]) -> str:
-    return ", ".join(str(i) for i in layers)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from alloykit.errors import AlloyError
-from alloykit.evaluate.generation import left_padded, model_device
+from alloykit.evaluate.generation import eval_mode, left_padded, model_device
 from alloykit.evaluate.tasks import select
 
 LOGITS_BUDGET_BYTES = 512 * 2**20
@@ -37,26 +37,34 @@ def continuation_logprobs(
     """``out[i]``: sum of log p(token | tokens before it) over the last ``scored[i]`` tokens."""
     if batch_size < 1:
         raise AlloyError(f"batch_size must be at least 1, got {batch_size}")
-    device = model_device(model)
     vocab = model.get_output_embeddings().weight.shape[0]
-    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     totals = torch.zeros(len(sequences), dtype=torch.float64)
-    for rows in _batches(order, scored, batch_size, vocab):
-        input_ids, mask, positions = left_padded([sequences[i] for i in rows], 0, device)
-        keep = max(scored[i] for i in rows) + 1
-        extra = {"logits_to_keep": keep} if keeps_logits else {}
-        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **extra)
-        logits = logits.logits[:, -keep:-1].float()
-        targets = input_ids[:, -keep + 1 :]
-        logprobs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
-        counts = torch.tensor([scored[i] for i in rows], device=device)
-        columns = torch.arange(keep - 1, device=device)
-        logprobs = logprobs.masked_fill(columns[None, :] < (keep - 1 - counts)[:, None], 0.0)
-        totals[rows] = logprobs.sum(-1).double().cpu()
-        if on_batch is not None:
-            on_batch(len(rows), len(sequences))
+    with eval_mode(model):
+        for rows in _batches(order, scored, batch_size, vocab):
+            totals[rows] = _score_batch(
+                model, [sequences[i] for i in rows], [scored[i] for i in rows]
+            )
+            if on_batch is not None:
+                on_batch(len(rows), len(sequences))
     return totals
+
+
+def _score_batch(model, sequences: list[Sequence[int]], scored: list[int]) -> torch.Tensor:
+    """One forward pass; only the logits of the scored positions (and one before) are made."""
+    device = model_device(model)
+    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+    input_ids, mask, positions = left_padded(sequences, 0, device)
+    keep = max(scored) + 1
+    extra = {"logits_to_keep": keep} if keeps_logits else {}
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **extra)
+    logits = logits.logits[:, -keep:-1].float()
+    targets = input_ids[:, -keep + 1 :]
+    logprobs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+    counts = torch.tensor(scored, device=device)
+    columns = torch.arange(keep - 1, device=device)
+    logprobs = logprobs.masked_fill(columns[None, :] < (keep - 1 - counts)[:, None], 0.0)
+    return logprobs.sum(-1).double().cpu()
 
 
 def choice_scores(

@@ -34,7 +34,7 @@ def run_lm_eval(
     try:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager, get_task_dict
+        from lm_eval.tasks import TaskManager
     except ImportError:
         raise AlloyError(
             "--lm-eval: lm-evaluation-harness is not installed", INSTALL_HINT
@@ -49,7 +49,6 @@ def run_lm_eval(
         if tokenizer is None:
             raise AlloyError("run_lm_eval: a loaded model needs its tokenizer", "pass tokenizer=")
     manager = TaskManager(
-        verbosity="ERROR",
         include_path=str(include_path) if include_path is not None else None,
         include_defaults=include_path is None,
     )
@@ -59,20 +58,22 @@ def run_lm_eval(
             where = f"in {include_path}" if include_path is not None else "among lm-eval's tasks"
             hint = f"did you mean {close[0]!r}?" if close else "check the task: key of its YAML"
             raise AlloyError(f"--lm-eval: no task named {name!r} {where}", hint)
-    try:
-        task_dict = get_task_dict(list(tasks), manager)
-    except (ValueError, KeyError, OSError, TypeError) as exc:
-        raise AlloyError(f"--lm-eval: cannot load the tasks ({first_line(exc)})") from None
     started = time.perf_counter()
     wrapper = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    output = simple_evaluate(
-        model=wrapper,
-        tasks=list(task_dict.values()),
-        limit=limit,
-        log_samples=False,
-        bootstrap_iters=0,
-        verbosity="ERROR",
-    )
+    try:
+        output = simple_evaluate(
+            model=wrapper,
+            tasks=list(tasks),
+            task_manager=manager,
+            limit=limit,
+            log_samples=False,
+            bootstrap_iters=0,
+        )
+    except FileNotFoundError as exc:
+        raise AlloyError(
+            f"--lm-eval: a task's data is missing ({first_line(exc)})",
+            "data_files paths in lm-eval task YAML are relative to the working directory",
+        ) from None
     seconds = time.perf_counter() - started
     return _results(output, seconds)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,11 +52,13 @@ def evaluate(
     ``limit`` evaluates the first ``limit`` examples (perplexity: windows), or a random subset
     drawn with ``subset_seed``: the same subset every time, a cheap and stable estimate.
     ``device`` defaults to cpu for a path; a loaded model stays where it is unless given one.
-    ``on_progress(task, done, total)`` is called after every batch.
+    ``on_progress(task, done, total)`` is called after every batch. Every task's data is read
+    and checked before the model runs, so bad input fails fast.
     """
     if isinstance(tasks, (Task, str, Path)):
         tasks = [tasks]
     loaded = [task if isinstance(task, Task) else load_task(task) for task in tasks]
+    data = [_task_data(task, split, limit, subset_seed) for task in loaded]
     if isinstance(model_or_path, (str, Path)):
         model, tokenizer = load_model(model_or_path, device or "cpu")
     else:
@@ -65,11 +66,10 @@ def evaluate(
         if device is not None:
             model.to(_device(device))
         tokenizer = tokenizer if tokenizer is not None else _tokenizer_of(model)
-    with _eval_mode(model):
-        return [
-            _run_task(model, tokenizer, task, split, limit, subset_seed, batch_size, on_progress)
-            for task in loaded
-        ]
+    return [
+        _run_task(model, tokenizer, task, split, items, batch_size, on_progress, limit, subset_seed)
+        for task, items in zip(loaded, data, strict=True)
+    ]
 
 
 def load_model(path: str | Path, device: str = "cpu"):
@@ -102,23 +102,34 @@ def load_model(path: str | Path, device: str = "cpu"):
     return model.to(target).eval(), tokenizer
 
 
+def _task_data(task: Task, split: str, limit: int | None, seed: int | None) -> str | list[dict]:
+    """The text of a perplexity split, or the selected examples of a JSONL split."""
+    if task.type == "perplexity":
+        return task.text(split)
+    examples = select(task.examples(split), limit, seed)
+    if not examples:
+        raise AlloyError(f"task {task.name!r}: the {split!r} split has no examples")
+    return examples
+
+
 def _run_task(
     model,
     tokenizer,
     task: Task,
     split: str,
-    limit: int | None,
-    seed: int | None,
+    data: str | list[dict],
     batch_size: int,
     on_progress: OnProgress | None,
+    limit: int | None,
+    seed: int | None,
 ) -> TaskResult:
     started = time.perf_counter()
     advance = _progress(task.name, on_progress)
-    if task.type == "perplexity":
+    if isinstance(data, str):
         score, n = perplexity(
             model,
             tokenizer,
-            task.text(split),
+            data,
             window=task.window,
             stride=task.stride,
             batch_size=batch_size,
@@ -126,29 +137,26 @@ def _run_task(
             seed=seed,
             on_batch=advance,
         )
+    elif task.type == "generation":
+        n = len(data)
+        score = exact_match(
+            model,
+            tokenizer,
+            data,
+            max_new_tokens=task.max_new_tokens,
+            batch_size=batch_size,
+            on_batch=advance,
+        )
     else:
-        examples = select(task.examples(split), limit, seed)
-        if not examples:
-            raise AlloyError(f"task {task.name!r}: split {split!r} has no examples")
-        n = len(examples)
-        if task.type == "generation":
-            score = exact_match(
-                model,
-                tokenizer,
-                examples,
-                max_new_tokens=task.max_new_tokens,
-                batch_size=batch_size,
-                on_batch=advance,
-            )
-        else:
-            score = choice_accuracy(
-                model,
-                tokenizer,
-                examples,
-                normalize=task.metric == "acc_norm",
-                batch_size=batch_size,
-                on_batch=advance,
-            )
+        n = len(data)
+        score = choice_accuracy(
+            model,
+            tokenizer,
+            data,
+            normalize=task.metric == "acc_norm",
+            batch_size=batch_size,
+            on_batch=advance,
+        )
     seconds = time.perf_counter() - started
     return TaskResult(task.name, task.type, task.metric, score, n, split, seconds)
 
@@ -191,16 +199,6 @@ def _tokenizer_of(model):
             "evaluate: a loaded model needs its tokenizer", "pass tokenizer=... to evaluate()"
         )
     return _load_tokenizer(Path(source))
-
-
-@contextmanager
-def _eval_mode(model) -> Iterator[None]:
-    training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(training)
 
 
 def first_line(exc: BaseException) -> str:

@@ -13,7 +13,6 @@ A directory of ``{train,validation,test}.jsonl`` without a ``task.yaml`` is a ge
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
@@ -111,19 +110,23 @@ def select(items: list, limit: int | None, seed: int | None = None) -> list:
 
     A random subset keeps the items' original order, and is the same for the same seed.
     """
+    if limit is not None and limit < 1:
+        raise TaskError(f"--limit must be at least 1, got {limit}")
     if limit is None or limit >= len(items):
         return list(items)
-    if limit < 1:
-        raise TaskError(f"--limit must be at least 1, got {limit}")
     if seed is None:
         return list(items[:limit])
     chosen = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[index] for index in chosen]
 
 
-def _from_directory(directory: Path) -> Task:
+def _jsonl_splits(directory: Path) -> dict[str, Path]:
     splits = {split: directory / f"{split}.jsonl" for split in SPLITS}
-    splits = {split: path for split, path in splits.items() if path.is_file()}
+    return {split: path for split, path in splits.items() if path.is_file()}
+
+
+def _from_directory(directory: Path) -> Task:
+    splits = _jsonl_splits(directory)
     if not splits:
         raise TaskError(
             f"{directory}: no {TASK_FILE} and no train/validation/test .jsonl files",
@@ -161,20 +164,20 @@ def _from_yaml(path: Path) -> Task:
     metric = schema.metric or METRICS[schema.type][0]
     if metric not in METRICS[schema.type]:
         allowed = " or ".join(METRICS[schema.type])
-        raise TaskError(f"{path}: metric {metric!r} does not fit a {schema.type} task", allowed)
+        raise TaskError(
+            f"{path}: metric {metric!r} does not fit a {schema.type} task", f"use {allowed}"
+        )
     if schema.data is None:
         if schema.type == "perplexity":
             raise TaskError(f"{path}: a perplexity task needs data:", "e.g. data: {test: test.txt}")
-        found = _from_directory(directory)
-        return dataclasses.replace(
-            found,
-            name=name,
-            type=schema.type,
-            metric=metric,
-            max_new_tokens=schema.max_new_tokens,
-            source=path,
-        )
-    splits = {split: directory / relative for split, relative in schema.data.items()}
+        splits = _jsonl_splits(directory)
+        if not splits:
+            raise TaskError(
+                f"{path}: no data: and no train/validation/test .jsonl beside it",
+                "add data: {test: FILE.jsonl}",
+            )
+    else:
+        splits = {split: directory / relative for split, relative in schema.data.items()}
     for split, data_path in splits.items():
         if not data_path.is_file():
             raise TaskError(

@@ -28,13 +28,14 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as transformers_logging
 
+from alloykit.evaluate import exact_match
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bpe
 import corpus
 import skills
 import train
-from scoring import exact_match
 
 
 @dataclass(frozen=True)

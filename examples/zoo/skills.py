@@ -93,7 +93,7 @@ def _recall(rng: random.Random) -> tuple[str, str]:
     keys = rng.sample(LOWER, rng.randint(3, 6))
     values = [rng.choice(DIGITS) for _ in keys]
     query = rng.randrange(len(keys))
-    pairs = " ".join(f"{key}:{value}" for key, value in zip(keys, values))
+    pairs = " ".join(f"{key}:{value}" for key, value in zip(keys, values, strict=True))
     return f"{pairs} ; {keys[query]}", values[query]
 
 

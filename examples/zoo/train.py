@@ -82,7 +82,7 @@ def encode_examples(
     answers = tokenizer(
         [f" {example['answer']}\n" for example in examples], add_special_tokens=False
     )["input_ids"]
-    return list(zip(prompts, answers))
+    return list(zip(prompts, answers, strict=True))
 
 
 def _windows(stream: torch.Tensor, rows: int, length: int, generator: torch.Generator):

@@ -180,3 +180,14 @@ def test_existing_output_is_refused_before_any_work(dense, tmp_path):
     assert result.exit_code == 2
     assert "already exists" in result.stderr
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_plan_fingerprint_is_stable_and_covers_the_router_weights(dense):
+    from alloykit.compose import moe_plan
+
+    recipe = good_recipe(dense("llama"))
+    plan = moe_plan(recipe)
+    assert plan.fingerprint() == moe_plan(recipe).fingerprint()  # a rerun resumes
+    before = plan.fingerprint()
+    plan.gates["model.layers.0.block_sparse_moe.gate.weight"][0, 0] += 1
+    assert plan.fingerprint() != before

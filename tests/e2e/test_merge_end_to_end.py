@@ -88,6 +88,19 @@ def test_linear_merge_equals_the_weighted_average(llama, tmp_path):
         torch.testing.assert_close(tensor, (a[name] + 3 * b[name]) / 4)
 
 
+def test_unlisted_base_model_joins_a_linear_merge_as_mergekit_does(llama):
+    recipe = {
+        "merge_method": "linear",
+        "base_model": str(llama["base"]),
+        "models": [{"model": str(llama["ft1"])}, {"model": str(llama["ft2"])}],
+    }
+    merged = alloykit.merge_to_state_dict(recipe)
+    a, b, base = load_output(llama["ft1"]), load_output(llama["ft2"]), load_output(llama["base"])
+    for name, tensor in merged.items():
+        torch.testing.assert_close(tensor, (a[name] + b[name] + base[name]) / 3)
+    assert any("merged as one more model" in w for w in alloykit.plan(recipe).warnings)
+
+
 def test_passthrough_slices_renumber_layers_and_update_config(family_models, tmp_path):
     models = family_models("qwen2")
     recipe = {

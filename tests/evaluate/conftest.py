@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from evaluate_harness import (
     CHOICE_ROWS,
     GENERATION_ROWS,
@@ -12,6 +14,15 @@ from evaluate_harness import (
     build_char_tokenizer,
     write_jsonl,
 )
+
+
+@pytest.fixture(autouse=True, scope="package")
+def single_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a busy machine they lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

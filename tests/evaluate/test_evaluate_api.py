@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from evaluate_harness import CHOICE_ROWS, GENERATION_ROWS, PERPLEXITY_TEXT
+from evaluate_harness import CHOICE_ROWS, GENERATION_ROWS, PERPLEXITY_TEXT, write_jsonl
 
 from alloykit.errors import AlloyError, CheckpointError
 from alloykit.evaluate import (
@@ -132,3 +132,16 @@ def test_result_is_plain_data(tiny_lm, task_dirs) -> None:
     [result] = evaluate(model, task_dirs["generation"], tokenizer=tokenizer, limit=1)
     assert isinstance(result, TaskResult)
     assert set(result.to_dict()) == {"task", "type", "metric", "score", "n", "split", "seconds"}
+
+
+def test_bad_data_in_any_task_fails_before_the_model_runs(tiny_lm, task_dirs, tmp_path) -> None:
+    model, tokenizer = tiny_lm
+    write_jsonl(tmp_path / "test.jsonl", [{"prompt": "no answer"}])
+    calls = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(AlloyError, match=r"test\.jsonl:1: missing 'answer'"):
+            evaluate(model, [task_dirs["generation"], tmp_path], tokenizer=tokenizer)
+    finally:
+        handle.remove()
+    assert calls == []

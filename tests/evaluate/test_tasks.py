@@ -152,3 +152,9 @@ def test_seeded_subset_is_deterministic_ordered_and_seed_dependent() -> None:
 def test_limit_below_one_is_an_error() -> None:
     with pytest.raises(TaskError, match="--limit"):
         select([1, 2], 0)
+
+
+def test_task_yaml_without_data_or_splits_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "task.yaml").write_text("type: generation\n")
+    with pytest.raises(TaskError, match=r"no data: and no train/validation/test \.jsonl beside it"):
+        load_task(tmp_path)
