@@ -303,6 +303,10 @@ def eval_(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="CPU threads for torch (default: torch's; 1 suits tiny models)."),
+    ] = None,
     lm_eval: Annotated[
         list[str] | None, typer.Option("--lm-eval", help="An lm-evaluation-harness task name.")
     ] = None,
@@ -321,6 +325,10 @@ def eval_(
         if not task and not lm_eval:
             raise AlloyError("no tasks given", "add --task PATH (or --lm-eval NAME)")
         tasks = [load_task(path) for path in task or []]
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()

@@ -2,7 +2,7 @@
 
 Our own decoding loop over the KV cache: one prefill per batch, then one token per step for
 every row, stopping when every row has produced a newline or EOS. On a tiny llama on CPU it
-does about 15% more prompts per CPU-second than ``model.generate`` with the same stopping rule
+does 5-20% more prompts per CPU-second than ``model.generate`` with the same stopping rule
 (less per-step bookkeeping).
 """
 

@@ -72,6 +72,7 @@ def test_json_output_is_machine_readable(tiny_lm_dir: Path, task_dirs) -> None:
 
 def test_split_and_seeded_subset_options(tiny_lm_dir: Path, task_dirs) -> None:
     args = [tiny_lm_dir, "--task", task_dirs["generation"], "--json", "--split", "validation"]
+    args += ["--threads", "1"]
     first = json.loads(run_cli(*args, "--limit", "3", "--subset-seed", "4").stdout)
     again = json.loads(run_cli(*args, "--limit", "3", "--subset-seed", "4").stdout)
     assert first["results"][0]["n"] == 3 and first["results"][0]["split"] == "validation"
