@@ -30,3 +30,20 @@ def family_models(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def llama(family_models) -> dict[str, Path]:
     return family_models("llama")
+
+
+@pytest.fixture(scope="session")
+def quick_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny zoo built by ``examples/zoo/build.py --quick`` (its models learn nothing)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("quick-zoo")
+    subprocess.run(
+        [sys.executable, str(root / "examples" / "zoo" / "build.py"), "--out", str(out), "--quick"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return out

@@ -275,16 +275,26 @@ def methods(
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where to build the example models.")] = Path(
-        "alloykit-demo"
+    zoo: Annotated[
+        Path | None, typer.Option(help="The example zoo directory (default: examples/zoo).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where to write the merged model.")] = Path(
+        "alloykit-demo-merge"
     ),
+    skills: Annotated[
+        str | None, typer.Option(help="Comma-separated zoo skills to merge (default: first 4).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Test examples per skill (default all).")
+    ] = None,
     debug: Debug = False,
 ) -> None:
-    """Build small example models, merge them with TIES, and check the result loads and runs."""
-    from alloykit.cli.demo import run_demo
+    """Merge example-zoo experts, evaluate base, experts and merge, and print the table."""
+    from alloykit.cli.demo import ZOO, run_demo
 
     with guarded(debug):
-        run_demo(workdir, console)
+        chosen = [s.strip() for s in skills.split(",")] if skills else None
+        run_demo(zoo or ZOO, out, chosen, limit, console)
 
 
 @app.command("eval")

@@ -1,57 +1,100 @@
-"""``alloykit demo``: the main job on small models the project builds itself.
+"""``alloykit demo``: the main job on the example zoo.
 
-Until the example zoo exists, this builds a tiny Llama-style base and three seeded
-fine-tunes, merges them with TIES, and checks the result loads and gives finite logits.
+Merges four zoo experts (each fine-tuned from one base on one skill) with a default recipe,
+evaluates the base, each expert and the merge on those skills' test splits, and prints the
+table — the whole loop a user runs with their own checkpoints.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import yaml
 from rich.console import Console
+from rich.table import Table
+
+from alloykit.errors import AlloyError
+
+ZOO = Path(__file__).resolve().parents[2] / "examples" / "zoo"
+# Chosen on the validation splits by benchmarks/quality.py (see benchmarks/README.md).
+DEFAULT_RECIPE = {
+    "merge_method": "ties",
+    "parameters": {"normalize": False, "lambda": 1.0},
+    "density": 0.5,
+}
 
 
-def run_demo(workdir: Path, console: Console) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from alloykit.api import merge
-    from alloykit.tiny_models import build_family
-
-    workdir = workdir.absolute()
-    models_dir = workdir / "models"
-    if not (models_dir / "ft3" / "config.json").exists():
-        console.print(f"building example models in {models_dir}")
-        shutil.rmtree(models_dir, ignore_errors=True)
-        build_family("llama", models_dir, finetunes=3, seed=0)
-    recipe = {
-        "merge_method": "ties",
-        "base_model": str(models_dir / "base"),
+def demo_recipe(zoo: Path, skills: list[str]) -> dict:
+    return {
+        "merge_method": DEFAULT_RECIPE["merge_method"],
+        "base_model": str(zoo / "base"),
         "models": [
-            {"model": str(models_dir / f"ft{i}"), "parameters": {"weight": 1.0, "density": 0.5}}
-            for i in (1, 2, 3)
+            {
+                "model": str(zoo / "experts" / s),
+                "parameters": {"density": DEFAULT_RECIPE["density"]},
+            }
+            for s in skills
         ],
-        "parameters": {"normalize": True},
+        "parameters": dict(DEFAULT_RECIPE["parameters"]),
         "dtype": "float32",
     }
-    recipe_path = workdir / "ties.yml"
-    recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    out = workdir / "merged"
-    console.print(f"merging with recipe {recipe_path}")
+
+
+def run_demo(
+    zoo: Path, out: Path, skills: list[str] | None, limit: int | None, console: Console
+) -> Path:
+    import torch
+
+    from alloykit.api import merge
+    from alloykit.evaluate import evaluate, load_task
+
+    torch.set_num_threads(1)  # tiny models run faster on one thread
+    experts_dir = zoo / "experts"
+    if not experts_dir.is_dir():
+        raise AlloyError(
+            f"example zoo not found at {zoo}", "rebuild it: python examples/zoo/build.py"
+        )
+    available = sorted(p.name for p in experts_dir.iterdir() if p.is_dir())
+    chosen = skills or available[:4]
+    unknown = [s for s in chosen if s not in available]
+    if unknown:
+        raise AlloyError(
+            f"--skills: no expert {unknown[0]!r} in the zoo", f"choose from {', '.join(available)}"
+        )
+    recipe = demo_recipe(zoo, chosen)
+    console.print("[bold]recipe[/]")
+    console.print(yaml.safe_dump(recipe, sort_keys=False).rstrip(), markup=False)
     start = time.perf_counter()
-    merge(recipe_path, out, force=True)
-    elapsed = time.perf_counter() - start
-    model = AutoModelForCausalLM.from_pretrained(out)
-    with torch.no_grad():
-        logits = model(torch.arange(8).unsqueeze(0)).logits
-    finite = bool(torch.isfinite(logits).all())
+    merged = merge(recipe, out, force=True)
     console.print(
-        f"merged model in {out} ({elapsed:.2f} s); loads with AutoModelForCausalLM; "
-        f"logits finite: {finite}"
+        f"merged {len(chosen)} experts into {merged} in {time.perf_counter() - start:.1f} s"
     )
-    if not finite:
-        raise RuntimeError("merged model produced non-finite logits")
-    return out
+    tasks = [load_task(zoo / "tasks" / s) for s in chosen]
+    rows: list[tuple[str, list[float]]] = []
+    models = [
+        ("base", zoo / "base"),
+        *((f"expert: {s}", experts_dir / s) for s in chosen),
+        ("merge", merged),
+    ]
+    start = time.perf_counter()
+    for label, path in models:
+        results = evaluate(path, tasks, split="test", limit=limit)
+        rows.append((label, [r.score for r in results]))
+    table = Table(title=f"exact match on the test splits ({time.perf_counter() - start:.0f} s)")
+    table.add_column("model")
+    for skill in chosen:
+        table.add_column(skill, justify="right")
+    table.add_column("average", justify="right")
+    for label, scores in rows:
+        table.add_row(
+            label, *(f"{100 * s:.1f}" for s in scores), f"{100 * sum(scores) / len(scores):.1f}"
+        )
+    console.print(table)
+    own = [rows[1 + i][1][i] for i in range(len(chosen))]
+    merged_scores = rows[-1][1]
+    normalized = sum(m / e for m, e in zip(merged_scores, own, strict=True) if e > 0) / len(chosen)
+    console.print(
+        f"merge keeps {100 * normalized:.1f}% of the experts' own scores (normalized average)"
+    )
+    return merged

@@ -78,7 +78,9 @@ def load_model(path: str | Path, device: str = "cpu"):
     Half-precision checkpoints run in float32 on CPU, where half-precision matmuls are slow.
     """
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()
     path = Path(path)
     target = _device(device)
     if not path.is_dir():
