@@ -147,8 +147,8 @@ class _MoEPlanner:
             dropped=self._dropped(),
             warnings=self.warnings,
             config=config,
-            reference=self.dense.reference,
-            tokenizer_source=self.dense.tokenizer_source,
+            reference=recipe.base_model,
+            tokenizer_source=recipe.base_model,
             compute_dtype=self.dense.compute_dtype,
             seed=recipe.seed,
             description=f"MoE, {layout.summary()}",
@@ -387,10 +387,10 @@ class _MoEPlanner:
             attention_bias=q_bias,
             num_layers=len(self.mlps),
         )
-        config = build_config(fmt, self.dense.config, shape)
+        config = build_config(fmt, self.base.config, shape)
         floating = [e.dtype for e in self.entries if e.dtype.is_floating_point]
         config["dtype"] = str(max(set(floating), key=floating.count)).removeprefix("torch.")
-        window = self.dense.config.get("sliding_window")
+        window = self.base.config.get("sliding_window")
         if fmt.model_type == "glm4_moe" and self.model_type == "mistral" and window:
             self.warnings.append(
                 f"the base model's sliding window ({window} tokens) is not kept: {fmt.name} "
@@ -409,16 +409,17 @@ class _MoEPlanner:
             for name in source.tensors:
                 if TensorRef(reference, name) in used:
                     continue
-                reason = earlier.get((reference, name))
-                if reason is None:
-                    reason = (
-                        "its MLP is replaced by the experts"
-                        if self._is_mlp(name)
-                        else "non-expert tensors come from the base model (set shared_tensors: "
-                        "to merge them)"
-                    )
+                reason = earlier.get((reference, name)) or self._drop_reason(name)
                 dropped.append(DroppedTensor(reference, name, reason))
         return dropped
+
+    def _drop_reason(self, name: str) -> str:
+        if self._is_mlp(name):
+            return "its MLP is replaced by the experts"
+        method = self.dense.method.name
+        if method == "passthrough":
+            return "non-expert tensors come from the base model (set shared_tensors: to merge them)"
+        return f"shared_tensors merges the experts' non-expert tensors with {method}"
 
 
 def _order(name: str) -> tuple:

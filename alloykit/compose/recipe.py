@@ -21,6 +21,7 @@ from typing import Any, Literal, NoReturn
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from alloykit.errors import PlanError, RecipeError
+from alloykit.methods import BasePolicy, get_method
 from alloykit.recipe import Recipe, load_recipe
 from alloykit.recipe.document import RecipeDocument, fail, read_document
 from alloykit.recipe.reference import parse_reference
@@ -91,7 +92,8 @@ class MoERecipe:
     """A validated MoE recipe.
 
     ``dense`` is the merge recipe that makes every tensor outside the experts and routers:
-    ``passthrough`` of the base model, or the ``shared_tensors`` method over the experts.
+    ``passthrough`` of the base model, or the ``shared_tensors`` method over the experts (with
+    the base model as its base when the method uses one).
     For upcycling (``num_experts``), ``experts`` are copies of the base model and
     ``num_shared_experts`` (None: what the output format needs) copies are shared experts.
     """
@@ -179,6 +181,12 @@ def _build(document: RecipeDocument, seed: int | None) -> MoERecipe:
         )
     if gate_mode in PROMPTED_MODES:
         _check_prompts(experts, gate_mode, upcycled)
+    if gate_mode.startswith("hidden") and "+" in base:
+        fail(
+            "base_model",
+            f"gate_mode {gate_mode} runs the base model itself, which cannot carry a LoRA adapter",
+            "bake the adapter in first (alloykit lora apply), or use gate_mode: cheap_embed",
+        )
     the_seed = seed if seed is not None else (schema.seed or 0)
     return MoERecipe(
         base_model=base,
@@ -274,12 +282,9 @@ def _dense_recipe(
         data.update(merge_method="passthrough", models=[base])
     else:
         models = list(dict.fromkeys(e.model for e in experts))
-        data.update(
-            merge_method=shared.merge_method,
-            base_model=base,
-            models=models,
-            parameters=shared.parameters,
-        )
+        data.update(merge_method=shared.merge_method, models=models, parameters=shared.parameters)
+        if _uses_base(shared.merge_method):  # else the merge spine would merge it as a model
+            data["base_model"] = base
     data = {k: v for k, v in data.items() if v is not None}
     try:
         recipe = load_recipe(data)
@@ -291,6 +296,13 @@ def _dense_recipe(
             outer = inner
         fail(outer if inner else "shared_tensors", message, error.hint)
     return dataclasses.replace(recipe, source_file=document.source_file, raw=document.data)
+
+
+def _uses_base(method: str) -> bool:
+    try:
+        return get_method(method).base is not BasePolicy.UNUSED
+    except KeyError:
+        return True  # load_recipe names the unknown method
 
 
 # -- schema errors ---------------------------------------------------------------------------
