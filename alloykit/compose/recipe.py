@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from alloykit.errors import PlanError, RecipeError
 from alloykit.methods import BasePolicy, get_method
 from alloykit.recipe import Recipe, load_recipe
-from alloykit.recipe.document import RecipeDocument, fail, read_document
+from alloykit.recipe.document import RecipeDocument, build_located, fail, read_document
 from alloykit.recipe.reference import parse_reference
 from alloykit.recipe.schema import format_loc
 
@@ -131,16 +131,7 @@ class MoERecipe:
 def load_moe_recipe(source: str | Path | dict[str, Any], *, seed: int | None = None) -> MoERecipe:
     """Read and validate an MoE recipe (YAML path, YAML text or a dict); RecipeError if bad."""
     document = read_document(source)
-    try:
-        return _build(document, seed)
-    except RecipeError as error:
-        key_path = getattr(error, "key_path", "")
-        where = document.locate(key_path) or (
-            document.label if document.source_file is not None else None
-        )
-        if where is None:
-            raise
-        raise RecipeError(f"{where}: {error.message}", error.hint) from None
+    return build_located(document, lambda: _build(document, seed))
 
 
 def _build(document: RecipeDocument, seed: int | None) -> MoERecipe:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
 from alloykit.errors import RecipeError
+
+T = TypeVar("T")
 
 _KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -156,3 +159,17 @@ def _line_of(text: str, key_path: str) -> int | None:
         else:
             break
     return line
+
+
+def build_located(document: RecipeDocument, build: Callable[[], T]) -> T:
+    """Run ``build``; prefix any RecipeError with the file and line of its key path."""
+    try:
+        return build()
+    except RecipeError as error:
+        key_path = getattr(error, "key_path", "")
+        where = document.locate(key_path) or (
+            document.label if document.source_file is not None else None
+        )
+        if where is None:
+            raise
+        raise RecipeError(f"{where}: {error.message}", error.hint) from None

@@ -6,9 +6,8 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from alloykit.errors import RecipeError
 from alloykit.methods import Method, get_method, method_names
-from alloykit.recipe.document import RecipeDocument, fail, read_document
+from alloykit.recipe.document import RecipeDocument, build_located, fail, read_document
 from alloykit.recipe.model import ModelInput, Recipe, SliceSpec
 from alloykit.recipe.parameters import parse_parameters
 from alloykit.recipe.reference import parse_reference
@@ -31,16 +30,7 @@ def load_recipe(source: str | Path | dict[str, Any], *, seed: int | None = None)
     with a one-line message naming the file, line and key path, and a hint.
     """
     document = read_document(source)
-    try:
-        return _build(document, seed)
-    except RecipeError as error:
-        key_path = getattr(error, "key_path", "")
-        where = document.locate(key_path) or (
-            document.label if document.source_file is not None else None
-        )
-        if where is None:
-            raise
-        raise RecipeError(f"{where}: {error.message}", error.hint) from None
+    return build_located(document, lambda: _build(document, seed))
 
 
 def _build(document: RecipeDocument, seed: int | None) -> Recipe:
