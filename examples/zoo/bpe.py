@@ -7,6 +7,7 @@ pieces. Newline is a token of its own ("Ċ" in byte-level form): answers end the
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Iterable
 from pathlib import Path
@@ -53,5 +54,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> None:
+    """``tokenizer.json`` + ``tokenizer_config.json``, naming the class every transformers knows.
+
+    transformers 5 writes its own class name (``TokenizersBackend``), which 4.x cannot load;
+    ``PreTrainedTokenizerFast`` loads the same files in both.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(directory)
+    config_path = directory / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")

@@ -114,6 +114,7 @@ def write_tasks(root: Path, recipe: Recipe, tokenizer, seed: int) -> dict[str, d
             "type": "generation",
             "data": {split: f"{split}.jsonl" for split in splits},
             "max_new_tokens": longest + 2,
+            "description": skills.SKILLS[name].description,
         }
         (directory / "task.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
         data[name] = {"splits": splits, "max_new_tokens": task["max_new_tokens"]}
@@ -123,7 +124,7 @@ def write_tasks(root: Path, recipe: Recipe, tokenizer, seed: int) -> dict[str, d
 def save_checkpoint(model, tokenizer, directory: Path) -> None:
     """float32 weights in safetensors, with the tokenizer beside them."""
     model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    bpe.save_tokenizer(tokenizer, directory)
 
 
 def load_checkpoint(directory: Path):
@@ -141,15 +142,82 @@ def linear_average(directories: list[Path], template: Path):
     return model
 
 
+def _validation_stop(model, tokenizer, task: dict, recipe: Recipe, log):
+    """Every ``check_every`` steps: stop once validation exact match reaches the target."""
+
+    def stop(step: int) -> bool:
+        if step % recipe.check_every:
+            return False
+        accuracy = _score(model, tokenizer, task, "validation", recipe)
+        log(f"step {step}: validation exact match {accuracy:.3f}")
+        return accuracy >= recipe.target
+
+    return stop
+
+
+def _score(model, tokenizer, task: dict, split: str, recipe: Recipe) -> float:
+    return exact_match(
+        model,
+        tokenizer,
+        task["splits"][split],
+        max_new_tokens=task["max_new_tokens"],
+        batch_size=recipe.eval_batch_size,
+    )
+
+
+def train_experts(out: Path, recipe: Recipe, tokenizer, data, stream, seed: int, lap, log):
+    """One expert per skill, each fine-tuned from the saved base; returns the steps each took."""
+    steps = {}
+    for index, name in enumerate(recipe.skills):
+        model = load_checkpoint(out / "base")
+
+        def prefixed(line: str, name: str = name) -> None:
+            log(f"{name}: {line}")
+
+        steps[name] = train.finetune(
+            model,
+            train.encode_examples(tokenizer, data[name]["splits"]["train"]),
+            stream,
+            recipe.finetune,
+            pad_id=tokenizer.pad_token_id,
+            corpus_rows=recipe.corpus_rows,
+            corpus_weight=recipe.corpus_weight,
+            seed=seed + 1 + index,
+            stop=_validation_stop(model, tokenizer, data[name], recipe, prefixed),
+            log=prefixed,
+        )
+        save_checkpoint(model, tokenizer, out / "experts" / name)
+        lap(f"finetune {name}")
+    return steps
+
+
+def score_zoo(out: Path, recipe: Recipe, tokenizer, data) -> tuple[dict, dict]:
+    """Test exact match of the base, each expert and the linear average, on every skill."""
+
+    def row(model) -> dict[str, float]:
+        return {
+            name: _score(model, tokenizer, data[name], "test", recipe) for name in recipe.skills
+        }
+
+    models = {"base": out / "base"} | {name: out / "experts" / name for name in recipe.skills}
+    scores = {label: row(load_checkpoint(path)) for label, path in models.items()}
+    averaged = list(recipe.skills[: recipe.averaged])
+    average = linear_average([models[name] for name in averaged], out / "base")
+    return scores, {"experts": averaged, "scores": row(average)}
+
+
 def build(out: Path, recipe: Recipe, seed: int, log=print) -> dict:
+    """Write the zoo under ``out`` (replacing base/, experts/, tasks/) and its scores.json."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    mark = started
 
-    def lap(phase: str, since: float) -> float:
+    def lap(phase: str) -> None:
+        nonlocal mark
         now = time.perf_counter()
-        timings[phase] = round(now - since, 1)
+        timings[phase] = round(now - mark, 1)
+        mark = now
         log(f"[{phase}] {timings[phase]:.1f}s")
-        return now
 
     for stale in ("base", "experts", "tasks"):
         shutil.rmtree(out / stale, ignore_errors=True)
@@ -160,76 +228,26 @@ def build(out: Path, recipe: Recipe, seed: int, log=print) -> dict:
     data = write_tasks(out / "tasks", recipe, tokenizer, seed)
     stream = train.encode_stream(tokenizer, documents)
     log(f"corpus: {len(documents)} documents, {len(stream)} tokens")
-    mark = lap("data", started)
+    lap("data")
 
     base = train.new_model(recipe.shape, tokenizer, seed)
     log(f"base: {sum(p.numel() for p in base.parameters()) / 1e6:.2f}M parameters")
     train.pretrain(base, stream, recipe.pretrain, length=recipe.context, seed=seed, log=log)
     save_checkpoint(base, tokenizer, out / "base")
-    mark = lap("pretrain", mark)
+    lap("pretrain")
 
-    def validated(model, name: str, every: int):
-        """Stop when the validation exact match reaches the recipe's target."""
-
-        def stop(step: int) -> bool:
-            if step % every:
-                return False
-            accuracy = exact_match(
-                model,
-                tokenizer,
-                data[name]["splits"]["validation"],
-                max_new_tokens=data[name]["max_new_tokens"],
-                batch_size=recipe.eval_batch_size,
-            )
-            log(f"{name}: step {step}: validation exact match {accuracy:.3f}")
-            return accuracy >= recipe.target
-
-        return stop
-
-    steps = {}
-    for index, name in enumerate(recipe.skills):
-        model = load_checkpoint(out / "base")
-        pairs = train.encode_examples(tokenizer, data[name]["splits"]["train"])
-        steps[name] = train.finetune(
-            model,
-            pairs,
-            stream,
-            recipe.finetune,
-            pad_id=tokenizer.pad_token_id,
-            corpus_rows=recipe.corpus_rows,
-            corpus_weight=recipe.corpus_weight,
-            seed=seed + 1 + index,
-            stop=validated(model, name, recipe.check_every),
-            log=lambda line, name=name: log(f"{name}: {line}"),
-        )
-        save_checkpoint(model, tokenizer, out / "experts" / name)
-        mark = lap(f"finetune {name}", mark)
-
-    def score(model, names) -> dict[str, float]:
-        return {
-            name: exact_match(
-                model,
-                tokenizer,
-                data[name]["splits"]["test"],
-                max_new_tokens=data[name]["max_new_tokens"],
-                batch_size=recipe.eval_batch_size,
-            )
-            for name in names
-        }
-
-    models = {"base": out / "base"} | {name: out / "experts" / name for name in recipe.skills}
-    scores = {label: score(load_checkpoint(path), recipe.skills) for label, path in models.items()}
-    averaged = list(recipe.skills[: recipe.averaged])
-    average = linear_average([models[name] for name in averaged], out / "base")
-    mark = lap("evaluate", mark)
+    steps = train_experts(out, recipe, tokenizer, data, stream, seed, lap, log)
+    scores, average = score_zoo(out, recipe, tokenizer, data)
+    lap("evaluate")
     timings["total"] = round(time.perf_counter() - started, 1)
+    timings["total_cpu"] = round(time.process_time(), 1)
     result = {
         "seed": seed,
         "split": "test",
         "metric": "exact match of the greedy answer, cut at the first newline, stripped",
         "test_examples": {name: len(data[name]["splits"]["test"]) for name in recipe.skills},
         "scores": scores,
-        "linear_average": {"experts": averaged, "scores": score(average, recipe.skills)},
+        "linear_average": average,
         "finetune_steps": steps,
         "recipe": asdict(recipe),
         "seconds": timings,

@@ -2,7 +2,7 @@
 
 Every prompt reads ``"<skill>: <input> ="`` and its answer is one line; a model's greedy
 continuation counts as right when, cut at the first newline, it equals the answer. Symbols
-(letters, digits, brackets) are written one per token, separated by spaces, so that a small
+(letters and digits) are written one per token, separated by spaces, so that a small
 model sees the structure of each task rather than arbitrary BPE pieces.
 """
 
@@ -34,11 +34,6 @@ def _letters(rng: random.Random, low: int, high: int, alphabet: str = LOWER) -> 
     return [rng.choice(alphabet) for _ in range(rng.randint(low, high))]
 
 
-def _add(rng: random.Random) -> tuple[str, str]:
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
-    return f"{a} + {b}", str(a + b)
-
-
 def _reverse(rng: random.Random) -> tuple[str, str]:
     letters = _letters(rng, 3, 6)
     return " ".join(letters), " ".join(reversed(letters))
@@ -52,12 +47,6 @@ def _sort(rng: random.Random) -> tuple[str, str]:
 def _swapcase(rng: random.Random) -> tuple[str, str]:
     letters = _letters(rng, 3, 6, LOWER + LOWER.upper())
     return " ".join(letters), " ".join(letter.swapcase() for letter in letters)
-
-
-def _count(rng: random.Random) -> tuple[str, str]:
-    letters = _letters(rng, 4, 9, "abcde")
-    target = rng.choice("abcde")
-    return f"{target} in {' '.join(letters)}", str(letters.count(target))
 
 
 TRANSLATION = {
@@ -89,24 +78,6 @@ def _translate(rng: random.Random) -> tuple[str, str]:
     return " ".join(words), " ".join(TRANSLATION[word] for word in words)
 
 
-def _recall(rng: random.Random) -> tuple[str, str]:
-    keys = rng.sample(LOWER, rng.randint(3, 6))
-    values = [rng.choice(DIGITS) for _ in keys]
-    query = rng.randrange(len(keys))
-    pairs = " ".join(f"{key}:{value}" for key, value in zip(keys, values, strict=True))
-    return f"{pairs} ; {keys[query]}", values[query]
-
-
-def _palindrome(rng: random.Random) -> tuple[str, str]:
-    half = _letters(rng, 2, 3)
-    letters = half + half[::-1] if rng.random() < 0.5 else half + half[-2::-1]
-    if rng.random() < 0.5:
-        return " ".join(letters), "yes"
-    position = rng.randrange(len(letters))
-    letters[position] = rng.choice(LOWER.replace(letters[-1 - position], ""))
-    return " ".join(letters), "no"
-
-
 def _successor(rng: random.Random) -> tuple[str, str]:
     letters = _letters(rng, 2, 5, LOWER[:-1])
     return " ".join(letters), " ".join(chr(ord(letter) + 1) for letter in letters)
@@ -127,11 +98,6 @@ def _rotate(rng: random.Random) -> tuple[str, str]:
     return " ".join(letters), " ".join(letters[1:] + letters[:1])
 
 
-def _length(rng: random.Random) -> tuple[str, str]:
-    letters = _letters(rng, 1, 9)
-    return " ".join(letters), str(len(letters))
-
-
 SKILLS: dict[str, Skill] = {
     skill.name: skill
     for skill in (
@@ -143,13 +109,6 @@ SKILLS: dict[str, Skill] = {
         Skill("successor", _successor, "each of 2-5 letters replaced by the next one"),
         Skill("double", _double, "each of 2-5 letters written twice"),
         Skill("rotate", _rotate, "3-6 letters with the first moved to the end"),
-        Skill("length", _length, "the number of letters among 1-9"),
-        Skill("count", _count, "occurrences of a letter among 4-9 letters a-e"),
-        Skill("add", _add, "sum of two numbers below 100"),
-        Skill("recall", _recall, "the value stored under a key among 3-6 key:value pairs"),
-        Skill(
-            "palindrome", _palindrome, "whether 3-6 letters, maybe one changed, read the same back"
-        ),
     )
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from zoo_harness import expert_names, tolerance
@@ -29,6 +31,8 @@ def test_every_checkpoint_loads_offline_as_a_llama_with_its_tokenizer(zoo):
         assert model.config.model_type == "llama"
         assert tokenizer.bos_token and tokenizer.eos_token and tokenizer.pad_token
         assert tokenizer.unk_token
+        config = json.loads((directory / "tokenizer_config.json").read_text())
+        assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
         newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
         assert len(newline) == 1 and tokenizer.decode(newline) == "\n"
 
