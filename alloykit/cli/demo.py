@@ -17,26 +17,16 @@ from rich.table import Table
 from alloykit.errors import AlloyError
 
 ZOO = Path(__file__).resolve().parents[2] / "examples" / "zoo"
-# Chosen on the validation splits by benchmarks/quality.py (see benchmarks/README.md).
-DEFAULT_RECIPE = {
-    "merge_method": "ties",
-    "parameters": {"normalize": False, "lambda": 1.0},
-    "density": 0.5,
-}
+# On this zoo no data-free method keeps much of the experts' skills (benchmarks/README.md,
+# "Merge quality"); model_stock had the best 4-expert average there, so the demo uses it.
+DEMO_METHOD = "model_stock"
 
 
 def demo_recipe(zoo: Path, skills: list[str]) -> dict:
     return {
-        "merge_method": DEFAULT_RECIPE["merge_method"],
+        "merge_method": DEMO_METHOD,
         "base_model": str(zoo / "base"),
-        "models": [
-            {
-                "model": str(zoo / "experts" / s),
-                "parameters": {"density": DEFAULT_RECIPE["density"]},
-            }
-            for s in skills
-        ],
-        "parameters": dict(DEFAULT_RECIPE["parameters"]),
+        "models": [{"model": str(zoo / "experts" / s)} for s in skills],
         "dtype": "float32",
     }
 
