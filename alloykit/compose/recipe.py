@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -25,7 +23,7 @@ from alloykit.methods import BasePolicy, get_method
 from alloykit.recipe import Recipe, load_recipe
 from alloykit.recipe.document import RecipeDocument, build_located, fail, read_document
 from alloykit.recipe.reference import parse_reference
-from alloykit.recipe.schema import format_loc
+from alloykit.recipe.schema import format_loc, schema_in
 
 GateMode = Literal["hidden", "hidden_avg", "hidden_last", "cheap_embed", "random", "uniform_random"]
 PROMPTED_MODES = ("hidden", "hidden_avg", "hidden_last", "cheap_embed")
@@ -325,16 +323,5 @@ def _keys_at(loc: tuple[str | int, ...]) -> list[str]:
     schema: type[BaseModel] | None = MoERecipeSchema
     for part in loc:
         if schema is not None and isinstance(part, str) and part in schema.model_fields:
-            schema = _schema_in(schema.model_fields[part].annotation)
+            schema = schema_in(schema.model_fields[part].annotation)
     return list(schema.model_fields) if schema is not None else []
-
-
-def _schema_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (list, typing.Union, types.UnionType):
-        for argument in typing.get_args(annotation):
-            found = _schema_in(argument)
-            if found is not None:
-                return found
-    return None

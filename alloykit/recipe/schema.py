@@ -114,19 +114,19 @@ def _keys_at(loc: tuple[str | int, ...]) -> list[str]:
         if schema is None:
             break
         if isinstance(part, str) and part in schema.model_fields:
-            schema = _schema_in(schema.model_fields[part].annotation)
+            schema = schema_in(schema.model_fields[part].annotation)
     if schema is None:
         return []
     return [name for name in schema.model_fields if name not in UNSUPPORTED_KEYS]
 
 
-def _schema_in(annotation: Any) -> type[BaseModel] | None:
+def schema_in(annotation: Any) -> type[BaseModel] | None:
     """The schema class inside ``list[X] | None`` and similar annotations."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if typing.get_origin(annotation) in (list, typing.Union, types.UnionType):
         for argument in typing.get_args(annotation):
-            found = _schema_in(argument)
+            found = schema_in(argument)
             if found is not None:
                 return found
     return None

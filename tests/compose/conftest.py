@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 SYMBOLS = [*string.ascii_lowercase, *string.digits, *" .,:;=+-?!"]
 
@@ -56,22 +55,3 @@ def dense(tmp_path_factory: pytest.TempPathFactory):
         return cache[family]
 
     return get
-
-
-def write_recipe(path: Path, recipe: dict) -> Path:
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
-
-
-def load_causal_lm(directory: Path):
-    """The model in ``directory``, and transformers' report of keys it could not match."""
-    from transformers import AutoModelForCausalLM
-
-    model, info = AutoModelForCausalLM.from_pretrained(directory, output_loading_info=True)
-    return model.eval(), {k: v for k, v in info.items() if v}
-
-
-@torch.no_grad()
-def logits_of(model, length: int = 24) -> torch.Tensor:
-    ids = (torch.arange(length) * 7 % model.config.vocab_size).unsqueeze(0)
-    return model(ids).logits

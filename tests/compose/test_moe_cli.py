@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_recipe
+from moe_helpers import write_recipe
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 

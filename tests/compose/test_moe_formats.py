@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import load_causal_lm, logits_of
+from moe_helpers import load_causal_lm, logits_of
 from safetensors import safe_open
 
 from alloykit.compose import build_moe, moe_plan

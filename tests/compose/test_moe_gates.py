@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_causal_lm
+from moe_helpers import load_causal_lm
 
 from alloykit.compose import build_moe, moe_plan
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_causal_lm, logits_of
+from moe_helpers import load_causal_lm, logits_of
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
