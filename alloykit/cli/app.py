@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated
 
@@ -107,22 +108,24 @@ def merge(
 
 
 def _with_progress(the_plan, options, work):
+    """Run ``work`` under a progress bar of bytes written, tensors done and ETA (TTY only)."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
-        MofNCompleteColumn,
         Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
+        TransferSpeedColumn,
     )
 
+    count = len(the_plan.entries)
     progress = Progress(
         TextColumn("merging"),
         BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tensors"),
+        TextColumn("{task.fields[done]}/" + str(count) + " tensors"),
         DownloadColumn(),
+        TransferSpeedColumn(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -130,10 +133,11 @@ def _with_progress(the_plan, options, work):
         console=Console(stderr=True),
         transient=False,
     )
-    tensors = progress.add_task("tensors", total=len(the_plan.entries))
+    task = progress.add_task("merge", total=max(the_plan.output_bytes, 1), done=0)
+    finished = itertools.count(1)  # next() is atomic: workers call advance concurrently
 
     def advance(entry) -> None:
-        progress.update(tensors, advance=1)
+        progress.update(task, advance=entry.nbytes, done=next(finished))
 
     options.on_done = advance
     with progress:
