@@ -11,6 +11,17 @@ from rich.console import Console
 
 from alloykit.cli.guard import guarded, is_tty
 from alloykit.cli.lora import lora_app
+from alloykit.cli.options import (
+    AllowPickle,
+    Debug,
+    DryRun,
+    Force,
+    MemoryBudget,
+    OutDir,
+    OutDtype,
+    OutShardSize,
+    Threads,
+)
 from alloykit.cli.render import (
     human_bytes,
     methods_markdown,
@@ -29,29 +40,23 @@ app = typer.Typer(
 app.add_typer(lora_app, name="lora")
 console = Console(highlight=False, soft_wrap=True)
 
-Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
-
 
 @app.command()
 def merge(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (alloykit or mergekit format).")],
-    out: Annotated[Path | None, typer.Argument(help="Output model directory.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    out: OutDir = None,
+    dry_run: DryRun = False,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
-    threads: Annotated[int, typer.Option(min=1, help="Tensors processed at once.")] = 2,
+    threads: Threads = 2,
     dtype: Annotated[str | None, typer.Option(help="Compute dtype (default float32).")] = None,
-    out_dtype: Annotated[
-        str | None, typer.Option(help="Output dtype (default: recipe, else inputs').")
-    ] = None,
-    out_shard_size: Annotated[str, typer.Option(help="Max bytes per output shard.")] = "5GB",
-    memory_budget: Annotated[str, typer.Option(help="Bytes of tensors in flight.")] = "2GB",
+    out_dtype: OutDtype = None,
+    out_shard_size: OutShardSize = "5GB",
+    memory_budget: MemoryBudget = "2GB",
     seed: Annotated[
         int | None, typer.Option(help="Seed for random methods (default: recipe's, else 0).")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT.")] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Load .bin checkpoints (weights_only).")
-    ] = False,
+    force: Force = False,
+    allow_pickle: AllowPickle = False,
     drop_unmapped: Annotated[
         bool,
         typer.Option(
@@ -147,22 +152,18 @@ def _with_progress(the_plan, options, work):
 @app.command()
 def moe(
     recipe: Annotated[Path, typer.Argument(help="MoE recipe YAML (mergekit-moe format).")],
-    out: Annotated[Path | None, typer.Argument(help="Output model directory.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    out: OutDir = None,
+    dry_run: DryRun = False,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N]; also runs the prompts.")] = "cpu",
-    threads: Annotated[int, typer.Option(min=1, help="Tensors processed at once.")] = 2,
-    out_dtype: Annotated[
-        str | None, typer.Option(help="Output dtype (default: recipe, else inputs').")
-    ] = None,
-    out_shard_size: Annotated[str, typer.Option(help="Max bytes per output shard.")] = "5GB",
-    memory_budget: Annotated[str, typer.Option(help="Bytes of tensors in flight.")] = "2GB",
+    threads: Threads = 2,
+    out_dtype: OutDtype = None,
+    out_shard_size: OutShardSize = "5GB",
+    memory_budget: MemoryBudget = "2GB",
     seed: Annotated[
         int | None, typer.Option(help="Seed of random gates and re-initialisation.")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT.")] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Load .bin checkpoints (weights_only).")
-    ] = False,
+    force: Force = False,
+    allow_pickle: AllowPickle = False,
     debug: Debug = False,
 ) -> None:
     """Combine dense expert models into a Mixture-of-Experts model, into OUT (atomically)."""
@@ -185,7 +186,7 @@ def moe(
 @app.command()
 def upcycle(
     model: Annotated[str, typer.Argument(help="Dense model: directory, file or HF cache id.")],
-    out: Annotated[Path | None, typer.Argument(help="Output model directory.")] = None,
+    out: OutDir = None,
     num_experts: Annotated[int, typer.Option(min=1, help="Routed experts per layer.")] = 8,
     experts_per_token: Annotated[int, typer.Option(min=1, help="Experts per token (top-k).")] = 2,
     architecture: Annotated[
@@ -197,11 +198,11 @@ def upcycle(
     num_shared_experts: Annotated[
         int | None, typer.Option(min=0, help="Shared experts (default: what the format needs).")
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    dry_run: DryRun = False,
     out_dtype: Annotated[str | None, typer.Option(help="Output dtype.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the gates and re-initialisation.")] = 0,
-    threads: Annotated[int, typer.Option(min=1, help="Tensors processed at once.")] = 2,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT.")] = False,
+    threads: Threads = 2,
+    force: Force = False,
     debug: Debug = False,
 ) -> None:
     """Upcycle one dense model into an MoE whose experts are copies of its MLPs."""

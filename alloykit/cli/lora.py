@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from alloykit.cli.guard import guarded
+from alloykit.cli.options import AllowPickle, Debug, Force
 
 if TYPE_CHECKING:
     from alloykit.lora.report import TensorReport
@@ -25,11 +26,6 @@ lora_app = typer.Typer(
 )
 console = Console(highlight=False, soft_wrap=True)
 
-Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
-Force = Annotated[bool, typer.Option("--force", help="Replace an existing OUT.")]
-AllowPickle = Annotated[
-    bool, typer.Option("--allow-pickle", help="Load .bin checkpoints (weights_only).")
-]
 Rank = Annotated[int | None, typer.Option(help="Rank of every module.")]
 Energy = Annotated[
     float | None,

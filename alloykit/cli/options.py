@@ -1,0 +1,20 @@
+"""Command-line options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing OUT.")]
+AllowPickle = Annotated[
+    bool, typer.Option("--allow-pickle", help="Load .bin checkpoints (weights_only).")
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")]
+OutDir = Annotated[Path | None, typer.Argument(help="Output model directory.")]
+Threads = Annotated[int, typer.Option(min=1, help="Tensors processed at once.")]
+OutDtype = Annotated[str | None, typer.Option(help="Output dtype (default: recipe, else inputs').")]
+OutShardSize = Annotated[str, typer.Option(help="Max bytes per output shard.")]
+MemoryBudget = Annotated[str, typer.Option(help="Bytes of tensors in flight.")]
