@@ -55,6 +55,7 @@ class MergeOptions:
     drop_unmapped: bool = False
     vocab_mismatch: str | None = None
     memory_budget: str | int = DEFAULT_BUDGET
+    chunk_elements: int | None = None  # values per input per chunk; None: the device default
     on_done: Callable[[PlanEntry], None] | None = field(default=None, repr=False)
 
     def plan_options(self) -> PlanOptions:
@@ -69,7 +70,10 @@ class MergeOptions:
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
-            device=self.device, threads=self.threads, budget_bytes=parse_size(self.memory_budget)
+            device=self.device,
+            threads=self.threads,
+            budget_bytes=parse_size(self.memory_budget),
+            chunk_elements=self.chunk_elements,
         )
 
 
@@ -162,6 +166,6 @@ def merge_to_state_dict(
     """Merge in memory and return ``{tensor name: tensor}`` in the output dtypes."""
     opts = _options(options, overrides)
     the_plan = plan(recipe, opts)
-    sink = StateDictSink()
+    sink = StateDictSink([OutputTensor(e.name, e.dtype, e.shape) for e in the_plan.entries])
     execute(the_plan, sink, opts.engine_options(), on_done=opts.on_done)
     return {e.name: sink.tensors[e.name] for e in the_plan.entries}

@@ -1,30 +1,43 @@
 """Executes a Plan into a sink: read → compute (fp32, chosen device) → cast once → write.
 
-Tensors are processed by a pool of worker threads (torch and file I/O release the GIL), so
-reading, computing and writing of different tensors overlap. A byte budget bounds the memory
-of tensors in flight; each tensor's result depends only on its inputs and its own seed, so
-the output is the same for any thread count and order.
+Each output tensor is merged a chunk of rows at a time (about ``chunk_elements`` values per
+input) when its method can stream (:mod:`alloykit.methods.streaming`): rows are read from the
+checkpoints with positional reads, merged, cast, and written at their final offset, so memory
+holds a few chunks instead of whole tensors, and the working set of a chunk stays in the CPU's
+caches. Whole-tensor statistics (slerp's angle, TIES's cut-offs) are extra passes over the rows.
+
+Output tensors are spread over a pool of worker threads (torch and file I/O release the GIL),
+so reading, computing and writing overlap; torch's own intra-op threads are set to one while a
+merge runs, so results never depend on the thread count. A byte budget bounds the memory of
+tensors in flight; each tensor's result depends only on its inputs and its own seed.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from alloykit.errors import AlloyError, NonFiniteError, PlanError
 from alloykit.methods import get_method
-from alloykit.plan import Plan, PlanEntry, TensorRef
+from alloykit.methods.streaming import Chunk, KernelMerge, StreamingMerge
+from alloykit.plan import Plan, PlanEntry
 
-DEFAULT_BUDGET = 2 * 1024**3
+DEFAULT_BUDGET = 1024**3
+CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
+"""Values per input per chunk: small enough on CPU that a chunk's temporaries stay in cache,
+large enough on CUDA that a chunk fills the GPU."""
 
 
 class Sink(Protocol):
-    def write(self, name: str, tensor: torch.Tensor) -> None: ...
+    def write_rows(self, name: str, first_row: int, rows: torch.Tensor) -> None: ...
+
+    def finish(self, name: str) -> None: ...
 
 
 @dataclass
@@ -32,6 +45,12 @@ class EngineOptions:
     device: str = "cpu"
     threads: int = 2
     budget_bytes: int = DEFAULT_BUDGET
+    chunk_elements: int | None = None  # None: CHUNK_ELEMENTS of the device type
+
+    def chunk_size(self) -> int:
+        if self.chunk_elements is not None:
+            return max(1, self.chunk_elements)
+        return CHUNK_ELEMENTS["cuda" if self.device.startswith("cuda") else "cpu"]
 
 
 class _Budget:
@@ -74,80 +93,182 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def compute_entry(plan: Plan, entry: PlanEntry, device: torch.device) -> torch.Tensor:
-    """Make one output tensor on ``device``, returned on CPU in the output dtype."""
-    read = _reader(plan)
-    if entry.method == "passthrough" and not entry.dtype.is_floating_point:
-        return read(entry.inputs[0])
-    dtype = plan.compute_dtype
-    rows = entry.common_rows
-    shape = (rows, *entry.shape[1:]) if rows is not None else entry.shape
-    stacked = torch.empty((len(entry.inputs), *shape), dtype=dtype, device=device)
-    for slot, ref in zip(stacked, entry.inputs, strict=True):
-        tensor = read(ref)
-        slot.copy_(tensor[:rows] if rows is not None else tensor, non_blocking=True)
-    full_base = None
-    if entry.base is not None:
-        full_base = read(entry.base).to(device=device, dtype=dtype)
-    base = full_base[:rows] if (full_base is not None and rows is not None) else full_base
-    if not _all_finite(stacked, full_base):
-        raise _non_finite(plan, entry, read)
+class _Staging(threading.local):
+    """Per-thread buffers reused from chunk to chunk: bytes read from disk (pinned when they go
+    to a GPU, for asynchronous copies) and the stacked inputs in the compute dtype. Fresh
+    buffers for every chunk would cost a page fault per 4 KiB touched."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[object, torch.Tensor] = {}
+        self.copied: torch.cuda.Event | None = None
+
+    def buffer(self, slot: int, nbytes: int, *, pinned: bool) -> torch.Tensor:
+        held = self.buffers.get(slot)
+        if held is None or held.numel() < nbytes:
+            held = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
+            self.buffers[slot] = held
+        return held[:nbytes]
+
+    def stacked(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+        """A tensor of ``shape`` in a reused buffer (its previous contents are garbage)."""
+        numel = 1
+        for d in shape:
+            numel *= d
+        key = ("stacked", dtype, device)
+        held = self.buffers.get(key)
+        if held is None or held.numel() < numel:
+            held = self.buffers[key] = torch.empty(numel, dtype=dtype, device=device)
+        return held[:numel].view(shape)
+
+
+class _Inputs:
+    """Reads rows of one entry's inputs (models, then the base) for the engine's chunks.
+
+    Sources that read rows from disk are read a chunk at a time; others (adapters applied on
+    read, pickles, derived tensors) are read whole once and sliced.
+    """
+
+    def __init__(self, plan: Plan, entry: PlanEntry, device: torch.device, staging: _Staging):
+        self.plan = plan
+        self.entry = entry
+        self.device = device
+        self.staging = staging
+        self.refs = [*entry.inputs, *([entry.base] if entry.base is not None else [])]
+        self.held: dict[int, torch.Tensor] = {}
+        for slot, ref in enumerate(self.refs):
+            if not plan.sources[ref.model].reads_rows(ref.name):
+                self.held[slot] = plan.sources[ref.model].read(ref.name)
+
+    def rows(self, slot: int, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` of input ``slot`` as stored (CPU, stored dtype)."""
+        held = self.held.get(slot)
+        if held is not None:
+            return held[start:stop] if held.dim() else held
+        ref = self.refs[slot]
+        source = self.plan.sources[ref.model]
+        meta = source.tensors[ref.name]
+        row_bytes = source.nbytes(ref.name) // max(1, meta.shape[0] if meta.shape else 1)
+        pinned = self.device.type == "cuda"
+        into = self.staging.buffer(slot, (stop - start) * row_bytes, pinned=pinned)
+        return source.read_rows(ref.name, start, stop, into)
+
+    def chunks(self, step: int, *, check: bool) -> Iterator[Chunk]:
+        """The merged rows in chunks of ``step`` rows, in the compute dtype on the device."""
+        entry, dtype = self.entry, self.plan.compute_dtype
+        total = entry.merged_rows
+        shape = (total, *entry.shape[1:]) if entry.shape else ()
+        count = len(entry.inputs)
+        for start in range(0, max(total, 1), step):
+            stop = min(start + step, total) if entry.shape else 1
+            if self.staging.copied is not None:
+                self.staging.copied.synchronize()  # pinned buffers are free to refill
+            part = (stop - start, *shape[1:]) if entry.shape else ()
+            slots = count + (entry.base is not None)
+            buffer = self.staging.stacked((slots, *part), dtype, self.device)
+            for slot in range(slots):
+                buffer[slot].copy_(self.rows(slot, start, stop), non_blocking=True)
+            stacked = buffer[:count]
+            base = buffer[count] if entry.base is not None else None
+            if self.device.type == "cuda":
+                self.staging.copied = torch.cuda.Event()
+                self.staging.copied.record()
+            if check:
+                self.check_finite(stacked, base)
+            yield Chunk(stacked, base, start, shape)
+
+    def check_finite(self, stacked: torch.Tensor, base: torch.Tensor | None) -> None:
+        """Inputs are checked before merging: a kernel may discard a NaN (trimming) and hide it."""
+        parts = [*stacked, *([base] if base is not None else [])]
+        for ref, part in zip(self.refs, parts, strict=True):
+            if not _all_finite(part):
+                kind = "NaN" if bool(torch.isnan(part).any()) else "infinite values"
+                raise NonFiniteError(
+                    f"tensor {ref.name!r} of model {ref.model!r} contains {kind}",
+                    "the checkpoint is corrupt or was saved after a diverged training run",
+                )
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """A sum is NaN or infinite whenever an element is, and costs no temporary the size of the
+    tensor; only then is the exact element-wise check run (a finite sum can overflow)."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
+def _merging(plan: Plan, entry: PlanEntry, device: torch.device) -> StreamingMerge:
+    """The method's merge of this entry, with its parameters on ``device``."""
     method = get_method(entry.method)
-    kwargs: dict[str, object] = dict(entry.globals)
+    params: dict[str, Any] = dict(entry.globals)
     for name, values in entry.per_model.items():
         # float32 whatever the compute dtype: kernels recover the decimal the user wrote
-        kwargs[name] = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
+        params[name] = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
     if method.random:
-        kwargs["generator"] = torch.Generator().manual_seed(entry.seed)
+        params["seed"] = entry.seed
+    if method.streaming is None:
+        return KernelMerge(method.kernel, params)
+    shape = (entry.merged_rows, *entry.shape[1:]) if entry.shape else ()
+    return method.streaming(shape, plan.compute_dtype, **params)
+
+
+def merge_entry(
+    plan: Plan,
+    entry: PlanEntry,
+    sink: Sink,
+    device: torch.device,
+    chunk_elements: int,
+    staging: _Staging | None = None,
+) -> None:
+    """Merge one output tensor into ``sink``, a chunk of rows at a time."""
+    inputs = _Inputs(plan, entry, device, staging or _Staging())
+    step = plan.chunk_rows(entry, chunk_elements)
+    if entry.method == "passthrough" and not entry.dtype.is_floating_point:
+        for start in range(0, max(entry.merged_rows, 1), step):
+            stop = min(start + step, entry.merged_rows)
+            sink.write_rows(entry.name, start, inputs.rows(0, start, stop).clone())
+        sink.finish(entry.name)
+        return
     try:
-        result = method.kernel(stacked, base, **kwargs)
+        merging = _merging(plan, entry, device)
+        checked = False
+        for observe in merging.passes():
+            for chunk in inputs.chunks(step, check=not checked):
+                observe(chunk)
+            checked = True
+        for chunk in inputs.chunks(step, check=not checked):
+            merged = merging.merge(chunk)
+            if not _all_finite(merged):
+                raise NonFiniteError(
+                    f"merging {entry.name!r} with {entry.method!r} produced NaN or infinite values",
+                    "check the method's parameters (e.g. weights summing to zero with normalize)",
+                )
+            sink.write_rows(entry.name, chunk.first_row, merged.to(entry.dtype).cpu())
     except ValueError as exc:  # kernels report inputs they cannot merge this way
         raise PlanError(
             f"tensor {entry.name!r}: method {entry.method!r} cannot merge it: {exc}",
             "adjust the method's parameters for this tensor (see `alloykit methods`)",
         ) from exc
-    if rows is not None:
-        lead = full_base if full_base is not None else read(entry.inputs[0]).to(device, dtype)
-        merged, result = result, lead.clone()
-        result[:rows] = merged
-    if not _all_finite(result):
-        raise _non_finite(plan, entry, read)
-    return result.to(entry.dtype).cpu()
+    _copy_tail(plan, entry, inputs, sink, step)
+    sink.finish(entry.name)
 
 
-def _all_finite(*tensors: torch.Tensor | None) -> bool:
-    """Inputs are checked before merging: a kernel may discard a NaN (trimming) and hide it.
-
-    A sum is NaN or infinite whenever an element is, and costs no temporary the size of the
-    tensor; only then is the exact element-wise check run (a finite sum can overflow).
-    """
-    return all(
-        t is None or bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors
-    )
-
-
-def _reader(plan: Plan) -> Callable[[TensorRef], torch.Tensor]:
-    def read(ref: TensorRef) -> torch.Tensor:
-        return plan.sources[ref.model].read(ref.name)
-
-    return read
+def _copy_tail(plan: Plan, entry: PlanEntry, inputs: _Inputs, sink: Sink, step: int) -> None:
+    """Rows past ``common_rows`` (vocabulary mismatch) come from the base, else the first model."""
+    if entry.common_rows is None:
+        return
+    lead = len(entry.inputs) if entry.base is not None else 0
+    for start in range(entry.common_rows, entry.shape[0], step):
+        stop = min(start + step, entry.shape[0])
+        rows = inputs.rows(lead, start, stop).to(plan.compute_dtype)
+        sink.write_rows(entry.name, start, rows.to(entry.dtype))
 
 
-def _non_finite(
-    plan: Plan, entry: PlanEntry, read: Callable[[TensorRef], torch.Tensor]
-) -> AlloyError:
-    for ref in [*entry.inputs, *([entry.base] if entry.base else [])]:
-        tensor = read(ref)
-        if tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
-            kind = "NaN" if bool(torch.isnan(tensor).any()) else "infinite values"
-            return NonFiniteError(
-                f"tensor {ref.name!r} of model {ref.model!r} contains {kind}",
-                "the checkpoint is corrupt or was saved after a diverged training run",
-            )
-    return NonFiniteError(
-        f"merging {entry.name!r} with {entry.method!r} produced NaN or infinite values",
-        "check the method's parameters (e.g. weights summing to zero with normalize)",
-    )
+@contextmanager
+def _single_intra_op_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def execute(
@@ -158,28 +279,37 @@ def execute(
     skip: Iterable[str] = (),
     on_done: Callable[[PlanEntry], None] | None = None,
 ) -> None:
-    """Compute every plan entry not in ``skip`` and hand it to ``sink``."""
+    """Compute every plan entry not in ``skip`` and hand it to ``sink``.
+
+    Entries start largest first, so that no big tensor is left to run alone at the end.
+    """
     options = options or EngineOptions()
     device = resolve_device(options.device)
+    chunk_elements = options.chunk_size()
     skipped = set(skip)
     budget = _Budget(options.budget_bytes)
     threads = max(1, options.threads)
+    staging = _Staging()
 
     def run(entry: PlanEntry, reserved: int) -> None:
         try:
-            sink.write(entry.name, compute_entry(plan, entry, device))
+            merge_entry(plan, entry, sink, device, chunk_elements, staging)
             if on_done is not None:
                 on_done(entry)
         finally:
             budget.release(reserved)
 
+    order = sorted(
+        (e for e in plan.entries if e.name not in skipped), key=lambda e: e.nbytes, reverse=True
+    )
     pending: set[Future[None]] = set()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="alloykit") as pool:
+    with (
+        _single_intra_op_thread(),
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="alloykit") as pool,
+    ):
         try:
-            for entry in plan.entries:
-                if entry.name in skipped:
-                    continue
-                reserved = budget.acquire(plan.working_bytes(entry))
+            for entry in order:
+                reserved = budget.acquire(plan.working_bytes(entry, chunk_elements))
                 pending.add(pool.submit(run, entry, reserved))
                 finished = {f for f in pending if f.done()}
                 for future in finished:

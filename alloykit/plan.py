@@ -16,7 +16,7 @@ import torch
 
 from alloykit.checkpoint.source import ModelSource
 from alloykit.errors import PlanError
-from alloykit.methods import Method
+from alloykit.methods import Method, get_method
 from alloykit.recipe.model import Recipe, Scalar
 
 DTYPE_ALIASES: dict[str, torch.dtype] = {
@@ -70,6 +70,21 @@ class PlanEntry:
             n *= d
         return n
 
+    @property
+    def row_numel(self) -> int:
+        """Values per row (along dimension 0); a 0-dimensional tensor is one row of one."""
+        n = 1
+        for d in self.shape[1:]:
+            n *= d
+        return n
+
+    @property
+    def merged_rows(self) -> int:
+        """Rows the method merges; rows past ``common_rows`` are copied from the lead model."""
+        if not self.shape:
+            return 1
+        return self.common_rows if self.common_rows is not None else self.shape[0]
+
 
 @dataclass(frozen=True)
 class DroppedTensor:
@@ -110,18 +125,25 @@ class Plan:
     def output_bytes(self) -> int:
         return sum(e.nbytes for e in self.entries)
 
-    def working_bytes(self, entry: PlanEntry) -> int:
-        """Rough peak bytes to compute one entry: inputs in compute dtype, plus temporaries."""
-        count = len(entry.inputs) + (entry.base is not None)
-        numel = 1
-        for d in entry.shape:
-            numel *= d
-        size = torch.empty((), dtype=self.compute_dtype).element_size()
-        return numel * size * (2 * count + 3)
+    def chunk_rows(self, entry: PlanEntry, chunk_elements: int) -> int:
+        """Rows of ``entry`` merged at a time: about ``chunk_elements`` values per input for
+        methods that stream (:mod:`alloykit.methods.streaming`), all rows otherwise."""
+        rows = entry.merged_rows
+        if len(entry.shape) < 2 or rows == 0 or get_method(entry.method).streaming is None:
+            return max(rows, 1)
+        return max(1, min(rows, chunk_elements // max(1, entry.row_numel)))
 
-    def estimated_peak_bytes(self, threads: int, budget_bytes: int) -> int:
+    def working_bytes(self, entry: PlanEntry, chunk_elements: int) -> int:
+        """Rough peak bytes to compute one entry: a chunk of each input in the compute dtype,
+        plus the method's temporaries."""
+        count = len(entry.inputs) + (entry.base is not None)
+        rows = self.chunk_rows(entry, chunk_elements) if entry.shape else 1
+        size = torch.empty((), dtype=self.compute_dtype).element_size()
+        return rows * entry.row_numel * size * (2 * count + 3)
+
+    def estimated_peak_bytes(self, threads: int, budget_bytes: int, chunk_elements: int) -> int:
         """Working memory at the busiest moment: ``threads`` large groups, capped by the budget."""
-        largest = max((self.working_bytes(e) for e in self.entries), default=0)
+        largest = max((self.working_bytes(e, chunk_elements) for e in self.entries), default=0)
         return max(largest, min(budget_bytes, threads * largest))
 
     def fingerprint(self) -> str:

@@ -135,14 +135,30 @@ def _entry(path: Path, name: str, info: object, data_start: int, size: int) -> T
 
 def read_tensor(entry: TensorEntry) -> torch.Tensor:
     """Read one tensor's bytes with a positional read into a new buffer."""
-    buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
-    if entry.nbytes:
+    return read_rows(entry, 0, entry.shape[0] if entry.shape else 1)
+
+
+def read_rows(
+    entry: TensorEntry, start: int, stop: int, into: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rows ``[start, stop)`` (along dimension 0) of a tensor, by one positional read.
+
+    ``into`` is a reusable byte buffer (e.g. pinned memory) of at least the rows' size; without
+    it a new buffer is allocated. The result is a view of that buffer in the tensor's dtype.
+    """
+    shape = entry.shape
+    rows = shape[0] if shape else 1
+    row_bytes = entry.nbytes // rows if rows else 0
+    nbytes = (stop - start) * row_bytes
+    buffer = torch.empty(nbytes, dtype=torch.uint8) if into is None else into[:nbytes]
+    if nbytes:
         view = memoryview(buffer.numpy())
+        first = entry.start + start * row_bytes
         fd = os.open(entry.path, os.O_RDONLY)
         try:
             done = 0
-            while done < entry.nbytes:
-                got = os.preadv(fd, [view[done:]], entry.start + done)
+            while done < nbytes:
+                got = os.preadv(fd, [view[done:]], first + done)
                 if got <= 0:
                     raise CheckpointError(
                         f"{entry.path}: unexpected end of file reading tensor {entry.name!r}",
@@ -151,4 +167,6 @@ def read_tensor(entry: TensorEntry) -> torch.Tensor:
                 done += got
         finally:
             os.close(fd)
-    return buffer.view(entry.dtype).reshape(entry.shape)
+    if not shape:
+        return buffer.view(entry.dtype).reshape(())
+    return buffer.view(entry.dtype).reshape(stop - start, *shape[1:])

@@ -105,6 +105,7 @@ class DirectorySink:
         self._journal_lock = threading.Lock()
         self._journal = None
         self.done: set[str] = set()
+        self._progress: dict[str, tuple[int, int]] = {}  # rows written and their CRC32 so far
         self.total_bytes = sum(t.nbytes for t in tensors)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -136,25 +137,45 @@ class DirectorySink:
         self._journal = journal_path.open("a")
         return len(self.done)
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        """Write one finished tensor at its slot (thread-safe) and journal it."""
+    def write_rows(self, name: str, first_row: int, rows: torch.Tensor) -> None:
+        """Write rows ``first_row...`` of tensor ``name`` at their place (rows of one tensor
+        arrive in order; different tensors from any thread)."""
         slot = self._slots[name]
-        if tensor.dtype != slot.dtype or tuple(tensor.shape) != slot.shape:
+        if rows.dtype != slot.dtype or tuple(rows.shape[1:]) != slot.shape[1:]:
             raise RuntimeError(
-                f"sink: {name} is {tensor.dtype}{tuple(tensor.shape)}, "
+                f"sink: rows of {name} are {rows.dtype}{tuple(rows.shape)}, "
                 f"planned {slot.dtype}{slot.shape}"
             )
-        data = tensor_bytes(tensor.cpu())
+        expected, crc = self._progress.get(name, (0, 0))
+        if first_row != expected:
+            raise RuntimeError(f"sink: {name} rows out of order ({first_row} after {expected})")
+        data = tensor_bytes(rows.cpu())
+        row_bytes = slot.nbytes // slot.shape[0] if slot.shape and slot.shape[0] else 0
+        offset = slot.offset + first_row * row_bytes
         fd = self._fds[slot.shard]
         written = 0
-        while written < slot.nbytes:
-            written += os.pwrite(fd, data[written:], slot.offset + written)
-        line = json.dumps({"name": name, "crc32": zlib.crc32(data)})
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], offset + written)
+        count = rows.shape[0] if slot.shape else 1
+        self._progress[name] = (first_row + count, zlib.crc32(data, crc))
+
+    def finish(self, name: str) -> None:
+        """Journal tensor ``name`` as complete (all its rows written)."""
+        slot = self._slots[name]
+        rows, crc = self._progress.pop(name, (0, 0))
+        if rows != (slot.shape[0] if slot.shape else 1):
+            raise RuntimeError(f"sink: {name} finished with {rows} of {slot.shape} rows")
+        line = json.dumps({"name": name, "crc32": crc})
         with self._journal_lock:
             assert self._journal is not None
             self._journal.write(line + "\n")
             self._journal.flush()
             self.done.add(name)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write one whole tensor and journal it."""
+        self.write_rows(name, 0, tensor if tensor.dim() else tensor.reshape(()))
+        self.finish(name)
 
     def commit(self) -> Path:
         """Write the shard index, fsync everything, and rename ``OUT.partial`` to ``OUT``."""
@@ -263,10 +284,24 @@ def _fsync_dir(path: Path) -> None:
 class StateDictSink:
     """Collects merged tensors in memory (search loops, tests, the Python API)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tensors: list[OutputTensor]) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
+        self._planned = {t.name: t for t in tensors}
         self._lock = threading.Lock()
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
+    def write_rows(self, name: str, first_row: int, rows: torch.Tensor) -> None:
         with self._lock:
-            self.tensors[name] = tensor
+            tensor = self.tensors.get(name)
+            if tensor is None:
+                planned = self._planned[name]
+                tensor = self.tensors[name] = torch.empty(planned.shape, dtype=planned.dtype)
+        if tensor.dim():
+            tensor[first_row : first_row + rows.shape[0]] = rows
+        else:
+            tensor.copy_(rows)
+
+    def finish(self, name: str) -> None:
+        """Nothing to record: the tensor is complete in memory."""
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        self.write_rows(name, 0, tensor)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from alloykit.checkpoint.safetensors_format import TensorEntry, read_header, read_tensor
+from alloykit.checkpoint.safetensors_format import TensorEntry, read_header, read_rows, read_tensor
 from alloykit.errors import CheckpointError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -58,6 +58,20 @@ class ModelSource:
         if entry is not None:
             return read_tensor(entry)
         return self._pickled[name]
+
+    def reads_rows(self, name: str) -> bool:
+        """Whether :meth:`read_rows` reads only the rows asked for (else it reads it all)."""
+        return name in self._entries
+
+    def read_rows(
+        self, name: str, start: int, stop: int, into: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Rows ``[start, stop)`` of tensor ``name`` (see :func:`read_rows`)."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            return read_rows(entry, start, stop, into)
+        whole = self.read(name)
+        return whole[start:stop] if whole.dim() else whole
 
     def nbytes(self, name: str) -> int:
         meta = self.tensors[name]

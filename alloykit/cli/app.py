@@ -51,7 +51,7 @@ def merge(
     dtype: Annotated[str | None, typer.Option(help="Compute dtype (default float32).")] = None,
     out_dtype: OutDtype = None,
     out_shard_size: OutShardSize = "5GB",
-    memory_budget: MemoryBudget = "2GB",
+    memory_budget: MemoryBudget = "1GB",
     seed: Annotated[
         int | None, typer.Option(help="Seed for random methods (default: recipe's, else 0).")
     ] = None,
@@ -101,7 +101,9 @@ def merge(
         the_plan = plan(recipe, options)
         if dry_run:
             engine = options.engine_options()
-            peak = the_plan.estimated_peak_bytes(engine.threads, engine.budget_bytes)
+            peak = the_plan.estimated_peak_bytes(
+                engine.threads, engine.budget_bytes, engine.chunk_size()
+            )
             render_plan(the_plan, console, peak_bytes=peak)
             return
         for warning in the_plan.warnings:
@@ -158,7 +160,7 @@ def moe(
     threads: Threads = 2,
     out_dtype: OutDtype = None,
     out_shard_size: OutShardSize = "5GB",
-    memory_budget: MemoryBudget = "2GB",
+    memory_budget: MemoryBudget = "1GB",
     seed: Annotated[
         int | None, typer.Option(help="Seed of random gates and re-initialisation.")
     ] = None,
@@ -239,7 +241,9 @@ def _build_moe(recipe, out: Path | None, options, dry_run: bool) -> None:
     if dry_run:
         engine = options.engine_options()
         console.print(f"[bold]moe[/] {the_plan.layout.summary()}")
-        peak = the_plan.estimated_peak_bytes(engine.threads, engine.budget_bytes)
+        peak = the_plan.estimated_peak_bytes(
+            engine.threads, engine.budget_bytes, engine.chunk_size()
+        )
         render_plan(the_plan, console, peak_bytes=peak)
         return
     for warning in the_plan.warnings:

@@ -309,7 +309,7 @@ def _run_kernel(
         k: v.to(stacked.device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()
     }
     if method.random:
-        device_kwargs["generator"] = torch.Generator().manual_seed(tensor_seed(seed, name))
+        device_kwargs["seed"] = tensor_seed(seed, name)
     base = torch.zeros_like(stacked[0]) if method.base is BasePolicy.REQUIRED else None
     try:
         return method.kernel(stacked, base, **device_kwargs)

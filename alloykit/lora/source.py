@@ -41,6 +41,12 @@ class AdaptedSource(ModelSource):
             tensor = (tensor.float() + self.adapter.delta(name)).to(tensor.dtype)
         return tensor
 
+    def reads_rows(self, name: str) -> bool:
+        """Tensors the adapter leaves alone stream from the base's files; the others are
+        computed whole by :meth:`read`."""
+        touched = name in self.adapter.full or name in self.adapter.modules
+        return not touched and super().reads_rows(name)
+
 
 def split_reference(reference: str) -> tuple[str, str]:
     """``model+adapter`` → (model, adapter)."""

@@ -23,6 +23,7 @@ def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor
     base=BasePolicy.UNUSED,
     notes="With normalize, weights summing to ~0 (|sum| <= 1e-8) leave the sum undivided "
     "(mergekit divides anyway, giving inf or NaN). weight defaults to 1 (mergekit requires it).",
+    elementwise=True,
 )
 def linear(
     tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, normalize: bool
@@ -43,6 +44,7 @@ def linear(
     params=(Param("scale", float, Scope.PER_MODEL, 1.0, doc="multiplier applied to the tensor"),),
     base=BasePolicy.UNUSED,
     max_models=1,
+    elementwise=True,
 )
 def passthrough(
     tensors: torch.Tensor, base: torch.Tensor | None, *, scale: torch.Tensor

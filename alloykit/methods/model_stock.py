@@ -10,24 +10,74 @@ interpolation ratio is ``t = k·cosθ / (1 + (k − 1)·cosθ)`` and the merged 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import torch
 
-from alloykit.methods.registry import BasePolicy, Param, Scope, register
+from alloykit.methods.registry import BasePolicy, Param, Scope, register_streaming
+from alloykit.methods.streaming import Chunk, Observer, StreamingMerge
 
 
-def pairwise_mean_cosine(offsets: torch.Tensor) -> torch.Tensor:
-    """Mean cosine over all pairs of ``offsets`` ``[k, ..., d]``, along the last dimension."""
-    norms = torch.linalg.vector_norm(offsets, dim=-1)
+def pair_sums(offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared norms ``[k, ...]`` and pairwise dot products ``[pairs, ...]`` of ``offsets``
+    ``[k, ..., d]`` along the last dimension (additive over chunks of that dimension)."""
+    pairs = itertools.combinations(range(offsets.shape[0]), 2)
+    squares = offsets.square().sum(-1)
+    products = torch.stack([(offsets[i] * offsets[j]).sum(-1) for i, j in pairs])
+    return squares, products
+
+
+def interpolation_ratio(squares: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
+    """The paper's ``t = k·cosθ / (1 + (k − 1)·cosθ)``, with cosθ the mean pairwise cosine.
+
+    Where the denominator is ~0 (|x| < 1e-6) the ratio is 0 (keep the base), as in mergekit.
+    """
+    k = squares.shape[0]
+    norms = squares.sqrt()
     cosines = [
-        ((offsets[i] * offsets[j]).sum(-1) / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1)
-        for i, j in itertools.combinations(range(offsets.shape[0]), 2)
+        (products[p] / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1)
+        for p, (i, j) in enumerate(itertools.combinations(range(k), 2))
     ]
-    return torch.stack(cosines).mean(0)
+    cos = torch.stack(cosines).mean(0)
+    denominator = 1 + (k - 1) * cos
+    singular = denominator.abs() < 1e-6
+    return torch.where(singular, 0.0, k * cos / torch.where(singular, 1.0, denominator))
 
 
-@register(
+class ModelStockMerge(StreamingMerge):
+    """``t · mean(models) + (1 − t) · base``; ``t`` from the whole task vectors (a pass over
+    the chunks) or, ``filter_wise``, from each row (vector along the last dimension)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, *, filter_wise: bool) -> None:
+        self.filter_wise = filter_wise and len(shape) >= 2
+        self.ratio: torch.Tensor | None = None
+
+    def passes(self) -> Iterator[Observer]:
+        if self.filter_wise:
+            return
+        sums: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def observe(chunk: Chunk) -> None:
+            assert chunk.base is not None
+            offsets = (chunk.tensors - chunk.base).reshape(chunk.tensors.shape[0], -1)
+            sums.append(pair_sums(offsets))
+
+        yield observe
+        squares = torch.stack([s for s, _ in sums]).sum(0)
+        products = torch.stack([p for _, p in sums]).sum(0)
+        self.ratio = interpolation_ratio(squares, products)
+
+    def merge(self, chunk: Chunk) -> torch.Tensor:
+        assert chunk.base is not None
+        ratio = self.ratio
+        if ratio is None:
+            ratio = interpolation_ratio(*pair_sums(chunk.tensors - chunk.base))[..., None]
+        return ratio * chunk.tensors.mean(0) + (1 - ratio) * chunk.base
+
+
+register_streaming(
     "model_stock",
+    ModelStockMerge,
     summary="Interpolate base → mean of models by a ratio set by the updates' mean cosine.",
     reference="Model Stock: All We Need Is Just a Few Fine-Tuned Models, Jang et al. 2024, "
     "arXiv:2403.19522",
@@ -44,16 +94,3 @@ def pairwise_mean_cosine(offsets: torch.Tensor) -> torch.Tensor:
     min_models=2,
     notes="Where 1 + (k − 1)·cosθ is ~0 (|x| < 1e-6) the base is kept (t = 0), as in mergekit.",
 )
-def model_stock(tensors: torch.Tensor, base: torch.Tensor, *, filter_wise: bool) -> torch.Tensor:
-    k = tensors.shape[0]
-    if filter_wise:
-        rows = base.reshape(1, -1) if base.dim() < 2 else base
-        models = tensors.reshape(k, *rows.shape)
-    else:
-        rows = base.reshape(-1)
-        models = tensors.reshape(k, -1)
-    cos = pairwise_mean_cosine(models - rows)[..., None]
-    denominator = 1 + (k - 1) * cos
-    singular = denominator.abs() < 1e-6
-    t = torch.where(singular, 0.0, k * cos / torch.where(singular, 1.0, denominator))
-    return (t * models.mean(0) + (1 - t) * rows).reshape(base.shape)

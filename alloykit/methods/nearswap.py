@@ -31,6 +31,7 @@ from alloykit.methods.registry import BasePolicy, Param, Scope, register
     max_models=1,
     notes="Distances below 1e-6 count as 1e-6, as in mergekit. t must be >= 0 (mergekit "
     "also accepts negative t, which leaves the base unchanged).",
+    elementwise=True,
 )
 def nearswap(tensors: torch.Tensor, base: torch.Tensor, *, t: float) -> torch.Tensor:
     other = tensors[0]

@@ -3,7 +3,9 @@
 A kernel is a pure function ``kernel(tensors, base, **params) -> Tensor`` where ``tensors``
 stacks the n contributing models along dim 0 (float32, one device), ``base`` is the base
 model's tensor or ``None``, per-model parameters arrive as float32 tensors of shape ``[n]``
-and global parameters as Python scalars. Random kernels also receive ``generator``.
+and global parameters as Python scalars. Random kernels also receive ``seed`` (an int).
+A method that can merge a tensor a few rows at a time also has a ``streaming`` factory
+(:mod:`alloykit.methods.streaming`); the engine then never holds whole tensors.
 The contract is what recipe validation, ``alloykit methods`` and the docs table read.
 """
 
@@ -15,6 +17,13 @@ from enum import Enum
 from typing import Any
 
 import torch
+
+from alloykit.methods.streaming import (
+    KernelMerge,
+    StreamingFactory,
+    StreamingMerge,
+    whole_tensor_kernel,
+)
 
 Kernel = Callable[..., torch.Tensor]
 
@@ -111,6 +120,7 @@ class Method:
     max_models: int | None = None
     random: bool = False
     notes: str = ""
+    streaming: StreamingFactory | None = None
     param_index: dict[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -134,15 +144,61 @@ def register(
     max_models: int | None = None,
     random: bool = False,
     notes: str = "",
+    elementwise: bool = False,
 ) -> Callable[[Kernel], Kernel]:
-    """Decorator registering ``kernel`` under ``name`` with its contract."""
+    """Decorator registering ``kernel`` under ``name`` with its contract.
+
+    ``elementwise`` declares that each output row depends only on the same rows of the inputs,
+    so the engine may call the kernel on a few rows at a time.
+    """
 
     def wrap(kernel: Kernel) -> Kernel:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
-        _REGISTRY[name] = Method(
+        streaming = None
+        if elementwise:
+
+            def streaming(
+                shape: tuple[int, ...], dtype: torch.dtype, **params: Any
+            ) -> StreamingMerge:
+                return KernelMerge(kernel, params)
+
+        _add(
+            Method(
+                name=name,
+                kernel=kernel,
+                summary=summary,
+                reference=reference,
+                params=params,
+                base=base,
+                min_models=min_models,
+                max_models=max_models,
+                random=random,
+                notes=notes,
+                streaming=streaming,
+            )
+        )
+        return kernel
+
+    return wrap
+
+
+def register_streaming(
+    name: str,
+    streaming: StreamingFactory,
+    *,
+    summary: str,
+    reference: str,
+    params: tuple[Param, ...] = (),
+    base: BasePolicy,
+    min_models: int = 1,
+    max_models: int | None = None,
+    random: bool = False,
+    notes: str = "",
+) -> None:
+    """Register a method given by its streaming form; its kernel is that form on one chunk."""
+    _add(
+        Method(
             name=name,
-            kernel=kernel,
+            kernel=whole_tensor_kernel(streaming),
             summary=summary,
             reference=reference,
             params=params,
@@ -151,10 +207,15 @@ def register(
             max_models=max_models,
             random=random,
             notes=notes,
+            streaming=streaming,
         )
-        return kernel
+    )
 
-    return wrap
+
+def _add(method: Method) -> None:
+    if method.name in _REGISTRY:
+        raise ValueError(f"method {method.name!r} registered twice")
+    _REGISTRY[method.name] = method
 
 
 def get_method(name: str) -> Method:

@@ -14,7 +14,8 @@ import torch
 
 from alloykit.methods.linear import broadcast_weights
 from alloykit.methods.registry import BasePolicy, Param, Scope, register
-from alloykit.methods.steps import SignRule, disjoint_sum, sign_consensus, top_k_mask
+from alloykit.methods.selection import top_k_mask
+from alloykit.methods.steps import SignRule, disjoint_sum, sign_consensus
 
 
 def variance_mask(deltas: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -9,9 +9,12 @@ where a method must branch on a whole-tensor quantity (multislerp's degenerate m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
-from alloykit.methods.registry import BasePolicy, Param, Scope, register
+from alloykit.methods.registry import BasePolicy, Param, Scope, register, register_streaming
+from alloykit.methods.streaming import Chunk, Observer, StreamingMerge
 
 SHOEMAKE = "Animating Rotation with Quaternion Curves, Shoemake 1985 (doi:10.1145/325165.325242)"
 COLINEAR_DOT = 0.9995
@@ -19,30 +22,56 @@ COLINEAR_DOT = 0.9995
 NORM_EPS = 1e-8
 
 
-def slerp_vectors(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
-    """Slerp between two whole tensors, treated as single flat vectors.
+def slerp_coefficients(
+    t: float, norm_a: torch.Tensor, norm_b: torch.Tensor, dot_ab: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients ``(c_a, c_b)`` with ``slerp(a, b) = c_a * a + c_b * b``.
 
-    The angle comes from normalized copies; the coefficients are applied to the unnormalized
-    tensors, so the result's norm moves smoothly between theirs. Nearly colinear or antipodal
-    pairs (``|cos| > 0.9995``) use linear interpolation; a zero vector counts as orthogonal.
+    The angle is between the normalized vectors, from their norms and dot product; the
+    coefficients apply to the unnormalized vectors, so the result's norm moves smoothly between
+    theirs. Nearly colinear or antipodal pairs (``|cos| > 0.9995``) interpolate linearly; a zero
+    vector counts as orthogonal.
     """
-    a = v0.reshape(-1)
-    b = v1.reshape(-1)
-    norm_a = torch.linalg.vector_norm(a)
-    norm_b = torch.linalg.vector_norm(b)
-    unit_a = a / torch.where(norm_a > NORM_EPS, norm_a, 1.0)
-    unit_b = b / torch.where(norm_b > NORM_EPS, norm_b, 1.0)
-    dot = (unit_a * unit_b).sum().clamp(-1.0, 1.0)
+    scale_a = torch.where(norm_a > NORM_EPS, norm_a, 1.0)
+    scale_b = torch.where(norm_b > NORM_EPS, norm_b, 1.0)
+    dot = (dot_ab / (scale_a * scale_b)).clamp(-1.0, 1.0)
     linear = dot.abs() > COLINEAR_DOT
     theta = torch.acos(torch.where(linear, 0.5, dot))
     sin_theta = torch.sin(theta)
     coef_a = torch.where(linear, 1 - t, torch.sin((1 - t) * theta) / sin_theta)
     coef_b = torch.where(linear, t, torch.sin(t * theta) / sin_theta)
-    return coef_a * v0 + coef_b * v1
+    return coef_a, coef_b
 
 
-@register(
+class SlerpMerge(StreamingMerge):
+    """Slerp from the base to the other model, each whole tensor one flat vector: a pass sums
+    the squared norms and the dot product over the chunks, then every chunk is combined."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, *, t: float) -> None:
+        self.t = t
+        self.coefficients: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def passes(self) -> Iterator[Observer]:
+        sums: list[torch.Tensor] = []
+
+        def observe(chunk: Chunk) -> None:
+            assert chunk.base is not None
+            a, b = chunk.base.reshape(-1), chunk.tensors[0].reshape(-1)
+            sums.append(torch.stack([a.dot(a), b.dot(b), a.dot(b)]))
+
+        yield observe
+        aa, bb, ab = torch.stack(sums).sum(0)
+        self.coefficients = slerp_coefficients(self.t, aa.sqrt(), bb.sqrt(), ab)
+
+    def merge(self, chunk: Chunk) -> torch.Tensor:
+        assert self.coefficients is not None and chunk.base is not None
+        coef_a, coef_b = self.coefficients
+        return coef_a * chunk.base + coef_b * chunk.tensors[0]
+
+
+register_streaming(
     "slerp",
+    SlerpMerge,
     summary="Spherical interpolation between the base and one other model.",
     reference=SHOEMAKE,
     params=(
@@ -58,8 +87,6 @@ def slerp_vectors(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
     max_models=1,
     notes="Each tensor is one flat vector; pairs with |cos| > 0.9995 interpolate linearly.",
 )
-def slerp(tensors: torch.Tensor, base: torch.Tensor, *, t: float) -> torch.Tensor:
-    return slerp_vectors(t, base, tensors[0])
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:

@@ -9,78 +9,131 @@ Methods differ only in their :class:`TaskVectorMethod` settings.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from alloykit.methods.linear import broadcast_weights
-from alloykit.methods.registry import BasePolicy, Kernel, Param, Scope, register
+from alloykit.methods.registry import BasePolicy, Param, Scope, register_streaming
 from alloykit.methods.steps import (
     SIGN_RULE_ALIASES,
     RescaleMode,
     SignRule,
     Sparsification,
+    Sparsifier,
     disjoint_sum,
+    model_seed,
     per_model,
     sign_consensus,
-    sparsify,
     weighted_sum,
 )
+from alloykit.methods.streaming import Chunk, Observer, StreamingMerge
 
 
-def merge_task_vectors(
-    tensors: torch.Tensor,
-    base: torch.Tensor,
-    *,
-    weight: torch.Tensor,
-    sparsification: Sparsification | None = None,
-    density: torch.Tensor | None = None,
-    gamma: torch.Tensor | None = None,
-    epsilon: torch.Tensor | None = None,
-    rescale_mode: RescaleMode | None = None,
-    sign_rule: SignRule | None = None,
-    normalize: bool = False,
-    scale: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """``base + scale * combine(weight_i * sparsify(tensors_i - base))``.
+class TaskVectorMerge(StreamingMerge):
+    """``base + scale * combine(weight_i * sparsify(tensors_i - base))`` over row chunks.
 
     ``combine`` is the sign-consensus disjoint sum when ``sign_rule`` is set (TIES), a plain
     sum otherwise; signs are elected on the weighted task vectors and ``normalize`` divides by
-    the (agreeing) weights. Random sparsifiers draw from ``generator`` model by model, in input
-    order, one uniform number per entry of each model whose density is below 1.
+    the (agreeing) weights. Whole-tensor statistics (magnitude cut-offs, L1 norms) are passes
+    over the chunks; model ``i``'s random draws come from its own generator
+    (:func:`~alloykit.methods.steps.model_seed`).
     """
-    deltas = tensors - base
-    if sparsification is not None and density is not None:
-        n = deltas.shape[0]
-        densities = per_model(density)
-        gammas = per_model(gamma) if gamma is not None else [0.0] * n
-        epsilons = per_model(epsilon) if epsilon is not None else [0.0] * n
-        for i in range(n):
-            deltas[i] = sparsify(
-                deltas[i],
-                sparsification,
-                density=densities[i],
-                gamma=gammas[i],
-                epsilon=epsilons[i],
-                rescale_mode=rescale_mode,
-                generator=generator,
-            )
-    weighted = deltas.mul_(broadcast_weights(weight, deltas))
-    if sign_rule is None:
-        merged = weighted_sum(weighted, weight, normalize)
-    else:
-        agree = sign_consensus(weighted, sign_rule)
-        merged = disjoint_sum(weighted, weight, agree, normalize)
-    if scale != 1:
-        merged = merged * scale
-    return base + merged
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        *,
+        weight: torch.Tensor,
+        sparsification: Sparsification | None = None,
+        density: torch.Tensor | None = None,
+        gamma: torch.Tensor | None = None,
+        epsilon: torch.Tensor | None = None,
+        rescale_mode: RescaleMode | None = None,
+        sign_rule: SignRule | None = None,
+        normalize: bool = False,
+        scale: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        self.weight = weight
+        self.sign_rule = sign_rule
+        self.normalize = normalize
+        self.scale = scale
+        numel = 1
+        for d in shape:
+            numel *= d
+        self.sparsifiers: list[Sparsifier] = []
+        if sparsification is not None and density is not None:
+            n = weight.numel()
+            densities = per_model(density)
+            gammas = per_model(gamma) if gamma is not None else [0.0] * n
+            epsilons = per_model(epsilon) if epsilon is not None else [0.0] * n
+            self.sparsifiers = [
+                Sparsifier(
+                    sparsification,
+                    numel,
+                    dtype,
+                    density=densities[i],
+                    gamma=gammas[i],
+                    epsilon=epsilons[i],
+                    rescale_mode=rescale_mode,
+                    seed=model_seed(seed, i),
+                )
+                for i in range(n)
+            ]
+
+    def passes(self) -> Iterator[Observer]:
+        levels = max((s.levels for s in self.sparsifiers), default=0)
+        for _ in range(levels):
+            yield self._count
+            for sparsifier in self.sparsifiers:
+                sparsifier.settle()
+        measured = [s for s in self.sparsifiers if s.needs_l1]
+        if measured:
+            self._start_scan()
+            yield self._measure
+            for sparsifier in measured:
+                sparsifier.settle_l1()
+        self._start_scan()
+
+    def merge(self, chunk: Chunk) -> torch.Tensor:
+        assert chunk.base is not None
+        deltas = chunk.tensors.sub_(chunk.base)
+        for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):
+            sparsifier.apply(delta)
+        weighted = deltas.mul_(broadcast_weights(self.weight, deltas))
+        if self.sign_rule is None:
+            merged = weighted_sum(weighted, self.weight, self.normalize)
+        else:
+            agree = sign_consensus(weighted, self.sign_rule)
+            merged = disjoint_sum(weighted, self.weight, agree, self.normalize)
+        if self.scale != 1:
+            merged = merged * self.scale
+        return merged.add_(chunk.base)
+
+    def _count(self, chunk: Chunk) -> None:
+        assert chunk.base is not None
+        for model, sparsifier in zip(chunk.tensors, self.sparsifiers, strict=False):
+            if sparsifier.levels:
+                sparsifier.count(model - chunk.base)
+
+    def _measure(self, chunk: Chunk) -> None:
+        assert chunk.base is not None
+        for model, sparsifier in zip(chunk.tensors, self.sparsifiers, strict=False):
+            if sparsifier.needs_l1:
+                sparsifier.measure(model - chunk.base)
+
+    def _start_scan(self) -> None:
+        for sparsifier in self.sparsifiers:
+            sparsifier.start_scan()
 
 
 @dataclass(frozen=True)
 class TaskVectorMethod:
-    """The settings that make one task-vector method out of :func:`merge_task_vectors`."""
+    """The settings that make one task-vector method out of :class:`TaskVectorMerge`."""
 
     name: str
     summary: str
@@ -185,46 +238,39 @@ class TaskVectorMethod:
         ]
         return tuple(params)
 
-    def kernel(self) -> Kernel:
-        def kernel(
-            tensors: torch.Tensor,
-            base: torch.Tensor,
-            *,
-            generator: torch.Generator | None = None,
-            **params: Any,
-        ) -> torch.Tensor:
-            rule = params.get("consensus_method") if self.sign_election else None
-            sparse = self.sparsification is not None
-            mode = RescaleMode(params["rescale_mode"]) if sparse and params["rescale"] else None
-            return merge_task_vectors(
-                tensors,
-                base,
-                weight=params["weight"],
-                sparsification=self.sparsification,
-                density=params.get("density"),
-                gamma=params.get("gamma"),
-                epsilon=params.get("epsilon"),
-                rescale_mode=mode,
-                sign_rule=None if rule is None else SIGN_RULE_ALIASES[rule],
-                normalize=params["normalize"],
-                scale=params["lambda"],
-                generator=generator,
-            )
-
-        kernel.__name__ = kernel.__qualname__ = self.name
-        kernel.__doc__ = f"{self.summary} See :func:`merge_task_vectors`."
-        return kernel
+    def streaming(
+        self, shape: tuple[int, ...], dtype: torch.dtype, **params: Any
+    ) -> TaskVectorMerge:
+        """This method's merge of one tensor (see :class:`TaskVectorMerge`)."""
+        rule = params.get("consensus_method") if self.sign_election else None
+        sparse = self.sparsification is not None
+        mode = RescaleMode(params["rescale_mode"]) if sparse and params["rescale"] else None
+        return TaskVectorMerge(
+            shape,
+            dtype,
+            weight=params["weight"],
+            sparsification=self.sparsification,
+            density=params.get("density"),
+            gamma=params.get("gamma"),
+            epsilon=params.get("epsilon"),
+            rescale_mode=mode,
+            sign_rule=None if rule is None else SIGN_RULE_ALIASES[rule],
+            normalize=params["normalize"],
+            scale=params["lambda"],
+            seed=params.get("seed", 0),
+        )
 
     def register(self) -> None:
-        register(
+        register_streaming(
             self.name,
+            self.streaming,
             summary=self.summary,
             reference=self.reference,
             params=self.params(),
             base=BasePolicy.REQUIRED,
             random=self.random,
             notes=self.all_notes(),
-        )(self.kernel())
+        )
 
     def all_notes(self) -> str:
         """This method's notes plus the differences from mergekit it shares with others."""
@@ -267,8 +313,9 @@ SIGN_NOTE = (
     "parameter."
 )
 RANDOM_NOTE = (
-    "Random draws come from the per-tensor generator, on CPU, so results are reproducible on "
-    "any device but never bitwise equal to mergekit's (global RNG)."
+    "Each model's random draws come from its own generator, seeded from the tensor's seed and "
+    "drawn on CPU in flat order, so results are reproducible on any device, thread count and "
+    "chunking, but never bitwise equal to mergekit's (global RNG)."
 )
 WEIGHT_NOTE = "weight defaults to 1 (mergekit requires it)."
 

@@ -350,7 +350,9 @@ def test_internal_error_exits_1_with_one_line_pointing_to_debug(llama, tmp_path,
 
     ties = method_registry.get_method("ties")
     monkeypatch.setitem(
-        method_registry._REGISTRY, "ties", dataclasses.replace(ties, kernel=broken_kernel)
+        method_registry._REGISTRY,
+        "ties",
+        dataclasses.replace(ties, kernel=broken_kernel, streaming=None),
     )
     result = merge(write_recipe(tmp_path, ties_recipe(llama["base"], llama["ft1"])), out)
     line = error_line(result.exit_code, result.stderr, expected_code=1)

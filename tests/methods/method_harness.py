@@ -1,11 +1,12 @@
 """Call registered kernels the way the engine does: defaults filled, per-model values as
-float32 ``[n]`` tensors, random kernels given a CPU generator seeded with ``seed``."""
+float32 ``[n]`` tensors, random kernels given ``seed``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from alloykit.methods import Scope, get_method
@@ -19,6 +20,26 @@ def as_stack(
     return torch.stack([torch.as_tensor(m, dtype=torch.float32) for m in models])
 
 
+def kernel_params(
+    name: str, count: int, *, seed: int = 0, device: str | torch.device = "cpu", **params: Any
+) -> dict[str, Any]:
+    """The keyword arguments the engine gives method ``name``'s kernel for ``count`` models."""
+    method = get_method(name)
+    kwargs: dict[str, Any] = {}
+    for param in method.params:
+        value = params.pop(param.name, param.default)
+        if param.scope is Scope.PER_MODEL:
+            values = value if isinstance(value, (list, tuple)) else [value] * count
+            checked = [param.check(v) for v in values]
+            kwargs[param.name] = torch.tensor(checked, dtype=torch.float32, device=device)
+        else:
+            kwargs[param.name] = param.check(value)
+    assert not params, f"unknown parameters for {name}: {sorted(params)}"
+    if method.random:
+        kwargs["seed"] = seed
+    return kwargs
+
+
 def run(
     name: str,
     models: torch.Tensor | Sequence[Sequence[float]] | Sequence[torch.Tensor],
@@ -28,28 +49,26 @@ def run(
     **params: Any,
 ) -> torch.Tensor:
     """Merge ``models`` with method ``name``; unspecified parameters take their defaults."""
-    method = get_method(name)
     tensors = as_stack(models)
     base_tensor = None if base is None else torch.as_tensor(base, dtype=torch.float32)
-    kwargs: dict[str, Any] = {}
-    for param in method.params:
-        value = params.pop(param.name, param.default)
-        if param.scope is Scope.PER_MODEL:
-            values = value if isinstance(value, (list, tuple)) else [value] * tensors.shape[0]
-            checked = [param.check(v) for v in values]
-            kwargs[param.name] = torch.tensor(checked, dtype=torch.float32, device=tensors.device)
-        else:
-            kwargs[param.name] = param.check(value)
-    assert not params, f"unknown parameters for {name}: {sorted(params)}"
-    if method.random:
-        kwargs["generator"] = torch.Generator().manual_seed(seed)
-    return method.kernel(tensors, base_tensor, **kwargs)
+    kwargs = kernel_params(name, tensors.shape[0], seed=seed, device=tensors.device, **params)
+    return get_method(name).kernel(tensors, base_tensor, **kwargs)
 
 
 def draws(seed: int, shape: Sequence[int], count: int) -> list[torch.Tensor]:
-    """The uniform numbers a random kernel draws for ``count`` sparsified models, in order."""
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.rand(tuple(shape), generator=generator) for _ in range(count)]
+    """The uniform numbers a random kernel draws for each of ``count`` models: model ``i``
+    draws float32 numbers in flat order from numpy's PCG64 seeded with
+    ``(seed + (i + 1) * 0x9E3779B97F4A7C15) mod 2**63``."""
+    numel = int(np.prod(shape))
+    out = []
+    for i in range(count):
+        generator = np.random.Generator(
+            np.random.PCG64((seed + (i + 1) * 0x9E3779B97F4A7C15) % 2**63)
+        )
+        out.append(
+            torch.from_numpy(generator.random(numel, dtype=np.float32)).reshape(tuple(shape))
+        )
+    return out
 
 
 def f32(x: float) -> float:

@@ -74,7 +74,7 @@ def test_kernel_accepts_declared_parameters(method) -> None:
     names = set(signature.parameters)
     for param in method.params:
         assert accepts_any or param.name in names, f"{method.name} ignores {param.name}"
-    assert accepts_any or method.random == ("generator" in names)
+    assert accepts_any or method.random == ("seed" in names)
 
 
 @pytest.mark.parametrize(

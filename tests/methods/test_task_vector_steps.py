@@ -5,25 +5,32 @@ from __future__ import annotations
 import pytest
 import torch
 
+from alloykit.methods.selection import top_k_mask
 from alloykit.methods.steps import (
     RescaleMode,
     SignRule,
     Sparsification,
     as_decimal,
-    breadcrumbs_mask,
     della_keep_probability,
     disjoint_sum,
-    magnitude_mask,
-    rescale,
+    l1_factor,
     sign_consensus,
     sparsify,
-    top_k_mask,
     weighted_sum,
 )
 
 
+def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """Which entries TIES's trim keeps (the test deltas have no zeros)."""
+    return sparsify(delta, Sparsification.MAGNITUDE, density=density) != 0
+
+
+def breadcrumbs_mask(delta: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
+    return sparsify(delta, Sparsification.BREADCRUMBS, density=density, gamma=gamma) != 0
+
+
 def test_top_k_mask_keeps_the_k_largest() -> None:
-    values = torch.tensor([0.5, 3.0, -1.0, 2.0, 0.1])
+    values = torch.tensor([0.5, 3.0, 1.0, 2.0, 0.1])
     assert top_k_mask(values, 2).tolist() == [False, True, False, True, False]
 
 
@@ -80,42 +87,38 @@ def test_della_rejects_probabilities_outside_zero_one(density: float, epsilon: f
 
 
 def test_keep_rate_rescale_divides_by_keep_probability() -> None:
-    delta = torch.tensor([1.0, 2.0, 3.0])
-    kept = torch.tensor([1.0, 0.0, 3.0])
-    out = rescale(delta, kept, torch.tensor([0.5, 0.5, 0.25]), RescaleMode.KEEP_RATE)
-    assert out.tolist() == [2.0, 0.0, 12.0]
+    delta = torch.tensor([[0.3, -0.1, 0.2], [5.0, 4.0, -6.0]])
+    out = sparsify(
+        delta, Sparsification.DELLA, density=0.5, epsilon=0.1, rescale_mode=RescaleMode.KEEP_RATE
+    )
+    probability = torch.tensor([[0.6, 0.4, 0.5], [0.5, 0.4, 0.6]])
+    kept = out != 0
+    torch.testing.assert_close(out[kept], (delta / probability)[kept])
 
 
 def test_l1_rescale_restores_the_l1_norm() -> None:
     delta = torch.tensor([1.0, -2.0, 3.0, -4.0])
-    kept = torch.tensor([0.0, 0.0, 3.0, -4.0])
-    out = rescale(delta, kept, 0.5, RescaleMode.L1)
+    out = sparsify(delta, Sparsification.MAGNITUDE, density=0.5, rescale_mode=RescaleMode.L1)
     assert out.tolist() == pytest.approx([0.0, 0.0, 3.0 * 10 / 7, -4.0 * 10 / 7])
 
 
 def test_l1_rescale_leaves_near_zero_tensors_alone() -> None:
-    delta = torch.tensor([1e-9, 0.0])
-    assert rescale(delta, delta, 0.5, RescaleMode.L1).tolist() == delta.tolist()
+    assert l1_factor(torch.tensor(1e-9), torch.tensor(1e-9)).item() == 1.0
+    assert l1_factor(torch.tensor(2.0), torch.tensor(0.0)).item() == 1.0
+    assert l1_factor(torch.tensor(2.0), torch.tensor(0.5)).item() == 4.0
 
 
-def test_sparsify_at_full_density_is_identity_and_draws_nothing() -> None:
+@pytest.mark.parametrize("method", list(Sparsification))
+def test_sparsify_at_full_density_is_identity(method: Sparsification) -> None:
     delta = torch.randn(10)
-    generator = torch.Generator().manual_seed(3)
-    state = generator.get_state()
-    out = sparsify(delta, Sparsification.RANDOM, density=1.0, generator=generator)
-    assert out is delta
-    assert torch.equal(generator.get_state(), state)
+    out = sparsify(delta, method, density=1.0, seed=3, rescale_mode=RescaleMode.KEEP_RATE)
+    assert torch.equal(out, delta)
 
 
 @pytest.mark.parametrize("method", list(Sparsification))
 def test_sparsify_at_zero_density_is_zero(method: Sparsification) -> None:
-    out = sparsify(torch.randn(6), method, density=0.0, generator=torch.Generator())
+    out = sparsify(torch.randn(6), method, density=0.0, seed=1)
     assert out.tolist() == [0.0] * 6
-
-
-def test_random_sparsify_needs_a_generator() -> None:
-    with pytest.raises(ValueError, match="generator"):
-        sparsify(torch.randn(6), Sparsification.RANDOM, density=0.5)
 
 
 def test_total_sign_rule_elects_the_sign_of_the_sum() -> None:
@@ -134,7 +137,7 @@ def test_frequency_sign_rule_elects_the_sign_held_by_more_models() -> None:
 def test_disjoint_sum_averages_over_agreeing_weights() -> None:
     weighted = torch.tensor([[2.0, 1.0], [-4.0, 3.0]])
     weights = torch.tensor([2.0, 1.0])
-    agree = torch.tensor([[True, True], [False, True]])
+    agree = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # masks are numbers
     assert disjoint_sum(weighted, weights, agree, normalize=False).tolist() == [2.0, 4.0]
     assert disjoint_sum(weighted, weights, agree, normalize=True).tolist() == pytest.approx(
         [1.0, 4.0 / 3]
@@ -143,7 +146,7 @@ def test_disjoint_sum_averages_over_agreeing_weights() -> None:
 
 def test_disjoint_sum_with_no_agreeing_model_is_zero() -> None:
     weighted = torch.tensor([[0.0], [0.0]])
-    agree = torch.tensor([[False], [False]])
+    agree = torch.tensor([[0.0], [0.0]])
     assert disjoint_sum(weighted, torch.ones(2), agree, normalize=True).tolist() == [0.0]
 
 

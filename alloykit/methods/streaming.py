@@ -1,0 +1,95 @@
+"""Merging one tensor in row chunks: statistics passes first, then the merge of each chunk.
+
+Peak memory and cache traffic stay small when a tensor is merged a few rows at a time, but some
+methods need a quantity of the whole tensor first (slerp's angle, Model Stock's cosine, TIES's
+magnitude cut-off). A :class:`StreamingMerge` states those as passes: the engine feeds every
+chunk to each pass's observer, in row order, before asking for the next pass, then feeds the
+chunks again to :meth:`StreamingMerge.merge`. The whole-tensor kernel of such a method is the
+same object fed a single chunk (:func:`merge_whole`), so there is one implementation to test.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+Observer = Callable[["Chunk"], None]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows ``[first_row, first_row + rows)`` of every input of one output tensor."""
+
+    tensors: torch.Tensor  # [n, rows, *rest], compute dtype
+    base: torch.Tensor | None  # [rows, *rest]
+    first_row: int
+    shape: tuple[int, ...]  # the whole tensor's shape
+
+    @property
+    def offset(self) -> int:
+        """Flat index of this chunk's first element in the whole tensor."""
+        row = 1
+        for d in self.shape[1:]:
+            row *= d
+        return self.first_row * row
+
+
+class StreamingMerge(ABC):
+    """How one output tensor is merged from chunks fed in row order."""
+
+    def passes(self) -> Iterator[Observer]:
+        """Observers of whole-tensor statistics, one per pass over all chunks (none by default).
+
+        Code between two ``yield`` statements runs once the previous pass has seen every chunk.
+        """
+        return iter(())
+
+    @abstractmethod
+    def merge(self, chunk: Chunk) -> torch.Tensor:
+        """The merged rows of ``chunk``; chunks arrive in row order.
+
+        ``merge`` may overwrite ``chunk.tensors`` (saving a temporary the size of the chunk);
+        observers of :meth:`passes` must not.
+        """
+
+
+class KernelMerge(StreamingMerge):
+    """A kernel applied to each chunk as it comes: right for elementwise kernels, and for any
+    kernel when the whole tensor is one chunk."""
+
+    def __init__(self, kernel: Callable[..., torch.Tensor], params: dict[str, Any]) -> None:
+        self.kernel = kernel
+        self.params = params
+
+    def merge(self, chunk: Chunk) -> torch.Tensor:
+        return self.kernel(chunk.tensors, chunk.base, **self.params)
+
+
+StreamingFactory = Callable[..., StreamingMerge]
+"""``factory(shape, dtype, **params) -> StreamingMerge`` for one tensor of ``shape`` computed
+in ``dtype``, with the kernel's parameters."""
+
+
+def merge_whole(
+    merge: StreamingMerge, tensors: torch.Tensor, base: torch.Tensor | None
+) -> torch.Tensor:
+    """Run ``merge`` over the whole tensor as a single chunk."""
+    shape = tuple(tensors.shape[1:])
+    chunk = Chunk(tensors, base, 0, shape)
+    for observe in merge.passes():
+        observe(chunk)
+    return merge.merge(Chunk(tensors.clone(), base, 0, shape))  # the caller's tensors stay
+
+
+def whole_tensor_kernel(factory: StreamingFactory) -> Callable[..., torch.Tensor]:
+    """The ordinary kernel ``kernel(tensors, base, **params)`` of a streaming method."""
+
+    def kernel(tensors: torch.Tensor, base: torch.Tensor | None, **params: Any) -> torch.Tensor:
+        merge = factory(tuple(tensors.shape[1:]), tensors.dtype, **params)
+        return merge_whole(merge, tensors, base)
+
+    return kernel
