@@ -56,6 +56,7 @@ class MergeOptions:
     vocab_mismatch: str | None = None
     memory_budget: str | int = DEFAULT_BUDGET
     chunk_elements: int | None = None  # values per input per chunk; None: the device default
+    hash_inputs: bool = False  # SHA-256 of every input file in the model card
     on_done: Callable[[PlanEntry], None] | None = field(default=None, repr=False)
 
     def plan_options(self) -> PlanOptions:
@@ -126,7 +127,9 @@ def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
     )
     sink.open()
     sink.verify_resumed()
-    hashes = InputHashes({ref: src.files for ref, src in the_plan.sources.items()})
+    hashes = InputHashes(
+        {ref: src.files for ref, src in the_plan.sources.items()}, compute=opts.hash_inputs
+    )
     try:
         execute(the_plan, sink, opts.engine_options(), skip=sink.done, on_done=opts.on_done)
         directory = sink.partial_dir

@@ -14,6 +14,7 @@ tensors in flight; each tensor's result depends only on its inputs and its own s
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -29,6 +30,9 @@ from alloykit.methods.streaming import Chunk, KernelMerge, StreamingMerge
 from alloykit.plan import Plan, PlanEntry
 
 DEFAULT_BUDGET = 1024**3
+HOLD_BYTES = 96 * 1024**2
+"""A tensor whose merge takes several passes over its rows is read once and held when its
+inputs total at most this many bytes (as stored), instead of being read again for each pass."""
 CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
 """Values per input per chunk: small enough on CPU that a chunk's temporaries stay in cache,
 large enough on CUDA that a chunk fills the GPU."""
@@ -139,6 +143,16 @@ class _Inputs:
             if not plan.sources[ref.model].reads_rows(ref.name):
                 self.held[slot] = plan.sources[ref.model].read(ref.name)
 
+    def hold(self) -> None:
+        """Read every input whole, once, if they are small enough to keep for several passes."""
+        sources = [self.plan.sources[ref.model] for ref in self.refs]
+        size = sum(src.nbytes(ref.name) for src, ref in zip(sources, self.refs, strict=True))
+        if size > HOLD_BYTES:
+            return
+        for slot, (source, ref) in enumerate(zip(sources, self.refs, strict=True)):
+            if slot not in self.held:
+                self.held[slot] = source.read(ref.name)
+
     def rows(self, slot: int, start: int, stop: int) -> torch.Tensor:
         """Rows ``[start, stop)`` of input ``slot`` as stored (CPU, stored dtype)."""
         held = self.held.get(slot)
@@ -228,8 +242,12 @@ def merge_entry(
         return
     try:
         merging = _merging(plan, entry, device)
+        passes = merging.passes()
+        first = next(passes, None)
+        if first is not None:
+            inputs.hold()
         checked = False
-        for observe in merging.passes():
+        for observe in itertools.chain([first] if first else [], passes):
             for chunk in inputs.chunks(step, check=not checked):
                 observe(chunk)
             checked = True

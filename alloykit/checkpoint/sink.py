@@ -23,6 +23,9 @@ from alloykit.checkpoint.safetensors_format import DTYPE_NAMES, dtype_size
 from alloykit.errors import OutputError
 
 JOURNAL = ".alloykit-journal"
+FLUSH_BYTES = 256 * 1024**2
+"""After this many bytes written, a background thread flushes the shards to disk, so the disk
+writes overlap the merge instead of all waiting for the final fsync."""
 INDEX = "model.safetensors.index.json"
 
 
@@ -106,6 +109,8 @@ class DirectorySink:
         self._journal = None
         self.done: set[str] = set()
         self._progress: dict[str, tuple[int, int]] = {}  # rows written and their CRC32 so far
+        self._unflushed = 0
+        self._flusher: threading.Thread | None = None
         self.total_bytes = sum(t.nbytes for t in tensors)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -158,6 +163,17 @@ class DirectorySink:
             written += os.pwrite(fd, data[written:], offset + written)
         count = rows.shape[0] if slot.shape else 1
         self._progress[name] = (first_row + count, zlib.crc32(data, crc))
+        self._written(len(data))
+
+    def _written(self, nbytes: int) -> None:
+        with self._journal_lock:
+            self._unflushed += nbytes
+            if self._unflushed < FLUSH_BYTES or (self._flusher and self._flusher.is_alive()):
+                return
+            self._unflushed = 0
+            fds = list(self._fds)
+            self._flusher = threading.Thread(target=_flush, args=(fds,), daemon=True)
+            self._flusher.start()
 
     def finish(self, name: str) -> None:
         """Journal tensor ``name`` as complete (all its rows written)."""
@@ -199,6 +215,9 @@ class DirectorySink:
 
     # -- internals -------------------------------------------------------------------------
     def _close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
         for fd in self._fds:
             os.close(fd)
         self._fds = []
@@ -250,6 +269,15 @@ class DirectorySink:
                 bad.append(name)
         self.done.difference_update(bad)
         return bad
+
+
+def _flush(fds: list[int]) -> None:
+    """Write the shards' dirty pages to disk (a head start for the final fsync)."""
+    for fd in fds:
+        try:
+            os.fdatasync(fd)
+        except OSError:  # closed meanwhile, or a filesystem without it: the final fsync decides
+            return
 
 
 def publish_directory(partial_dir: Path, out_dir: Path) -> Path:

@@ -16,6 +16,7 @@ from alloykit.cli.options import (
     Debug,
     DryRun,
     Force,
+    HashInputs,
     MemoryBudget,
     OutDir,
     OutDtype,
@@ -65,6 +66,7 @@ def merge(
         ),
     ] = False,
     vocab_mismatch: Annotated[str | None, typer.Option(help="error | common_rows")] = None,
+    hash_inputs: HashInputs = False,
     debug: Debug = False,
 ) -> None:
     """Merge checkpoints as a recipe says, into OUT (written atomically)."""
@@ -85,6 +87,7 @@ def merge(
         drop_unmapped=drop_unmapped,
         vocab_mismatch=vocab_mismatch,
         memory_budget=memory_budget,
+        hash_inputs=hash_inputs,
     )
     with guarded(debug):
         if vocab_mismatch not in (None, "error", "common_rows"):

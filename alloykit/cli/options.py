@@ -18,3 +18,10 @@ Threads = Annotated[int, typer.Option(min=1, help="Tensors processed at once.")]
 OutDtype = Annotated[str | None, typer.Option(help="Output dtype (default: recipe, else inputs').")]
 OutShardSize = Annotated[str, typer.Option(help="Max bytes per output shard.")]
 MemoryBudget = Annotated[str, typer.Option(help="Bytes of tensors in flight.")]
+HashInputs = Annotated[
+    bool,
+    typer.Option(
+        "--hash-inputs",
+        help="Record the SHA-256 of every input file in the model card (about 1 s per GB).",
+    ),
+]

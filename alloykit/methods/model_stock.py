@@ -55,17 +55,20 @@ class ModelStockMerge(StreamingMerge):
     def passes(self) -> Iterator[Observer]:
         if self.filter_wise:
             return
-        sums: list[tuple[torch.Tensor, torch.Tensor]] = []
+        sums: list[torch.Tensor] = []  # running totals of the squares and products
 
         def observe(chunk: Chunk) -> None:
             assert chunk.base is not None
-            offsets = (chunk.tensors - chunk.base).reshape(chunk.tensors.shape[0], -1)
-            sums.append(pair_sums(offsets))
+            offsets = chunk.tensors.sub_(chunk.base).reshape(chunk.tensors.shape[0], -1)
+            parts = pair_sums(offsets)
+            if sums:
+                for total, part in zip(sums, parts, strict=True):
+                    total.add_(part)
+            else:
+                sums.extend(parts)
 
         yield observe
-        squares = torch.stack([s for s, _ in sums]).sum(0)
-        products = torch.stack([p for _, p in sums]).sum(0)
-        self.ratio = interpolation_ratio(squares, products)
+        self.ratio = interpolation_ratio(*sums)
 
     def merge(self, chunk: Chunk) -> torch.Tensor:
         assert chunk.base is not None

@@ -69,11 +69,14 @@ class TopK:
                 digits = bits >> shift
                 counts = torch.bincount(digits, minlength=DIGITS)
             else:  # values outside the prefix's range land in the two extra end bins
-                digits = (bits >> shift) - (prefix << DIGIT_BITS)
+                digits = (bits >> shift if shift else bits) - (prefix << DIGIT_BITS)
                 digits = digits.clamp_(-1, DIGITS).add_(1)
                 counts = torch.bincount(digits, minlength=DIGITS + 2)[1:-1]
-            for cut in cuts:
-                cut.counts = counts if cut.counts is None else cut.counts + counts
+            for cut in cuts:  # running totals, added in place: no per-chunk garbage
+                if cut.counts is None:
+                    cut.counts = counts.clone()
+                else:
+                    cut.counts.add_(counts)
 
     def settle(self) -> None:
         """Fix the current digit of each cut-off from the counts, and move to the next level."""

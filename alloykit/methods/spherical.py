@@ -52,15 +52,19 @@ class SlerpMerge(StreamingMerge):
         self.coefficients: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def passes(self) -> Iterator[Observer]:
-        sums: list[torch.Tensor] = []
+        sums: list[torch.Tensor] = []  # one running total
 
         def observe(chunk: Chunk) -> None:
             assert chunk.base is not None
             a, b = chunk.base.reshape(-1), chunk.tensors[0].reshape(-1)
-            sums.append(torch.stack([a.dot(a), b.dot(b), a.dot(b)]))
+            part = torch.stack([a.dot(a), b.dot(b), a.dot(b)])
+            if sums:
+                sums[0].add_(part)
+            else:
+                sums.append(part)
 
         yield observe
-        aa, bb, ab = torch.stack(sums).sum(0)
+        aa, bb, ab = sums[0]
         self.coefficients = slerp_coefficients(self.t, aa.sqrt(), bb.sqrt(), ab)
 
     def merge(self, chunk: Chunk) -> torch.Tensor:

@@ -11,12 +11,15 @@ and for every chunking.
 from __future__ import annotations
 
 import struct
+import threading
 from enum import Enum
 
 import numpy as np
 import torch
 
 from alloykit.methods.selection import TopK
+
+_INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16}
 
 L1_EPS = 1e-7
 """Below this L1 norm a task vector is left unscaled (mergekit's tolerance)."""
@@ -92,7 +95,8 @@ def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) 
     if width == 1:
         return torch.full_like(delta, density)
     rows = delta.abs().reshape(-1, width)
-    order = rows.argsort(dim=-1, stable=True)
+    # integer bit patterns order non-negative floats the same way and sort faster
+    order = rows.view(_INT_VIEW[rows.element_size()]).argsort(dim=-1, stable=True)
     positions = torch.arange(width, device=delta.device).expand_as(order)
     ranks = torch.empty_like(order).scatter_(-1, order, positions)
     relative = ranks.to(delta.dtype) / (width - 1)
@@ -116,16 +120,30 @@ def l1_factor(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
     return torch.where(usable, before / after.clamp(min=L1_EPS), 1.0)
 
 
-def uniform_draws(generator: np.random.Generator, like: torch.Tensor) -> torch.Tensor:
-    """The next ``like.numel()`` uniform [0, 1) float32 numbers, shaped like ``like`` and on
-    its device.
+class UniformDraws:
+    """Uniform [0, 1) float32 numbers from numpy's PCG64 seeded with ``seed``, consumed in
+    order, into one reused buffer.
 
-    Draws come from numpy's PCG64 on CPU: about three times faster than torch's CPU generator
-    (random masks are the main cost of DARE and DELLA), identical on every device, and the
-    same whether a tensor's entries are drawn at once or chunk by chunk.
+    numpy's PCG64 on CPU is about three times faster than torch's CPU generator (random masks
+    are the main cost of DARE and DELLA), gives the same numbers on every device, and gives
+    the same sequence whether a tensor's entries are drawn at once or chunk by chunk.
     """
-    draws = generator.random(like.numel(), dtype=np.float32)
-    return torch.from_numpy(draws).reshape(like.shape).to(like.device)
+
+    _buffers = threading.local()  # one per thread, shared by all draws: no allocation churn
+
+    def __init__(self, seed: int) -> None:
+        self.generator = np.random.Generator(np.random.PCG64(seed))
+
+    def next(self, like: torch.Tensor) -> torch.Tensor:
+        """The next ``like.numel()`` numbers shaped like ``like``, valid until the thread's
+        next draw."""
+        count = like.numel()
+        buffer = getattr(self._buffers, "array", None)
+        if buffer is None or buffer.size < count:
+            buffer = self._buffers.array = np.empty(count, dtype=np.float32)
+        out = buffer[:count]
+        self.generator.random(count, dtype=np.float32, out=out)
+        return torch.from_numpy(out).reshape(like.shape).to(like.device)
 
 
 class Sparsifier:
@@ -169,9 +187,9 @@ class Sparsifier:
         elif thinning and method is Sparsification.DELLA:
             check_della(density, epsilon)
         self.random = thinning and method in (Sparsification.RANDOM, Sparsification.DELLA)
-        self.generator: np.random.Generator | None = None
+        self.draws: UniformDraws | None = None
         self.l1 = torch.ones(())
-        self._l1_sums: list[torch.Tensor] = []
+        self._l1_sums: torch.Tensor | None = None
         self.start_scan()
 
     @property
@@ -183,8 +201,9 @@ class Sparsifier:
         return self.rescale_mode is RescaleMode.L1
 
     def count(self, delta: torch.Tensor) -> None:
+        """Count a chunk's magnitudes (``delta`` may be overwritten)."""
         if self.selection is not None:
-            self.selection.count(delta.abs())
+            self.selection.count(delta.abs_())
 
     def settle(self) -> None:
         if self.selection is not None:
@@ -195,18 +214,23 @@ class Sparsifier:
         if self.selection is not None:
             self.selection.start_scan()
         if self.random:
-            self.generator = np.random.Generator(np.random.PCG64(self.seed))
+            self.draws = UniformDraws(self.seed)
 
     def measure(self, delta: torch.Tensor) -> None:
         """Add a chunk's L1 norms before and after thinning (for ``l1`` rescaling)."""
         keep, _ = self._keep(delta)
-        sums = torch.stack([delta.abs().sum(), (delta * keep).abs().sum()])
-        self._l1_sums.append(sums)
+        assert isinstance(keep, torch.Tensor)  # only thinning sparsifiers measure
+        sums = torch.stack(
+            [torch.linalg.vector_norm(delta, 1), torch.linalg.vector_norm(keep.mul_(delta), 1)]
+        )
+        # one running total: small tensors kept per chunk would fragment the heap
+        self._l1_sums = sums if self._l1_sums is None else self._l1_sums.add_(sums)
 
     def settle_l1(self) -> None:
-        before, after = torch.stack(self._l1_sums).sum(0)
+        assert self._l1_sums is not None
+        before, after = self._l1_sums
         self.l1 = l1_factor(before, after)
-        self._l1_sums = []
+        self._l1_sums = None
 
     def apply(self, delta: torch.Tensor) -> torch.Tensor:
         """Thin (and rescale) a chunk of the task vector, in place; returns ``delta``."""
@@ -233,12 +257,12 @@ class Sparsifier:
             if self.method is Sparsification.BREADCRUMBS:
                 keep -= self.selection.mask(magnitude, 1)  # the outliers are within the top
             return keep, probability
-        assert self.generator is not None
+        assert self.draws is not None
         if self.method is Sparsification.DELLA:
             probability = della_keep_probability(delta, self.density, self.epsilon)
-        draws = uniform_draws(self.generator, delta)
+        draws = self.draws.next(delta)
         # sign(p - u) is exact (a correctly rounded difference keeps its sign): 1 where u < p
-        keep = torch.sub(probability, draws).sign_().clamp_(min=0)
+        keep = draws.neg_().add_(probability).sign_().clamp_(min=0)
         return keep, probability
 
 
@@ -264,7 +288,7 @@ def sparsify(
         seed=seed,
     )
     for _ in range(sparsifier.levels):
-        sparsifier.count(delta)
+        sparsifier.count(delta.clone())
         sparsifier.settle()
     if sparsifier.needs_l1:
         sparsifier.start_scan()

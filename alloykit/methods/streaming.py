@@ -52,8 +52,8 @@ class StreamingMerge(ABC):
     def merge(self, chunk: Chunk) -> torch.Tensor:
         """The merged rows of ``chunk``; chunks arrive in row order.
 
-        ``merge`` may overwrite ``chunk.tensors`` (saving a temporary the size of the chunk);
-        observers of :meth:`passes` must not.
+        ``merge`` and the observers of :meth:`passes` may overwrite ``chunk.tensors`` (saving
+        a temporary the size of the chunk): every pass gets freshly read chunks.
         """
 
 
@@ -79,10 +79,9 @@ def merge_whole(
 ) -> torch.Tensor:
     """Run ``merge`` over the whole tensor as a single chunk."""
     shape = tuple(tensors.shape[1:])
-    chunk = Chunk(tensors, base, 0, shape)
     for observe in merge.passes():
-        observe(chunk)
-    return merge.merge(Chunk(tensors.clone(), base, 0, shape))  # the caller's tensors stay
+        observe(Chunk(tensors.clone(), base, 0, shape))  # the caller's tensors stay as they are
+    return merge.merge(Chunk(tensors.clone(), base, 0, shape))
 
 
 def whole_tensor_kernel(factory: StreamingFactory) -> Callable[..., torch.Tensor]:

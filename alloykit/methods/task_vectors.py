@@ -116,15 +116,17 @@ class TaskVectorMerge(StreamingMerge):
 
     def _count(self, chunk: Chunk) -> None:
         assert chunk.base is not None
-        for model, sparsifier in zip(chunk.tensors, self.sparsifiers, strict=False):
+        deltas = chunk.tensors.sub_(chunk.base)
+        for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):
             if sparsifier.levels:
-                sparsifier.count(model - chunk.base)
+                sparsifier.count(delta)
 
     def _measure(self, chunk: Chunk) -> None:
         assert chunk.base is not None
-        for model, sparsifier in zip(chunk.tensors, self.sparsifiers, strict=False):
+        deltas = chunk.tensors.sub_(chunk.base)
+        for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):
             if sparsifier.needs_l1:
-                sparsifier.measure(model - chunk.base)
+                sparsifier.measure(delta)
 
     def _start_scan(self) -> None:
         for sparsifier in self.sparsifiers:
