@@ -165,6 +165,16 @@ def read_write_floor(inputs: list[Path], out_bytes: int, scratch: Path) -> tuple
     return unsynced, synced
 
 
+def floor_of(method: str, models: dict[str, Path], scratch: Path) -> tuple[float, float]:
+    """The read+write floor of ``method``'s recipe: its input models, one output."""
+    body = recipe(method, models)
+    inputs = {Path(m["model"]) for m in body["models"]}
+    if "base_model" in body:
+        inputs.add(Path(body["base_model"]))
+    out_bytes = sum(p.stat().st_size for p in weight_files(models["base"]))
+    return read_write_floor(sorted(inputs), out_bytes, scratch)
+
+
 def compare(alloykit_out: Path, mergekit_out: Path, base: Path, random: bool) -> str:
     """Deterministic methods: worst max|a - m| / max|m| over tensors (bf16 eps = 0.0078).
     Random methods: fraction of entries changed from the base and norm of (output - base)."""
@@ -222,16 +232,13 @@ def run_method(
     for tool, body in (("alloykit", alloykit_recipe), ("mergekit", mergekit_recipe)):
         paths[tool] = scratch / f"{method}-{tool}.yml"
         paths[tool].write_text(yaml.safe_dump(body, sort_keys=False))
-    inputs = sorted({Path(m["model"]) for m in mergekit_recipe["models"]})
-    if "base_model" in mergekit_recipe:
-        inputs = sorted({*inputs, Path(mergekit_recipe["base_model"])})
-    out_bytes = sum(p.stat().st_size for p in weight_files(models["base"]))
     for index in range(rounds):
         for tool in ("alloykit", "mergekit"):
             if tool == "mergekit" and mergekit is None:
                 continue
             out = scratch / f"{method}-{tool}-out"
-            subprocess.run(["rm", "-rf", str(out)], check=True)
+            # and alloykit's OUT.partial: a leftover of an interrupted run would be resumed
+            subprocess.run(["rm", "-rf", str(out), f"{out}.partial"], check=True)
             if tool == "alloykit":
                 command = [*alloykit_command(), "merge", str(paths[tool]), str(out)]
             else:
@@ -251,7 +258,7 @@ def run_method(
                 f"{timing.cpu:.1f} s CPU, {timing.rss_mb:.0f} MB",
                 file=sys.stderr,
             )
-        result.floors.append(read_write_floor(inputs, out_bytes, scratch))
+        result.floors.append(floor_of(method, models, scratch))
         if index == 0 and mergekit is not None:
             result.agreement = compare(
                 scratch / f"{method}-alloykit-out",
@@ -261,7 +268,8 @@ def run_method(
             )
             print(f"  {method}: {result.agreement}", file=sys.stderr)
     for tool in ("alloykit", "mergekit"):
-        subprocess.run(["rm", "-rf", str(scratch / f"{method}-{tool}-out")], check=True)
+        out = scratch / f"{method}-{tool}-out"
+        subprocess.run(["rm", "-rf", str(out), f"{out}.partial"], check=True)
     return result
 
 
@@ -312,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--mergekit-venv", type=Path)
     parser.add_argument("--skip-mergekit", action="store_true")
+    parser.add_argument(
+        "--floor-only", action="store_true", help="only measure the read+write floor per method"
+    )
     parser.add_argument("--scaling", metavar="METHOD", choices=METHODS)
     parser.add_argument("--scaling-sizes", default="0.5B,1.1B")
     args = parser.parse_args(argv)
@@ -322,13 +333,21 @@ def main(argv: list[str] | None = None) -> int:
         print(scaling(args.scaling, sizes, args.rounds, args.cache, scratch))
         return 0
     models = build(args.cache / "synthetic", args.size)
+    if args.floor_only:
+        for method in args.only or METHODS:
+            floors = [floor_of(method, models, scratch) for _ in range(args.rounds)]
+            print(
+                f"{method}: floor {statistics.median(f[0] for f in floors):.1f} s, "
+                f"with fsync {statistics.median(f[1] for f in floors):.1f} s"
+            )
+        return 0
     mergekit = None
     if not args.skip_mergekit:
         mergekit = ensure_mergekit(args.mergekit_venv or args.cache / "mergekit-venv")
-    results = [
-        run_method(method, models, args.rounds, mergekit, scratch)
-        for method in (args.only or METHODS)
-    ]
+    results = []
+    for method in args.only or METHODS:
+        results.append(run_method(method, models, args.rounds, mergekit, scratch))
+        print(render(results[-1:], args.size, args.rounds), file=sys.stderr)  # as it goes
     print(render(results, args.size, args.rounds))
     return 0
 

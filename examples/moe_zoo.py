@@ -1,6 +1,7 @@
-"""Compose zoo experts into a Mixtral MoE with `hidden` gates and score it on their skills.
+"""Compose zoo experts into a Mixtral MoE with prompted gates and score it on their skills.
 
     python examples/moe_zoo.py [--zoo examples/zoo] [--experts 4] [--top-k 1] [--limit N]
+                               [--gate-mode hidden_expert]
 
 Prints each skill's test exact match for the MoE beside the expert's own score, so it can be
 set beside the best data-free merge in benchmarks/README.md.
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=4, help="first N skills, sorted by name")
     parser.add_argument("--top-k", type=int, default=1, help="experts_per_token")
     parser.add_argument("--prompts", type=int, default=8, help="gate prompts per skill")
+    parser.add_argument("--gate-mode", default="hidden_expert")
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -39,7 +41,7 @@ def main() -> None:
     recipe = {
         "base_model": str(args.zoo / "base"),
         "architecture": "mixtral",
-        "gate_mode": "hidden",
+        "gate_mode": args.gate_mode,
         "experts_per_token": args.top_k,
         "experts": [
             {
@@ -54,7 +56,7 @@ def main() -> None:
         out = build_moe(recipe, Path(tmp) / "moe")
         tasks = [load_task(args.zoo / "tasks" / s) for s in skills]
         results = evaluate(out, tasks, split="test", limit=args.limit)
-    print(f"| skill | expert | MoE ({len(skills)} experts, top-{args.top_k}) |")
+    print(f"| skill | expert | MoE ({len(skills)} experts, top-{args.top_k}, {args.gate_mode}) |")
     print("| --- | --- | --- |")
     for skill, result in zip(skills, results, strict=True):
         print(f"| {skill} | {100 * scores[skill][skill]:.1f} | {100 * result.score:.1f} |")

@@ -7,6 +7,11 @@ Modes (mergekit-moe's names):
   prompts' tokens. Positive minus negative prompts, normalised to unit length. Only the base
   model is in memory.
 - ``hidden_last``: the same with only each prompt's last token.
+- ``hidden_expert`` (ours): like ``hidden``, but each expert's prompts run through the base
+  model with that expert's MLPs in every layer. The router of layer ``l`` in the MoE sees
+  hidden states that the routed experts of layers ``< l`` produced; for a prompt of the
+  expert's skill that is (once the first layers route it right) its own expert, not the
+  base's MLP. Holds the base model plus one expert's MLPs.
 - ``cheap_embed``: the mean token embedding of the prompts (read from the one embedding
   tensor, no forward pass), the same vector for every layer.
 - ``random``: standard normal; ``uniform_random``: U(-1/sqrt(H), 1/sqrt(H)) (a fresh
@@ -19,7 +24,8 @@ mode: its gate passes sigmoid(0) = 1/2 of its output for every token.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -46,11 +52,13 @@ def gate_vectors(
     hidden_size: int,
     seed: int,
     device: torch.device,
+    mlp_sources: Sequence[ModelSource | None] = (),
 ) -> torch.Tensor:
     """Gate vectors ``[layers, len(prompts), hidden_size]`` in float32.
 
     ``mlp_modules`` names the base model's MLP module of each layer (``model.layers.3.mlp``):
-    the hidden modes read the input of these modules.
+    the hidden modes read the input of these modules. ``mlp_sources`` (``hidden_expert``)
+    gives each expert's model, whose MLP tensors replace the base's while its prompts run.
     """
     layers = len(mlp_modules)
     shape = (layers, len(prompts), hidden_size)
@@ -61,16 +69,26 @@ def gate_vectors(
         bound = 1.0 / math.sqrt(hidden_size)
         return _only_prompted((torch.rand(shape, generator=generator) * 2 - 1) * bound, prompts)
     if mode == "cheap_embed":
-        encode = _embedding_means(base, layers)
+        embedding_means = _embedding_means(base, layers)
+
+        def encode(texts: tuple[str, ...], index: int) -> torch.Tensor:
+            return embedding_means(texts)
     else:
-        encode = _HiddenStates(base, mlp_modules, device, last_token=mode == "hidden_last")
+        states = _HiddenStates(base, mlp_modules, device, last_token=mode == "hidden_last")
+
+        def encode(texts: tuple[str, ...], index: int) -> torch.Tensor:
+            if mode != "hidden_expert":
+                return states(texts)
+            with states.mlps_of(mlp_sources[index]):
+                return states(texts)
+
     gates = torch.zeros(shape)
     for index, item in enumerate(prompts):
         if item is None:
             continue
-        vector = encode(item.positive)
+        vector = encode(item.positive, index)
         if item.negative:
-            vector = vector - encode(item.negative)
+            vector = vector - encode(item.negative, index)
         gates[:, index] = vector / vector.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     return gates
 
@@ -161,7 +179,26 @@ class _HiddenStates:
         self.captured: list[torch.Tensor] = []
         for name in mlp_modules:
             self.model.get_submodule(name).register_forward_pre_hook(self._capture)
+        self.mlp_modules = list(mlp_modules)
         self.layers = len(mlp_modules)
+
+    @contextmanager
+    def mlps_of(self, source: ModelSource | None) -> Iterator[None]:
+        """Run with ``source``'s MLP weights in place of the base's (restored afterwards)."""
+        saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+        try:
+            for module_name in self.mlp_modules if source is not None else ():
+                assert source is not None
+                module = self.model.get_submodule(module_name)
+                for name, param in module.named_parameters():
+                    full = f"{module_name}.{name}"
+                    if full in source.tensors:
+                        saved.append((param, param.data))
+                        param.data = source.read(full).to(param.device, param.dtype)
+            yield
+        finally:
+            for param, data in saved:
+                param.data = data
 
     def _capture(self, _module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         self.captured.append(args[0][0].float().cpu())

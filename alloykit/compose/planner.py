@@ -293,6 +293,9 @@ class _MoEPlanner:
                 for s in shared
             ]
         hidden = self.base.tensors[self.mlps[0].names["gate_proj"]].shape[1]
+        mlp_sources = [self.sources[s.model] for s in experts]
+        if gated_shared:
+            mlp_sources += [self.sources[s.model] for s in shared]
         vectors = gate_vectors(
             recipe.gate_mode,
             self.base,
@@ -301,6 +304,7 @@ class _MoEPlanner:
             hidden_size=hidden,
             seed=recipe.seed,
             device=self.device,
+            mlp_sources=mlp_sources,
         )
         self._warn_degenerate(vectors[:, : len(experts)])
         gates: dict[str, torch.Tensor] = {}

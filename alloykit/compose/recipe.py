@@ -25,8 +25,16 @@ from alloykit.recipe.document import RecipeDocument, build_located, fail, read_d
 from alloykit.recipe.reference import parse_reference
 from alloykit.recipe.schema import format_loc, schema_in
 
-GateMode = Literal["hidden", "hidden_avg", "hidden_last", "cheap_embed", "random", "uniform_random"]
-PROMPTED_MODES = ("hidden", "hidden_avg", "hidden_last", "cheap_embed")
+GateMode = Literal[
+    "hidden",
+    "hidden_avg",
+    "hidden_last",
+    "hidden_expert",
+    "cheap_embed",
+    "random",
+    "uniform_random",
+]
+PROMPTED_MODES = ("hidden", "hidden_avg", "hidden_last", "hidden_expert", "cheap_embed")
 
 
 class _Schema(BaseModel):

@@ -27,12 +27,14 @@ def recipe(models, mode: str = "hidden", **extra) -> dict:
     }
 
 
-def router_inputs(base_dir, prompts: list[str]) -> torch.Tensor:
-    """Mean over the prompts' tokens (BOS left out) of each layer's post-attention norm output."""
+def router_inputs(base_dir, prompts: list[str], model=None) -> torch.Tensor:
+    """Mean over the prompts' tokens (BOS left out) of each layer's post-attention norm output,
+    in the base model (or ``model``, with the base's tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
     states: list[torch.Tensor] = []
     for layer in model.model.layers:
         layer.post_attention_layernorm.register_forward_hook(
@@ -54,6 +56,27 @@ def test_hidden_gates_are_the_normalised_mean_router_input_of_the_prompts(dense)
     for layer in range(len(expected)):
         gate = plan.gates[f"model.layers.{layer}.block_sparse_moe.gate.weight"]
         torch.testing.assert_close(gate[0], expected[layer], rtol=1e-4, atol=1e-5)
+
+
+def test_hidden_expert_gates_run_the_prompts_through_the_experts_mlps(dense):
+    from transformers import AutoModelForCausalLM
+
+    models = dense("llama")
+    plan = moe_plan(recipe(models, "hidden_expert"))
+    hidden = moe_plan(recipe(models, "hidden"))
+    hybrid = AutoModelForCausalLM.from_pretrained(models["base"]).eval()  # base + ft1's MLPs
+    expert = AutoModelForCausalLM.from_pretrained(models["ft1"])
+    for mine, theirs in zip(hybrid.model.layers, expert.model.layers, strict=True):
+        mine.mlp.load_state_dict(theirs.mlp.state_dict())
+    expected = router_inputs(models["base"], SKILLS["ft1"], hybrid)
+    expected = expected / expected.norm(dim=-1, keepdim=True)
+    first = "model.layers.0.block_sparse_moe.gate.weight"
+    torch.testing.assert_close(plan.gates[first], hidden.gates[first])  # nothing routed yet
+    for layer in range(len(expected)):
+        gate = plan.gates[f"model.layers.{layer}.block_sparse_moe.gate.weight"]
+        torch.testing.assert_close(gate[0], expected[layer], rtol=1e-4, atol=1e-5)
+    last = f"model.layers.{len(expected) - 1}.block_sparse_moe.gate.weight"
+    assert not torch.allclose(plan.gates[last], hidden.gates[last])
 
 
 def test_negative_prompts_are_subtracted_before_normalising(dense):

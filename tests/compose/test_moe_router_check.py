@@ -6,11 +6,13 @@ per skill gets ``hidden`` gates from a few training prompts per skill; held-out 
 are then run through it, and a prompt counts as routed to the expert with the highest router
 probability averaged over its tokens (BOS left out).
 
-The check is on the first layer's router: its input is the same hidden state in the base
-model and in the MoE, so it measures the gates themselves. Deeper routers also see how the
-experts' MLPs moved the hidden states away from the base model's (from which every gate is
-computed); their rates are printed with ``-s``. ``ALLOYKIT_ZOO`` points the test at a zoo
-built elsewhere.
+``hidden`` gates come from the base model's hidden states, so they are checked on the first
+layer's router only: its input is the same hidden state in the base model and in the MoE.
+Deeper routers see hidden states that the routed experts' MLPs moved away from the base
+model's, and there ``hidden`` gates confuse skills with the same prompt shape. ``hidden_expert``
+gates run each expert's prompts with that expert's MLPs, which is what a top-1 MoE does once
+the first layer routes right, so with one expert per token every layer's router is checked.
+Rates are printed with ``-s``. ``ALLOYKIT_ZOO`` points the test at a zoo built elsewhere.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from alloykit.compose import build_moe
 ZOO = Path(os.environ.get("ALLOYKIT_ZOO", Path(__file__).resolve().parents[2] / "examples" / "zoo"))
 GATE_PROMPTS = 8  # training prompts per skill that make its gate
 HELD_OUT = 25  # test prompts per skill that are routed
-CHECKED_LAYER = 0
 REQUIRED = 0.8
 
 
@@ -61,15 +62,21 @@ def routed_experts(model, tokenizer, prompt: str) -> list[int]:
     reason=f"example zoo checkpoints are absent from {ZOO} (base/, experts/<skill>/, "
     "tasks/<skill>/): build them with `python examples/zoo/build.py`",
 )
-def test_hidden_gates_route_held_out_prompts_to_their_skills_expert(tmp_path):
+@pytest.mark.parametrize(
+    ("gate_mode", "experts_per_token", "checked_layers"),
+    [("hidden", 2, [0]), ("hidden", 1, [0]), ("hidden_expert", 1, None)],  # None: every layer
+)
+def test_gates_route_held_out_prompts_to_their_skills_expert(
+    tmp_path, gate_mode: str, experts_per_token: int, checked_layers: list[int] | None
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     skills = zoo_skills()
     recipe = {
         "base_model": str(ZOO / "base"),
         "architecture": "mixtral",
-        "gate_mode": "hidden",
-        "experts_per_token": 2,
+        "gate_mode": gate_mode,
+        "experts_per_token": experts_per_token,
         "experts": [
             {
                 "source_model": str(ZOO / "experts" / skill),
@@ -87,6 +94,7 @@ def test_hidden_gates_route_held_out_prompts_to_their_skills_expert(tmp_path):
         for layer in range(model.config.num_hidden_layers):
             rates[skill, layer] = sum(r[layer] == expert for r in routed) / len(routed)
     report = ", ".join(f"{skill}@{layer}: {rate:.0%}" for (skill, layer), rate in rates.items())
-    print(f"router check on {ZOO}: {report}")
-    checked = {skill: rate for (skill, layer), rate in rates.items() if layer == CHECKED_LAYER}
-    assert min(checked.values()) >= REQUIRED, report
+    print(f"router check on {ZOO} ({gate_mode}, top-{experts_per_token}): {report}")
+    layers = checked_layers or range(model.config.num_hidden_layers)
+    checked = [rate for (_, layer), rate in rates.items() if layer in layers]
+    assert min(checked) >= REQUIRED, report
