@@ -183,14 +183,14 @@ def test_random_method_output_is_identical_for_any_thread_count(llama):
 
 
 @pytest.mark.parametrize(
-    "method", ["ties", "dare_ties", "breadcrumbs_ties", "slerp", "model_stock"]
+    "method", ["ties", "dare_ties", "breadcrumbs_ties", "slerp", "model_stock", "sce"]
 )
 def test_output_is_the_same_for_any_chunk_size(llama, tmp_path, method, monkeypatch):
     """The engine streams rows; chunks of a few values must give what whole tensors give,
     whether the passes re-read the inputs or hold them."""
     count = 1 if method == "slerp" else 3
     parameters = {"t": 0.4} if method == "slerp" else {"density": 0.5, "weight": 0.5}
-    if method == "model_stock":
+    if method in ("model_stock", "sce"):
         parameters = {}
     recipe = {
         "merge_method": method,
@@ -198,7 +198,7 @@ def test_output_is_the_same_for_any_chunk_size(llama, tmp_path, method, monkeypa
         "models": [
             {"model": str(llama[f"ft{i}"]), "parameters": parameters} for i in range(1, count + 1)
         ],
-        "parameters": {"t": 0.4} if method == "slerp" else {},
+        "parameters": {"slerp": {"t": 0.4}, "sce": {"select_topk": 0.5}}.get(method, {}),
         "dtype": "float32",
     }
     if method == "slerp":
@@ -208,7 +208,7 @@ def test_output_is_the_same_for_any_chunk_size(llama, tmp_path, method, monkeypa
     monkeypatch.setattr("alloykit.engine.HOLD_BYTES", 0)  # every pass reads from disk
     tiny = alloykit.merge_to_state_dict(recipe, chunk_elements=37)
     written = load_output(alloykit.merge(recipe, tmp_path / "out", chunk_elements=100))
-    exact = method not in ("slerp", "model_stock")  # their whole-tensor sums add up per chunk
+    exact = method not in ("slerp", "model_stock", "sce")  # whole-tensor sums add up per chunk
     for name, tensor in whole.items():
         for other in (held[name], tiny[name], written[name]):
             if exact:

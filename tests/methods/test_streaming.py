@@ -29,8 +29,10 @@ CASES: dict[str, dict] = {
     "breadcrumbs_ties": {"density": 0.3, "gamma": 0.2},
     "della": {"density": 0.5, "epsilon": 0.2},
     "della_linear": {"density": 0.4, "epsilon": 0.1},
+    "sce": {"select_topk": 0.5},
+    "sce all": {},
 }
-REDUCING = {"slerp", "model_stock", "ties l1", "dare_linear l1"}
+REDUCING = {"slerp", "model_stock", "ties l1", "dare_linear l1", "sce", "sce all"}
 """Cases whose whole-tensor sums are added chunk by chunk: equal up to float rounding."""
 
 
