@@ -14,9 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
+from typing_extensions import Required
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 from alloykit.methods.streaming import (
     KernelMerge,
@@ -133,18 +137,21 @@ class Method:
 _REGISTRY: dict[str, Method] = {}
 
 
+class Contract(TypedDict, total=False):
+    """A method's contract besides its name and kernel (the fields of :class:`Method`)."""
+
+    summary: Required[str]
+    reference: Required[str]
+    params: tuple[Param, ...]
+    base: Required[BasePolicy]
+    min_models: int
+    max_models: int | None
+    random: bool
+    notes: str
+
+
 def register(
-    name: str,
-    *,
-    summary: str,
-    reference: str,
-    params: tuple[Param, ...] = (),
-    base: BasePolicy,
-    min_models: int = 1,
-    max_models: int | None = None,
-    random: bool = False,
-    notes: str = "",
-    elementwise: bool = False,
+    name: str, *, elementwise: bool = False, **contract: Unpack[Contract]
 ) -> Callable[[Kernel], Kernel]:
     """Decorator registering ``kernel`` under ``name`` with its contract.
 
@@ -153,63 +160,21 @@ def register(
     """
 
     def wrap(kernel: Kernel) -> Kernel:
-        streaming = None
-        if elementwise:
+        def by_chunks(shape: tuple[int, ...], dtype: torch.dtype, **params: Any) -> StreamingMerge:
+            return KernelMerge(kernel, params)
 
-            def streaming(
-                shape: tuple[int, ...], dtype: torch.dtype, **params: Any
-            ) -> StreamingMerge:
-                return KernelMerge(kernel, params)
-
-        _add(
-            Method(
-                name=name,
-                kernel=kernel,
-                summary=summary,
-                reference=reference,
-                params=params,
-                base=base,
-                min_models=min_models,
-                max_models=max_models,
-                random=random,
-                notes=notes,
-                streaming=streaming,
-            )
-        )
+        streaming = by_chunks if elementwise else None
+        _add(Method(name=name, kernel=kernel, streaming=streaming, **contract))
         return kernel
 
     return wrap
 
 
 def register_streaming(
-    name: str,
-    streaming: StreamingFactory,
-    *,
-    summary: str,
-    reference: str,
-    params: tuple[Param, ...] = (),
-    base: BasePolicy,
-    min_models: int = 1,
-    max_models: int | None = None,
-    random: bool = False,
-    notes: str = "",
+    name: str, streaming: StreamingFactory, **contract: Unpack[Contract]
 ) -> None:
     """Register a method given by its streaming form; its kernel is that form on one chunk."""
-    _add(
-        Method(
-            name=name,
-            kernel=whole_tensor_kernel(streaming),
-            summary=summary,
-            reference=reference,
-            params=params,
-            base=base,
-            min_models=min_models,
-            max_models=max_models,
-            random=random,
-            notes=notes,
-            streaming=streaming,
-        )
-    )
+    _add(Method(name=name, kernel=whole_tensor_kernel(streaming), streaming=streaming, **contract))
 
 
 def _add(method: Method) -> None:

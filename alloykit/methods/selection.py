@@ -20,9 +20,14 @@ DIGITS = 1 << DIGIT_BITS
 _BITS_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16}
 
 
+def ordered_bits(values: torch.Tensor) -> torch.Tensor:
+    """Bit patterns of non-negative floats as signed integers of the same width and shape:
+    they order exactly as the values do, and integers compare and sort faster."""
+    return values.contiguous().view(_BITS_VIEW[values.element_size()])
+
+
 def _bits(values: torch.Tensor) -> torch.Tensor:
-    """Bit patterns of non-negative floats as (ordered) signed integers of the same width."""
-    return values.reshape(-1).view(_BITS_VIEW[values.element_size()])
+    return ordered_bits(values).reshape(-1)
 
 
 @dataclass

@@ -17,9 +17,7 @@ from enum import Enum
 import numpy as np
 import torch
 
-from alloykit.methods.selection import TopK
-
-_INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16}
+from alloykit.methods.selection import TopK, ordered_bits
 
 L1_EPS = 1e-7
 """Below this L1 norm a task vector is left unscaled (mergekit's tolerance)."""
@@ -95,8 +93,7 @@ def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) 
     if width == 1:
         return torch.full_like(delta, density)
     rows = delta.abs().reshape(-1, width)
-    # integer bit patterns order non-negative floats the same way and sort faster
-    order = rows.view(_INT_VIEW[rows.element_size()]).argsort(dim=-1, stable=True)
+    order = ordered_bits(rows).argsort(dim=-1, stable=True)
     positions = torch.arange(width, device=delta.device).expand_as(order)
     ranks = torch.empty_like(order).scatter_(-1, order, positions)
     relative = ranks.to(delta.dtype) / (width - 1)
