@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from alloykit import native
+
 DIGIT_BITS = 16
 DIGITS = 1 << DIGIT_BITS
 _BITS_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16}
@@ -82,6 +84,35 @@ class TopK:
                     cut.counts = counts.clone()
                 else:
                     cut.counts.add_(counts)
+
+    def count_deltas(self, x: torch.Tensor, base: torch.Tensor) -> None:
+        """:meth:`count` the magnitudes ``|x - base|`` without forming them (fused kernel;
+        needs :func:`alloykit.native.usable` tensors and float32 values)."""
+        shift = self._shift()
+        groups: dict[int, list[_Cut]] = {}
+        for cut in self._active():
+            groups.setdefault(cut.prefix, []).append(cut)
+        for prefix, cuts in groups.items():
+            counts = cuts[0].counts
+            if counts is None:
+                counts = torch.zeros(DIGITS, dtype=torch.int64)
+            native.count_digits(x, base, shift, self.level, prefix, counts)
+            for cut in cuts:  # cuts sharing a prefix share their counts until settled
+                cut.counts = counts
+
+    def native_cut(self, which: int) -> tuple[float, bool, int]:
+        """Cut ``which`` for the fused kernels: (value, every equal value kept, equal values
+        still to hand out in this scan). Nothing is kept for ``k <= 0``, all for ``k >= numel``."""
+        cut = self.cuts[which]
+        if cut.k <= 0:
+            return float("nan"), False, 0  # no magnitude compares >= NaN
+        if cut.k >= self.numel:
+            return -1.0, True, 0
+        return cut.value, cut.room == cut.equal, cut.left
+
+    def handed_out(self, which: int, left: int) -> None:
+        """Record that the fused kernels handed out equal values, ``left`` remaining."""
+        self.cuts[which].left = left
 
     def settle(self) -> None:
         """Fix the current digit of each cut-off from the counts, and move to the next level."""

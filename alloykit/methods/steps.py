@@ -10,6 +10,7 @@ and for every chunking.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 import threading
 from enum import Enum
@@ -17,6 +18,7 @@ from enum import Enum
 import numpy as np
 import torch
 
+from alloykit import native
 from alloykit.methods.selection import TopK, ordered_bits
 
 L1_EPS = 1e-7
@@ -129,7 +131,23 @@ class UniformDraws:
     _buffers = threading.local()  # one per thread, shared by all draws: no allocation churn
 
     def __init__(self, seed: int) -> None:
-        self.generator = np.random.Generator(np.random.PCG64(seed))
+        self.seed = seed
+        self._generator: np.random.Generator | None = None
+        self._state: native.Pcg64 | None = None
+
+    @property
+    def generator(self) -> np.random.Generator:
+        if self._generator is None:
+            self._generator = np.random.Generator(np.random.PCG64(self.seed))
+        return self._generator
+
+    @property
+    def state(self) -> native.Pcg64:
+        """The same stream for the fused kernels, which draw as they go (a scan uses either
+        this or :meth:`next`, never both)."""
+        if self._state is None:
+            self._state = native.Pcg64.seeded(self.seed)
+        return self._state
 
     def next(self, like: torch.Tensor) -> torch.Tensor:
         """The next ``like.numel()`` numbers shaped like ``like``, valid until the thread's
@@ -213,6 +231,61 @@ class Sparsifier:
         if self.random:
             self.draws = UniformDraws(self.seed)
 
+    def count_deltas(self, x: torch.Tensor, base: torch.Tensor) -> None:
+        """:meth:`count` for the fused kernels: the task vector is ``x - base``."""
+        if self.selection is not None:
+            self.selection.count_deltas(x, base)
+
+    def measure_deltas(self, x: torch.Tensor, base: torch.Tensor, slot: int = 0) -> None:
+        """:meth:`measure` for the fused kernels."""
+        keep = self.native_keep(x, base, 1.0, slot)
+        before, after = native.l1_norms(x, base, keep)
+        self.native_done(keep)
+        sums = torch.tensor([before, after], dtype=torch.float64)
+        self._l1_sums = sums if self._l1_sums is None else self._l1_sums.add_(sums)
+
+    def native_keep(
+        self, x: torch.Tensor, base: torch.Tensor, weight: float, slot: int = 0
+    ) -> native.Keep:
+        """This chunk's thinning for the fused kernels (see ``ak_keep`` in kernels.c); DELLA's
+        probabilities go to the calling thread's scratch buffer ``slot``."""
+        keep = native.Keep(weight=weight, probability=self.density, factor=1.0)
+        if self.identity:
+            keep.mode = native.KeepMode.ALL
+            return keep
+        if self.zero:
+            keep.mode = native.KeepMode.NONE
+            return keep
+        if self.rescale_mode is RescaleMode.KEEP_RATE:
+            keep.rescale = native.Rescale.PROBABILITY
+        elif self.rescale_mode is RescaleMode.L1:
+            keep.rescale = native.Rescale.FACTOR
+            keep.factor = float(self.l1)
+        if self.selection is not None:
+            bands = 2 if self.method is Sparsification.BREADCRUMBS else 1
+            keep.mode = native.KeepMode.BAND if bands == 2 else native.KeepMode.TOP
+            for which in range(bands):
+                keep.cut[which], all_equal, keep.left[which] = self.selection.native_cut(which)
+                keep.all_equal[which] = int(all_equal)
+            return keep
+        assert self.draws is not None
+        keep.mode = native.KeepMode.RANDOM
+        keep.draws = ctypes.pointer(self.draws.state)
+        width = x.shape[-1] if x.dim() else 1
+        if self.method is Sparsification.DELLA and width > 1:
+            check_della(self.density, self.epsilon)
+            probabilities = native.scratch.get(slot, x.numel())
+            span, low = 2 * self.epsilon, self.density - self.epsilon
+            native.della_probabilities(x, base, width, span, low, probabilities)
+            keep.probabilities = probabilities.data_ptr()
+        return keep
+
+    def native_done(self, keep: native.Keep) -> None:
+        """Take back the state a fused kernel advanced (hand-out of tied magnitudes)."""
+        if self.selection is not None and keep.mode in (native.KeepMode.TOP, native.KeepMode.BAND):
+            for which in range(2 if keep.mode == native.KeepMode.BAND else 1):
+                self.selection.handed_out(which, keep.left[which])
+
     def measure(self, delta: torch.Tensor) -> None:
         """Add a chunk's L1 norms before and after thinning (for ``l1`` rescaling)."""
         keep, _ = self._keep(delta)
@@ -225,7 +298,7 @@ class Sparsifier:
 
     def settle_l1(self) -> None:
         assert self._l1_sums is not None
-        before, after = self._l1_sums
+        before, after = self._l1_sums.float()
         self.l1 = l1_factor(before, after)
         self._l1_sums = None
 

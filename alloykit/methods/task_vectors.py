@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from alloykit import native
 from alloykit.methods.linear import broadcast_weights
 from alloykit.methods.registry import BasePolicy, Param, Scope, register_streaming
 from alloykit.methods.steps import (
@@ -99,8 +100,18 @@ class TaskVectorMerge(StreamingMerge):
                 sparsifier.settle_l1()
         self._start_scan()
 
+    def _fused(self, chunk: Chunk) -> bool:
+        """Whether this chunk goes through the fused kernels (:mod:`alloykit.native`)."""
+        return (
+            native.usable(chunk.tensors, chunk.base)
+            and chunk.tensors.shape[0] <= native.MAX_MODELS
+            and self.weight.dim() == 1
+        )
+
     def merge(self, chunk: Chunk) -> torch.Tensor:
         assert chunk.base is not None
+        if self._fused(chunk):
+            return self._merge_fused(chunk)
         deltas = chunk.tensors.sub_(chunk.base)
         for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):
             sparsifier.apply(delta)
@@ -114,8 +125,42 @@ class TaskVectorMerge(StreamingMerge):
             merged = merged * self.scale
         return merged.add_(chunk.base)
 
+    def _merge_fused(self, chunk: Chunk) -> torch.Tensor:
+        assert chunk.base is not None
+        x, base = chunk.tensors, chunk.base
+        weights = self.weight.tolist()
+        if self.sparsifiers:
+            keeps = [
+                sparsifier.native_keep(x[m], base, weights[m], m)
+                for m, sparsifier in enumerate(self.sparsifiers)
+            ]
+        else:
+            keeps = [native.Keep(mode=native.KeepMode.ALL, weight=w) for w in weights]
+        divide_by = 1.0
+        if self.sign_rule is None and self.normalize:
+            total = self.weight.sum()
+            divide_by = 1.0 if abs(float(total)) < 1e-8 else float(total)
+        sign = {
+            None: native.SignVote.NONE,
+            SignRule.TOTAL: native.SignVote.TOTAL,
+            SignRule.FREQUENCY: native.SignVote.FREQUENCY,
+        }[self.sign_rule]
+        out = x[0]  # each value is read before it is overwritten
+        native.task_vectors(
+            x, base, keeps, sign=sign, normalize=self.normalize, divide_by=divide_by,
+            scale=self.scale, out=out,
+        )  # fmt: skip
+        for sparsifier, keep in zip(self.sparsifiers, keeps, strict=False):
+            sparsifier.native_done(keep)
+        return out
+
     def _count(self, chunk: Chunk) -> None:
         assert chunk.base is not None
+        if self._fused(chunk):
+            for x, sparsifier in zip(chunk.tensors, self.sparsifiers, strict=False):
+                if sparsifier.levels:
+                    sparsifier.count_deltas(x, chunk.base)
+            return
         deltas = chunk.tensors.sub_(chunk.base)
         for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):
             if sparsifier.levels:
@@ -123,6 +168,11 @@ class TaskVectorMerge(StreamingMerge):
 
     def _measure(self, chunk: Chunk) -> None:
         assert chunk.base is not None
+        if self._fused(chunk):
+            for m, (x, sparsifier) in enumerate(zip(chunk.tensors, self.sparsifiers, strict=False)):
+                if sparsifier.needs_l1:
+                    sparsifier.measure_deltas(x, chunk.base, m)
+            return
         deltas = chunk.tensors.sub_(chunk.base)
         for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):
             if sparsifier.needs_l1:

@@ -12,6 +12,21 @@ import pytest
 import torch
 from method_harness import draws, f32, run
 
+from alloykit import native
+
+
+@pytest.fixture(autouse=True, params=["fused", "torch"])
+def kernel_path(request):
+    """Every golden test runs on both paths: the fused C kernels and plain torch."""
+    if request.param == "fused":
+        if not native.available():
+            pytest.skip("alloykit's C kernels are not built here")
+        yield
+    else:
+        with native.turned_off():
+            yield
+
+
 BASE = [0.5, -1.0, 2.0, 0.0, 1.5, -0.5]
 DELTAS = [  # distinct magnitudes within each model, so "the k largest" is unambiguous
     [1.0, -0.2, 0.9, -0.4, 0.05, 0.7],

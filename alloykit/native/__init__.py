@@ -1,0 +1,228 @@
+"""Fused CPU kernels for the task-vector methods, loaded with ctypes from ``kernels.c``.
+
+The C file is compiled when alloykit is installed (an optional extension: where no compiler
+exists, installation still succeeds and the torch path of every method is used). The kernels
+compute exactly what the torch path computes, operation for operation in float32; tests
+compare the two. ``ALLOYKIT_NATIVE=0`` in the environment turns them off.
+
+Why C and not torch: a TIES merge written as tensor operations makes ~25 passes over every
+value through memory; a fused loop makes one (see docs/engine.md for the measurements).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MAX_MODELS = 64
+"""The fused merge keeps one value per model in registers; more models take the torch path."""
+
+
+class KeepMode(IntEnum):
+    ALL = 0
+    NONE = 1
+    TOP = 2
+    BAND = 3
+    RANDOM = 4
+
+
+class Rescale(IntEnum):
+    NONE = 0
+    PROBABILITY = 1
+    FACTOR = 2
+
+
+class SignVote(IntEnum):
+    NONE = 0
+    TOTAL = 1
+    FREQUENCY = 2
+
+
+class Pcg64(ctypes.Structure):
+    """numpy's PCG64 state: the C kernels continue numpy's stream exactly."""
+
+    _fields_ = (
+        ("state_hi", ctypes.c_uint64),
+        ("state_lo", ctypes.c_uint64),
+        ("inc_hi", ctypes.c_uint64),
+        ("inc_lo", ctypes.c_uint64),
+        ("has_uint32", ctypes.c_uint32),
+        ("uinteger", ctypes.c_uint32),
+    )
+
+    @classmethod
+    def seeded(cls, seed: int) -> Pcg64:
+        """The state of ``numpy.random.PCG64(seed)``."""
+        state = np.random.PCG64(seed).state
+        inner = state["state"]
+        mask = (1 << 64) - 1
+        return cls(
+            inner["state"] >> 64,
+            inner["state"] & mask,
+            inner["inc"] >> 64,
+            inner["inc"] & mask,
+            state["has_uint32"],
+            state["uinteger"],
+        )
+
+
+class Keep(ctypes.Structure):
+    """Which entries of one model's task vector survive, how they are rescaled, its weight."""
+
+    _fields_ = (
+        ("mode", ctypes.c_int32),
+        ("rescale", ctypes.c_int32),
+        ("cut", ctypes.c_float * 2),
+        ("all_equal", ctypes.c_int32 * 2),
+        ("left", ctypes.c_int64 * 2),
+        ("probability", ctypes.c_float),
+        ("factor", ctypes.c_float),
+        ("weight", ctypes.c_float),
+        ("probabilities", ctypes.c_void_p),
+        ("draws", ctypes.POINTER(Pcg64)),
+    )
+
+
+def _library_path() -> Path | None:
+    here = Path(__file__).parent
+    found = sorted(here.glob("_kernels*.so")) + sorted(here.glob("_kernels*.pyd"))
+    return found[0] if found else None
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("ALLOYKIT_NATIVE", "1") == "0":
+        return None
+    path = _library_path()
+    if path is None:
+        return None
+    lib = ctypes.CDLL(str(path))
+    p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
+    lib.ak_uniform.argtypes = (ctypes.POINTER(Pcg64), i64, p)
+    lib.ak_uniform.restype = None
+    lib.ak_count_digits.argtypes = (p, p, i64, i32, i32, i64, p)
+    lib.ak_count_digits.restype = None
+    lib.ak_l1_norms.argtypes = (p, p, i64, ctypes.POINTER(Keep), p)
+    lib.ak_l1_norms.restype = None
+    lib.ak_task_vectors.argtypes = (p, p, i64, i32, ctypes.POINTER(Keep), i32, i32, f32, f32, p)
+    lib.ak_task_vectors.restype = ctypes.c_int
+    lib.ak_della_probabilities.argtypes = (p, p, i64, i64, f32, f32, p)
+    lib.ak_della_probabilities.restype = ctypes.c_int
+    return lib
+
+
+_lib = _load()
+
+
+@contextmanager
+def turned_off() -> Iterator[None]:
+    """Use the torch path inside this block (tests compare the two paths)."""
+    global _lib
+    saved, _lib = _lib, None
+    try:
+        yield
+    finally:
+        _lib = saved
+
+
+def available() -> bool:
+    """Whether the compiled kernels are installed (and not turned off)."""
+    return _lib is not None
+
+
+def usable(*tensors: torch.Tensor | None) -> bool:
+    """Whether the kernels can take these tensors: float32, contiguous, in CPU memory."""
+    return _lib is not None and all(
+        t is not None and t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+        for t in tensors
+    )
+
+
+def _ptr(tensor: torch.Tensor) -> int:
+    return tensor.data_ptr()
+
+
+def uniform(state: Pcg64, out: torch.Tensor) -> torch.Tensor:
+    """Fill float32 ``out`` with the next numbers of ``state``'s stream."""
+    assert _lib is not None
+    _lib.ak_uniform(ctypes.byref(state), out.numel(), _ptr(out))
+    return out
+
+
+def count_digits(
+    x: torch.Tensor, base: torch.Tensor, shift: int, level: int, prefix: int, counts: torch.Tensor
+) -> None:
+    """Add to int64 ``counts`` [65536] the 16-bit digits at ``shift`` of ``|x - base|``'s bit
+    patterns whose higher bits equal ``prefix`` (every entry at level 0)."""
+    assert _lib is not None
+    _lib.ak_count_digits(_ptr(x), _ptr(base), x.numel(), shift, level, prefix, _ptr(counts))
+
+
+def l1_norms(x: torch.Tensor, base: torch.Tensor, keep: Keep) -> tuple[float, float]:
+    """L1 norms of ``x - base`` before and after thinning by ``keep`` (not rescaled)."""
+    assert _lib is not None
+    sums = (ctypes.c_double * 2)(0.0, 0.0)
+    _lib.ak_l1_norms(_ptr(x), _ptr(base), x.numel(), ctypes.byref(keep), sums)
+    return sums[0], sums[1]
+
+
+def task_vectors(
+    x: torch.Tensor,
+    base: torch.Tensor,
+    keeps: list[Keep],
+    *,
+    sign: SignVote,
+    normalize: bool,
+    divide_by: float,
+    scale: float,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """``base + scale * combine(weight_i * thin_i(x_i - base))`` into ``out`` (which may be
+    ``x[0]``): see ``ak_task_vectors`` in kernels.c."""
+    assert _lib is not None
+    n = x.shape[0]
+    array = (Keep * n)(*keeps)
+    status = _lib.ak_task_vectors(
+        _ptr(x), _ptr(base), base.numel(), n, array, int(sign), int(normalize), divide_by, scale,
+        _ptr(out),
+    )  # fmt: skip
+    if status:
+        raise MemoryError("task vectors: no memory for a block's buffers")
+    for kept, updated in zip(keeps, array, strict=True):
+        kept.left[0], kept.left[1] = updated.left[0], updated.left[1]
+    return out
+
+
+def della_probabilities(
+    x: torch.Tensor, base: torch.Tensor, width: int, span: float, low: float, out: torch.Tensor
+) -> torch.Tensor:
+    """Keep probabilities of ``|x - base|`` ranked within rows of ``width`` entries:
+    ``rank / (width - 1) * span + low``."""
+    assert _lib is not None
+    rows = x.numel() // width
+    if _lib.ak_della_probabilities(_ptr(x), _ptr(base), rows, width, span, low, _ptr(out)):
+        raise MemoryError("della: no memory for a row's ranks")
+    return out
+
+
+class _Scratch(threading.local):
+    """Per-thread float32 buffers reused from chunk to chunk (DELLA's probabilities)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[int, torch.Tensor] = {}
+
+    def get(self, slot: int, numel: int) -> torch.Tensor:
+        held = self.buffers.get(slot)
+        if held is None or held.numel() < numel:
+            held = self.buffers[slot] = torch.empty(numel, dtype=torch.float32)
+        return held[:numel]
+
+
+scratch = _Scratch()

@@ -1,0 +1,388 @@
+/* Fused CPU kernels for the task-vector methods (task arithmetic, TIES, DARE, Breadcrumbs,
+ * DELLA) of alloykit.methods.task_vectors.
+ *
+ * Why: written as eager torch operations, a TIES merge makes about 25 passes over every value
+ * (subtract, abs, compare, sign, multiply, sum, ...), each reading and writing a temporary; the
+ * loops below make one pass, keep each value in a register, and draw DARE's random numbers
+ * inline. They compute exactly what the torch path of task_vectors.py computes, operation for
+ * operation in float32 (built with -ffp-contract=off so no multiply-add is fused), and the
+ * tests compare the two; only the L1 norms of `l1` rescaling are summed in another order.
+ *
+ * Plain C called through ctypes (which releases the GIL), so the engine's worker threads run
+ * these kernels in parallel. No Python API is used.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- numpy's PCG64 stream, so draws equal np.random.Generator(PCG64(seed)).random(n, float32) */
+
+typedef struct {
+    uint64_t state_hi, state_lo, inc_hi, inc_lo;
+    uint32_t has_uint32, uinteger; /* numpy hands out a 64-bit output as two 32-bit halves */
+} ak_pcg64;
+
+static inline uint64_t pcg64_next64(ak_pcg64 *g) {
+    const __uint128_t mult = ((__uint128_t)2549297995355413924ULL << 64) | 4865540595714422341ULL;
+    __uint128_t state = ((__uint128_t)g->state_hi << 64) | g->state_lo;
+    __uint128_t inc = ((__uint128_t)g->inc_hi << 64) | g->inc_lo;
+    state = state * mult + inc;
+    g->state_hi = (uint64_t)(state >> 64);
+    g->state_lo = (uint64_t)state;
+    uint64_t mixed = g->state_hi ^ g->state_lo;
+    unsigned rot = (unsigned)(g->state_hi >> 58);
+    return (mixed >> rot) | (mixed << ((-rot) & 63));
+}
+
+static inline float pcg64_next_float(ak_pcg64 *g) {
+    uint32_t bits;
+    if (g->has_uint32) {
+        g->has_uint32 = 0;
+        bits = g->uinteger;
+    } else {
+        uint64_t next = pcg64_next64(g);
+        g->has_uint32 = 1;
+        g->uinteger = (uint32_t)(next >> 32);
+        bits = (uint32_t)next;
+    }
+    return (float)(bits >> 8) * (1.0f / 16777216.0f);
+}
+
+void ak_uniform(ak_pcg64 *g, int64_t count, float *out) {
+    ak_pcg64 local = *g; /* a local copy stays in registers */
+    for (int64_t i = 0; i < count; i++) out[i] = pcg64_next_float(&local);
+    *g = local;
+}
+
+/* ---- which entries of a task vector survive --------------------------------------------- */
+
+enum { KEEP_ALL = 0, KEEP_NONE = 1, KEEP_TOP = 2, KEEP_BAND = 3, KEEP_RANDOM = 4 };
+enum { RESCALE_NONE = 0, RESCALE_PROBABILITY = 1, RESCALE_FACTOR = 2 };
+enum { SIGN_NONE = 0, SIGN_TOTAL = 1, SIGN_FREQUENCY = 2 };
+
+typedef struct {
+    int32_t mode;       /* KEEP_* */
+    int32_t rescale;    /* RESCALE_* */
+    float cut[2];       /* TOP: keep the top cut[0]; BAND: the top cut[0] minus the top cut[1] */
+    int32_t all_equal[2]; /* every magnitude equal to cut[j] is in top j */
+    int64_t left[2];    /* otherwise: magnitudes equal to cut[j] still in top j, lowest first */
+    float probability;  /* RANDOM: keep probability when `probabilities` is NULL */
+    float factor;       /* RESCALE_FACTOR */
+    float weight;
+    const float *probabilities; /* RANDOM: per-entry keep probabilities (DELLA), or NULL */
+    ak_pcg64 *draws;    /* RANDOM */
+} ak_keep;
+
+/* 1.0 if `magnitude` is in top `j`. Equal magnitudes are rare: branch only for them. */
+static inline float in_top(ak_keep *k, int j, float magnitude) {
+    float above = (float)(magnitude > k->cut[j]);
+    if (__builtin_expect(magnitude == k->cut[j], 0)) {
+        if (k->all_equal[j]) return 1.0f;
+        if (k->left[j] > 0) {
+            k->left[j]--;
+            return 1.0f;
+        }
+    }
+    return above;
+}
+
+/* 1.0 or 0.0 for entry `i` with task-vector value `delta`; sets the keep probability.
+ * `draw` is the entry's uniform number (RANDOM only). */
+static inline float keep_entry(ak_keep *k, int64_t i, float delta, float draw,
+                               float *probability) {
+    switch (k->mode) {
+    case KEEP_ALL:
+        return 1.0f;
+    case KEEP_NONE:
+        return 0.0f;
+    case KEEP_TOP:
+        return in_top(k, 0, fabsf(delta));
+    case KEEP_BAND: {
+        float magnitude = fabsf(delta);
+        float top = in_top(k, 0, magnitude);
+        return top - in_top(k, 1, magnitude); /* both hand-outs advance, as in the torch path */
+    }
+    default: {
+        float p = k->probabilities ? k->probabilities[i] : k->probability;
+        *probability = p;
+        return (float)(draw < p);
+    }
+    }
+}
+
+/* The thinned, rescaled (not yet weighted) task-vector entry. */
+static inline float thin(ak_keep *k, int64_t i, float delta, float draw) {
+    float probability = k->probability;
+    float kept = delta * keep_entry(k, i, delta, draw, &probability);
+    if (k->rescale == RESCALE_PROBABILITY) return kept / probability;
+    if (k->rescale == RESCALE_FACTOR) return kept * k->factor;
+    return kept;
+}
+
+static inline float sign_of(float v) { return (float)((v > 0.0f) - (v < 0.0f)); }
+
+/* Entries are processed in blocks: the random draws of a block are made first, for every
+ * model at once (independent generators overlap in the CPU), then the block is merged. */
+#define BLOCK 512
+#define MAX_MODELS 64
+
+static void draw_block(ak_keep *keeps, int32_t n, ak_pcg64 *gens, int64_t count,
+                       float draws[][BLOCK]) {
+    for (int64_t j = 0; j < count; j++)
+        for (int32_t m = 0; m < n; m++)
+            if (keeps[m].mode == KEEP_RANDOM) draws[m][j] = pcg64_next_float(&gens[m]);
+}
+
+static void load_generators(ak_keep *keeps, int32_t n, ak_pcg64 *gens) {
+    for (int32_t m = 0; m < n; m++)
+        if (keeps[m].mode == KEEP_RANDOM) gens[m] = *keeps[m].draws;
+}
+
+static void store_generators(ak_keep *keeps, int32_t n, ak_pcg64 *gens) {
+    for (int32_t m = 0; m < n; m++)
+        if (keeps[m].mode == KEEP_RANDOM) *keeps[m].draws = gens[m];
+}
+
+/* Counts of the 16-bit digit at `shift` of |x - base|'s bit pattern, over the entries whose
+ * higher bits equal `prefix` (all entries when `level` is 0). */
+void ak_count_digits(const float *x, const float *base, int64_t len, int32_t shift,
+                     int32_t level, int64_t prefix, int64_t *counts) {
+    for (int64_t i = 0; i < len; i++) {
+        float magnitude = fabsf(x[i] - base[i]);
+        uint32_t bits;
+        memcpy(&bits, &magnitude, sizeof bits);
+        if (level == 0) {
+            counts[bits >> shift]++;
+        } else if ((int64_t)(bits >> (shift + 16)) == prefix) {
+            counts[(bits >> shift) & 0xFFFF]++;
+        }
+    }
+}
+
+/* L1 norms of x - base before and after thinning (not rescaled), added to sums[0], sums[1]. */
+void ak_l1_norms(const float *x, const float *base, int64_t len, ak_keep *k, double *sums) {
+    float draws[1][BLOCK];
+    ak_pcg64 gens[1];
+    double before = 0.0, after = 0.0;
+    load_generators(k, 1, gens);
+    for (int64_t start = 0; start < len; start += BLOCK) {
+        int64_t count = len - start < BLOCK ? len - start : BLOCK;
+        draw_block(k, 1, gens, count, draws);
+        for (int64_t j = 0; j < count; j++) {
+            int64_t i = start + j;
+            float delta = x[i] - base[i];
+            float probability;
+            before += fabsf(delta);
+            after += fabsf(delta * keep_entry(k, i, delta, draws[0][j], &probability));
+        }
+    }
+    store_generators(k, 1, gens);
+    sums[0] += before;
+    sums[1] += after;
+}
+
+/* Which entries of one model's block survive: keep[j] = 1.0 or 0.0; sets the probability of
+ * each kept entry in `probability` for RANDOM. Loops are kept simple so that they vectorize. */
+static void keep_block(ak_keep *k, const float *x, const float *b, int64_t offset, int64_t count,
+                       const float *draws, float *keep, float *probability) {
+    if (k->mode == KEEP_ALL || k->mode == KEEP_NONE) {
+        float value = k->mode == KEEP_ALL ? 1.0f : 0.0f;
+        for (int64_t j = 0; j < count; j++) keep[j] = value;
+        return;
+    }
+    if (k->mode == KEEP_RANDOM) {
+        if (k->probabilities) {
+            const float *p = k->probabilities + offset;
+            for (int64_t j = 0; j < count; j++) {
+                probability[j] = p[j];
+                keep[j] = draws[j] < p[j] ? 1.0f : 0.0f;
+            }
+        } else {
+            float p = k->probability;
+            for (int64_t j = 0; j < count; j++) keep[j] = draws[j] < p ? 1.0f : 0.0f;
+        }
+        return;
+    }
+    int bands = k->mode == KEEP_BAND ? 2 : 1;
+    for (int band = 0; band < bands; band++) {
+        float cut = k->cut[band];
+        float sign = band == 0 ? 1.0f : -1.0f; /* the outlier band is taken away */
+        if (k->all_equal[band]) {
+            for (int64_t j = 0; j < count; j++) {
+                float top = fabsf(x[j] - b[j]) >= cut ? 1.0f : 0.0f;
+                keep[j] = band == 0 ? top : keep[j] - top;
+            }
+        } else {
+            for (int64_t j = 0; j < count; j++) {
+                float top = fabsf(x[j] - b[j]) > cut ? 1.0f : 0.0f;
+                keep[j] = band == 0 ? top : keep[j] - top;
+            }
+            /* equal magnitudes are kept lowest position first while the hand-out lasts */
+            for (int64_t j = 0; j < count && k->left[band] > 0; j++) {
+                if (fabsf(x[j] - b[j]) == cut) {
+                    keep[j] += sign;
+                    k->left[band]--;
+                }
+            }
+        }
+    }
+}
+
+/* weighted[j] = weight * rescale(delta * keep[j]), as Sparsifier.apply then the weighting. */
+static void weigh_block(ak_keep *k, const float *x, const float *b, int64_t count,
+                        const float *keep, const float *probability, float *weighted) {
+    float weight = k->weight;
+    if (k->rescale == RESCALE_PROBABILITY && k->mode == KEEP_RANDOM && k->probabilities) {
+        for (int64_t j = 0; j < count; j++)
+            weighted[j] = (x[j] - b[j]) * keep[j] / probability[j] * weight;
+    } else if (k->rescale == RESCALE_PROBABILITY) {
+        float p = k->probability;
+        for (int64_t j = 0; j < count; j++) weighted[j] = (x[j] - b[j]) * keep[j] / p * weight;
+    } else if (k->rescale == RESCALE_FACTOR) {
+        float factor = k->factor;
+        for (int64_t j = 0; j < count; j++)
+            weighted[j] = (x[j] - b[j]) * keep[j] * factor * weight;
+    } else {
+        for (int64_t j = 0; j < count; j++) weighted[j] = (x[j] - b[j]) * keep[j] * weight;
+    }
+}
+
+/* out = base + scale * combine_m(weight_m * thin_m(x_m - base)), as TaskVectorMerge.merge.
+ * x is [n][len]; combine is the TIES disjoint sum (mean with `normalize`) under a sign rule,
+ * or a plain sum divided by `divide_by`. `out` may be x (model 0's rows): a block of every
+ * input is read before that block of out is written. Returns -1 when out of memory. */
+int ak_task_vectors(const float *x, const float *base, int64_t len, int32_t n, ak_keep *keeps,
+                    int32_t sign_rule, int32_t normalize, float divide_by, float scale,
+                    float *out) {
+    float (*draws)[BLOCK] = malloc(sizeof(float) * BLOCK * (2 * (size_t)n + 5));
+    if (!draws) return -1;
+    float (*weighted)[BLOCK] = draws + n;
+    float *keep = weighted[n], *probability = keep + BLOCK, *merged = probability + BLOCK;
+    float *votes = merged + BLOCK, *divisor = votes + BLOCK;
+    ak_pcg64 gens[MAX_MODELS];
+    load_generators(keeps, n, gens);
+    for (int64_t start = 0; start < len; start += BLOCK) {
+        int64_t count = len - start < BLOCK ? len - start : BLOCK;
+        const float *b = base + start;
+        draw_block(keeps, n, gens, count, draws);
+        for (int32_t m = 0; m < n; m++) {
+            const float *xm = x + (int64_t)m * len + start;
+            keep_block(&keeps[m], xm, b, start, count, draws[m], keep, probability);
+            weigh_block(&keeps[m], xm, b, count, keep, probability, weighted[m]);
+        }
+        if (sign_rule == SIGN_NONE) {
+            for (int64_t j = 0; j < count; j++) merged[j] = weighted[0][j];
+            for (int32_t m = 1; m < n; m++)
+                for (int64_t j = 0; j < count; j++) merged[j] += weighted[m][j];
+            if (normalize)
+                for (int64_t j = 0; j < count; j++) merged[j] = merged[j] / divide_by;
+        } else {
+            if (sign_rule == SIGN_TOTAL) {
+                for (int64_t j = 0; j < count; j++) votes[j] = weighted[0][j];
+                for (int32_t m = 1; m < n; m++)
+                    for (int64_t j = 0; j < count; j++) votes[j] += weighted[m][j];
+            } else {
+                for (int64_t j = 0; j < count; j++) votes[j] = sign_of(weighted[0][j]);
+                for (int32_t m = 1; m < n; m++)
+                    for (int64_t j = 0; j < count; j++) votes[j] += sign_of(weighted[m][j]);
+            }
+            /* elected sign: + where votes >= 0; a model agrees where its sign times the
+             * elected sign is positive (as sign_consensus); branch-free so it vectorizes */
+            for (int64_t j = 0; j < count; j++) votes[j] = votes[j] >= 0.0f ? 1.0f : -1.0f;
+            for (int32_t m = 0; m < n; m++) {
+                float weight = keeps[m].weight;
+                const float *w = weighted[m];
+                if (m == 0) {
+                    for (int64_t j = 0; j < count; j++) {
+                        float agree = sign_of(w[j]) * votes[j] > 0.0f ? 1.0f : 0.0f;
+                        merged[j] = w[j] * agree;
+                        divisor[j] = weight * agree;
+                    }
+                } else {
+                    for (int64_t j = 0; j < count; j++) {
+                        float agree = sign_of(w[j]) * votes[j] > 0.0f ? 1.0f : 0.0f;
+                        merged[j] += w[j] * agree;
+                        divisor[j] += weight * agree;
+                    }
+                }
+            }
+            if (normalize)
+                for (int64_t j = 0; j < count; j++)
+                    merged[j] = merged[j] / (divisor[j] != 0.0f ? divisor[j] : 1.0f);
+        }
+        if (scale != 1.0f)
+            for (int64_t j = 0; j < count; j++) merged[j] = merged[j] * scale;
+        for (int64_t j = 0; j < count; j++) out[start + j] = merged[j] + b[j];
+    }
+    store_generators(keeps, n, gens);
+    free(draws);
+    return 0;
+}
+
+/* ---- DELLA: keep probabilities rising with magnitude rank within each row ------------------ */
+
+/* The positions of keys[0..width) in ascending order, equal keys by position (LSD radix sort;
+ * three 11-bit digits cover the 31 bits of a non-negative float; a digit shared by every key
+ * needs no pass). Returns `order` or `spare`. counts: 3 * 2048 entries. */
+static int32_t *sorted_positions(const uint32_t *keys, int64_t width, int32_t *order,
+                                 int32_t *spare, int64_t *counts) {
+    memset(counts, 0, sizeof(int64_t) * 3 * 2048);
+    for (int64_t j = 0; j < width; j++) {
+        uint32_t key = keys[j];
+        counts[key & 2047]++;
+        counts[2048 + ((key >> 11) & 2047)]++;
+        counts[4096 + ((key >> 22) & 2047)]++;
+    }
+    for (int64_t j = 0; j < width; j++) order[j] = (int32_t)j;
+    for (int pass = 0; pass < 3; pass++) {
+        int64_t *digit_counts = counts + pass * 2048;
+        int shift = 11 * pass;
+        if (digit_counts[(keys[0] >> shift) & 2047] == width) continue;
+        int64_t total = 0;
+        for (int d = 0; d < 2048; d++) {
+            int64_t c = digit_counts[d];
+            digit_counts[d] = total;
+            total += c;
+        }
+        for (int64_t j = 0; j < width; j++) {
+            int32_t index = order[j];
+            spare[digit_counts[(keys[index] >> shift) & 2047]++] = index;
+        }
+        int32_t *swap = order;
+        order = spare;
+        spare = swap;
+    }
+    return order;
+}
+
+/* Per-entry keep probabilities of |x - base| for rows of `width` entries: rank r of a row
+ * (equal magnitudes ranked by position) gets r / (width - 1) * span + low. Returns 0 on
+ * success, -1 when out of memory. */
+int ak_della_probabilities(const float *x, const float *base, int64_t rows, int64_t width,
+                           float span, float low, float *out) {
+    uint32_t *keys = malloc(sizeof(uint32_t) * (size_t)width);
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)width);
+    int32_t *spare = malloc(sizeof(int32_t) * (size_t)width);
+    int64_t *counts = malloc(sizeof(int64_t) * 3 * 2048);
+    if (!keys || !order || !spare || !counts) {
+        free(keys), free(order), free(spare), free(counts);
+        return -1;
+    }
+    float steps = (float)(width - 1);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * width, *br = base + r * width;
+        float *pr = out + r * width;
+        for (int64_t j = 0; j < width; j++) {
+            float magnitude = fabsf(xr[j] - br[j]);
+            memcpy(&keys[j], &magnitude, sizeof(uint32_t));
+        }
+        const int32_t *sorted = sorted_positions(keys, width, order, spare, counts);
+        for (int64_t position = 0; position < width; position++) {
+            float relative = (float)position / steps;
+            pr[sorted[position]] = relative * span + low;
+        }
+    }
+    free(keys), free(order), free(spare), free(counts);
+    return 0;
+}

@@ -1,0 +1,147 @@
+"""The fused C kernels (alloykit.native) compute what the torch path computes.
+
+Every task-vector method is run both ways on random tensors, chunked at random, with many
+equal magnitudes (ties at the cut-offs): results must be identical, except where ``l1``
+rescaling sums norms in a different order (equal within float32 rounding).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from method_harness import kernel_params
+
+from alloykit import native
+from alloykit.methods import get_method
+from alloykit.methods.selection import TopK
+from alloykit.methods.steps import della_keep_probability
+from alloykit.methods.streaming import Chunk
+
+pytestmark = pytest.mark.skipif(
+    not native.available() and os.environ.get("ALLOYKIT_REQUIRE_NATIVE") != "1",
+    reason="alloykit's C kernels are not built here (no C compiler at install time)",
+)
+
+CASES: dict[str, dict] = {
+    "task_arithmetic": {"weight": [0.5, 1.0, -0.3]},
+    "task_arithmetic scaled": {"weight": [0.5, 1.0, -0.3], "lambda": 0.7},
+    "ties": {"density": [0.5, 0.3, 0.9]},
+    "ties frequency": {"density": 0.4, "consensus_method": "frequency", "normalize": False},
+    "ties l1": {"density": 0.5, "rescale": True, "rescale_mode": "l1"},
+    "ties zero": {"density": [0.0, 0.5, 1.0]},
+    "dare_linear": {"density": [0.6, 0.2, 1.0]},
+    "dare_linear l1": {"density": 0.5, "rescale_mode": "l1"},
+    "dare_ties": {"density": 0.4, "weight": [1.0, -0.5, 0.25]},
+    "breadcrumbs": {"density": 0.5, "gamma": 0.1},
+    "breadcrumbs_ties": {"density": [0.3, 0.5, 0.2], "gamma": [0.2, 0.0, 0.5]},
+    "della": {"density": 0.5, "epsilon": 0.2},
+    "della l1": {"density": 0.5, "epsilon": 0.2, "rescale_mode": "l1"},
+    "della_linear": {"density": 0.4, "epsilon": 0.1},
+}
+SUMMED_NORMS = {"ties l1", "dare_linear l1", "della l1"}
+
+
+def test_the_kernels_are_built() -> None:
+    """CI sets ALLOYKIT_REQUIRE_NATIVE=1: there a missing build is a failure, not a skip."""
+    assert native.available()
+
+
+def _merge(name: str, kwargs: dict, tensors: torch.Tensor, base: torch.Tensor, step: int):
+    method = get_method(name)
+    shape = tuple(tensors.shape[1:])
+    merge = method.streaming(shape, torch.float32, **kwargs)
+
+    def chunks() -> list[Chunk]:
+        rows = shape[0]
+        return [
+            Chunk(tensors[:, a : a + step].clone(), base[a : a + step].clone(), a, shape)
+            for a in range(0, rows, step)
+        ]
+
+    for observe in merge.passes():
+        for chunk in chunks():
+            observe(chunk)
+    return torch.cat([merge.merge(chunk).clone() for chunk in chunks()])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    case=st.sampled_from(sorted(CASES)),
+    seed=st.integers(0, 2**31 - 1),
+    rows=st.integers(1, 12),
+    cols=st.integers(1, 40),
+    coarse=st.booleans(),
+    data=st.data(),
+)
+def test_fused_kernels_equal_the_torch_path(
+    case: str, seed: int, rows: int, cols: int, coarse: bool, data
+) -> None:
+    name = case.split()[0]
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn((rows, cols), generator=generator)
+    tensors = base + 0.1 * torch.randn((3, rows, cols), generator=generator)
+    if coarse:  # many equal magnitudes, zeros among them: ties at the cut-offs
+        base, tensors = base.round(decimals=1), tensors.round(decimals=1)
+    params = {k: v for k, v in CASES[case].items()}
+    kwargs = kernel_params(name, 3, seed=seed, **params)
+    step = data.draw(st.integers(1, rows))
+    fused = _merge(name, kwargs, tensors, base, step)
+    with native.turned_off():
+        reference = _merge(name, kwargs, tensors, base, step)
+    if case in SUMMED_NORMS:
+        torch.testing.assert_close(fused, reference, rtol=1e-6, atol=1e-6)  # inputs are O(1)
+    else:
+        assert torch.equal(fused, reference)
+
+
+@pytest.mark.parametrize("sizes", [[7, 1000], [2, 2, 5], [1, 1, 1, 64]])
+def test_draws_continue_numpys_pcg64_stream(sizes: list[int]) -> None:
+    generator = np.random.Generator(np.random.PCG64(12345))
+    expected = np.concatenate([generator.random(n, dtype=np.float32) for n in sizes])
+    state = native.Pcg64.seeded(12345)
+    drawn = torch.cat([native.uniform(state, torch.empty(n)) for n in sizes])
+    assert np.array_equal(drawn.numpy(), expected)
+
+
+@pytest.mark.parametrize("width", [2, 3, 17, 2048])
+def test_della_probabilities_equal_the_torch_ranking(width: int) -> None:
+    generator = torch.Generator().manual_seed(width)
+    base = torch.randn(5, width, generator=generator).round(decimals=1)
+    x = base + torch.randn(5, width, generator=generator).round(decimals=1)
+    expected = della_keep_probability(x - base, 0.5, 0.2)
+    got = native.della_probabilities(x, base, width, 2 * 0.2, 0.5 - 0.2, torch.empty(5, width))
+    assert torch.equal(got, expected)
+
+
+def test_digit_counts_equal_bincount() -> None:
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(10_000, generator=generator)
+    x = base + torch.randn(10_000, generator=generator)
+    bits = (x - base).abs().view(torch.int32)
+    counts = torch.zeros(1 << 16, dtype=torch.int64)
+    native.count_digits(x, base, 16, 0, 0, counts)
+    assert torch.equal(counts, torch.bincount(bits >> 16, minlength=1 << 16))
+    prefix = int(bits[0] >> 16)
+    low = torch.zeros(1 << 16, dtype=torch.int64)
+    native.count_digits(x, base, 0, 1, prefix, low)
+    inside = bits[(bits >> 16) == prefix] & 0xFFFF
+    assert torch.equal(low, torch.bincount(inside, minlength=1 << 16))
+
+
+def test_top_k_counted_by_the_kernels_selects_as_torch_does() -> None:
+    generator = torch.Generator().manual_seed(1)
+    base = torch.randn(4000, generator=generator).round(decimals=2)
+    x = base + torch.randn(4000, generator=generator).round(decimals=2)
+    magnitudes = (x - base).abs()
+    fused, plain = TopK(4000, [1234], torch.float32), TopK(4000, [1234], torch.float32)
+    for _ in range(fused.levels):
+        fused.count_deltas(x, base)
+        fused.settle()
+        plain.count(magnitudes)
+        plain.settle()
+    assert fused.native_cut(0) == plain.native_cut(0)
