@@ -152,11 +152,10 @@ void ak_count_digits(const float *x, const float *base, int64_t len, int32_t shi
         float magnitude = fabsf(x[i] - base[i]);
         uint32_t bits;
         memcpy(&bits, &magnitude, sizeof bits);
-        if (level == 0) {
+        if (level == 0)
             counts[bits >> shift]++;
-        } else if ((int64_t)(bits >> (shift + 16)) == prefix) {
+        else if ((int64_t)(bits >> (shift + 16)) == prefix)
             counts[(bits >> shift) & 0xFFFF]++;
-        }
     }
 }
 
@@ -322,23 +321,22 @@ int ak_task_vectors(const float *x, const float *base, int64_t len, int32_t n, a
 
 /* ---- DELLA: keep probabilities rising with magnitude rank within each row ------------------ */
 
-/* The positions of keys[0..width) in ascending order, equal keys by position (LSD radix sort;
- * three 11-bit digits cover the 31 bits of a non-negative float; a digit shared by every key
- * needs no pass). Returns `order` or `spare`. counts: 3 * 2048 entries. */
-static int32_t *sorted_positions(const uint32_t *keys, int64_t width, int32_t *order,
-                                 int32_t *spare, int64_t *counts) {
+/* Sorts items (a magnitude's bit pattern << 32 | its position) by magnitude, equal ones by
+ * position: LSD radix sort with three 11-bit digits, which cover the 31 bits of a non-negative
+ * float; a digit shared by every item needs no pass. Returns `items` or `spare`. */
+static uint64_t *sort_by_magnitude(uint64_t *items, uint64_t *spare, int64_t width,
+                                   int64_t *counts) {
     memset(counts, 0, sizeof(int64_t) * 3 * 2048);
     for (int64_t j = 0; j < width; j++) {
-        uint32_t key = keys[j];
+        uint32_t key = (uint32_t)(items[j] >> 32);
         counts[key & 2047]++;
         counts[2048 + ((key >> 11) & 2047)]++;
         counts[4096 + ((key >> 22) & 2047)]++;
     }
-    for (int64_t j = 0; j < width; j++) order[j] = (int32_t)j;
     for (int pass = 0; pass < 3; pass++) {
         int64_t *digit_counts = counts + pass * 2048;
-        int shift = 11 * pass;
-        if (digit_counts[(keys[0] >> shift) & 2047] == width) continue;
+        int shift = 32 + 11 * pass;
+        if (digit_counts[(items[0] >> shift) & 2047] == width) continue;
         int64_t total = 0;
         for (int d = 0; d < 2048; d++) {
             int64_t c = digit_counts[d];
@@ -346,14 +344,14 @@ static int32_t *sorted_positions(const uint32_t *keys, int64_t width, int32_t *o
             total += c;
         }
         for (int64_t j = 0; j < width; j++) {
-            int32_t index = order[j];
-            spare[digit_counts[(keys[index] >> shift) & 2047]++] = index;
+            uint64_t item = items[j];
+            spare[digit_counts[(item >> shift) & 2047]++] = item;
         }
-        int32_t *swap = order;
-        order = spare;
+        uint64_t *swap = items;
+        items = spare;
         spare = swap;
     }
-    return order;
+    return items;
 }
 
 /* Per-entry keep probabilities of |x - base| for rows of `width` entries: rank r of a row
@@ -361,12 +359,10 @@ static int32_t *sorted_positions(const uint32_t *keys, int64_t width, int32_t *o
  * success, -1 when out of memory. */
 int ak_della_probabilities(const float *x, const float *base, int64_t rows, int64_t width,
                            float span, float low, float *out) {
-    uint32_t *keys = malloc(sizeof(uint32_t) * (size_t)width);
-    int32_t *order = malloc(sizeof(int32_t) * (size_t)width);
-    int32_t *spare = malloc(sizeof(int32_t) * (size_t)width);
+    uint64_t *items = malloc(sizeof(uint64_t) * 2 * (size_t)width);
     int64_t *counts = malloc(sizeof(int64_t) * 3 * 2048);
-    if (!keys || !order || !spare || !counts) {
-        free(keys), free(order), free(spare), free(counts);
+    if (!items || !counts) {
+        free(items), free(counts);
         return -1;
     }
     float steps = (float)(width - 1);
@@ -375,14 +371,16 @@ int ak_della_probabilities(const float *x, const float *base, int64_t rows, int6
         float *pr = out + r * width;
         for (int64_t j = 0; j < width; j++) {
             float magnitude = fabsf(xr[j] - br[j]);
-            memcpy(&keys[j], &magnitude, sizeof(uint32_t));
+            uint32_t key;
+            memcpy(&key, &magnitude, sizeof key);
+            items[j] = (uint64_t)key << 32 | (uint64_t)j;
         }
-        const int32_t *sorted = sorted_positions(keys, width, order, spare, counts);
+        const uint64_t *sorted = sort_by_magnitude(items, items + width, width, counts);
         for (int64_t position = 0; position < width; position++) {
             float relative = (float)position / steps;
-            pr[sorted[position]] = relative * span + low;
+            pr[(uint32_t)sorted[position]] = relative * span + low;
         }
     }
-    free(keys), free(order), free(spare), free(counts);
+    free(items), free(counts);
     return 0;
 }
