@@ -57,6 +57,7 @@ class MergeOptions:
     memory_budget: str | int = DEFAULT_BUDGET
     chunk_elements: int | None = None  # values per input per chunk; None: the device default
     hash_inputs: bool = False  # SHA-256 of every input file in the model card
+    fsync: bool = True  # flush the output to disk before it takes its final name
     on_done: Callable[[PlanEntry], None] | None = field(default=None, repr=False)
 
     def plan_options(self) -> PlanOptions:
@@ -124,6 +125,7 @@ def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
         shard_bytes=parse_size(opts.out_shard_size),
         fingerprint=the_plan.fingerprint(),
         force=opts.force,
+        durable=opts.fsync,
     )
     sink.open()
     sink.verify_resumed()

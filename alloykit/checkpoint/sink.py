@@ -95,7 +95,9 @@ class DirectorySink:
         shard_bytes: int,
         fingerprint: str,
         force: bool = False,
+        durable: bool = True,
     ) -> None:
+        self.durable = durable  # fsync before the rename: the model survives a power cut
         self.out_dir = Path(out_dir).absolute()
         self.partial_dir = self.out_dir.with_name(self.out_dir.name + ".partial")
         self.force = force
@@ -168,7 +170,8 @@ class DirectorySink:
     def _written(self, nbytes: int) -> None:
         with self._journal_lock:
             self._unflushed += nbytes
-            if self._unflushed < FLUSH_BYTES or (self._flusher and self._flusher.is_alive()):
+            busy = self._flusher is not None and self._flusher.is_alive()
+            if not self.durable or self._unflushed < FLUSH_BYTES or busy:
                 return
             self._unflushed = 0
             fds = list(self._fds)
@@ -205,7 +208,7 @@ class DirectorySink:
         (self.partial_dir / INDEX).write_text(json.dumps(index, indent=2) + "\n")
         self._close()
         (self.partial_dir / JOURNAL).unlink()
-        return publish_directory(self.partial_dir, self.out_dir)
+        return publish_directory(self.partial_dir, self.out_dir, durable=self.durable)
 
     def abort(self, *, keep_for_resume: bool) -> None:
         """Stop writing; keep ``OUT.partial`` for a resume, or remove it (bad input)."""
@@ -280,14 +283,18 @@ def _flush(fds: list[int]) -> None:
             return
 
 
-def publish_directory(partial_dir: Path, out_dir: Path) -> Path:
-    """Fsync every file of ``partial_dir`` and rename it to ``out_dir`` (replacing it)."""
-    for path in partial_dir.iterdir():
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
-    _fsync_dir(partial_dir)
+def publish_directory(partial_dir: Path, out_dir: Path, *, durable: bool = True) -> Path:
+    """Rename ``partial_dir`` to ``out_dir`` (replacing it); with ``durable``, fsync every file
+    first, so that after a power cut or OS crash the final name never holds unwritten data.
+    Without it the rename is still atomic for the process: a crash or Ctrl-C of alloykit
+    leaves ``OUT.partial`` only, as ever."""
+    if durable:
+        for path in partial_dir.iterdir():
+            if path.is_file():
+                fd = os.open(path, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+        _fsync_dir(partial_dir)
     replaced = None
     if out_dir.exists():
         replaced = out_dir.with_name(out_dir.name + ".replaced")
@@ -295,7 +302,8 @@ def publish_directory(partial_dir: Path, out_dir: Path) -> Path:
             shutil.rmtree(replaced)
         out_dir.rename(replaced)
     partial_dir.rename(out_dir)
-    _fsync_dir(out_dir.parent)
+    if durable:
+        _fsync_dir(out_dir.parent)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
     return out_dir

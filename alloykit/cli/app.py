@@ -16,6 +16,7 @@ from alloykit.cli.options import (
     Debug,
     DryRun,
     Force,
+    Fsync,
     HashInputs,
     MemoryBudget,
     OutDir,
@@ -67,6 +68,7 @@ def merge(
     ] = False,
     vocab_mismatch: Annotated[str | None, typer.Option(help="error | common_rows")] = None,
     hash_inputs: HashInputs = False,
+    fsync: Fsync = True,
     debug: Debug = False,
 ) -> None:
     """Merge checkpoints as a recipe says, into OUT (written atomically)."""
@@ -88,6 +90,7 @@ def merge(
         vocab_mismatch=vocab_mismatch,
         memory_budget=memory_budget,
         hash_inputs=hash_inputs,
+        fsync=fsync,
     )
     with guarded(debug):
         if vocab_mismatch not in (None, "error", "common_rows"):

@@ -25,3 +25,11 @@ HashInputs = Annotated[
         help="Record the SHA-256 of every input file in the model card (about 1 s per GB).",
     ),
 ]
+Fsync = Annotated[
+    bool,
+    typer.Option(
+        "--fsync/--no-fsync",
+        help="Flush the output to disk before it takes its final name, so that it survives a "
+        "power cut (atomic either way for a crash or Ctrl-C of alloykit).",
+    ),
+]

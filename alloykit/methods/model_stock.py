@@ -22,6 +22,9 @@ def pair_sums(offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared norms ``[k, ...]`` and pairwise dot products ``[pairs, ...]`` of ``offsets``
     ``[k, ..., d]`` along the last dimension (additive over chunks of that dimension)."""
     pairs = itertools.combinations(range(offsets.shape[0]), 2)
+    if offsets.dim() == 2:  # one Gram matrix product reads the offsets once (BLAS)
+        gram = offsets @ offsets.T
+        return gram.diagonal().clone(), torch.stack([gram[i, j] for i, j in pairs])
     squares = offsets.square().sum(-1)
     products = torch.stack([(offsets[i] * offsets[j]).sum(-1) for i, j in pairs])
     return squares, products

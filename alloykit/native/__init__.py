@@ -115,6 +115,9 @@ def _load() -> ctypes.CDLL | None:
     lib.ak_task_vectors.restype = ctypes.c_int
     lib.ak_della_probabilities.argtypes = (p, p, i64, i64, f32, f32, p)
     lib.ak_della_probabilities.restype = ctypes.c_int
+    for name in ("ak_widen_bf16", "ak_narrow_bf16"):
+        getattr(lib, name).argtypes = (p, p, i64)
+        getattr(lib, name).restype = ctypes.c_int
     return lib
 
 
@@ -210,6 +213,30 @@ def della_probabilities(
     if _lib.ak_della_probabilities(_ptr(x), _ptr(base), rows, width, span, low, _ptr(out)):
         raise MemoryError("della: no memory for a row's ranks")
     return out
+
+
+def widen_bf16(src: torch.Tensor, out: torch.Tensor) -> bool:
+    """``out.copy_(src)`` for contiguous bfloat16 ``src`` and float32 ``out`` on CPU, in one
+    pass with the finiteness check; returns whether every value is finite."""
+    assert _lib is not None
+    return bool(_lib.ak_widen_bf16(_ptr(src), _ptr(out), src.numel()))
+
+
+def narrow_bf16(src: torch.Tensor, out: torch.Tensor) -> bool:
+    """``out.copy_(src)`` for contiguous float32 ``src`` and bfloat16 ``out`` on CPU (rounded to
+    nearest even, as torch does), in one pass with the finiteness check of ``src``."""
+    assert _lib is not None
+    return bool(_lib.ak_narrow_bf16(_ptr(src), _ptr(out), src.numel()))
+
+
+def converts(src: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether :func:`widen_bf16` or :func:`narrow_bf16` can copy ``src`` into ``out``."""
+    if _lib is None or src.device.type != "cpu" or out.device.type != "cpu":
+        return False
+    if not (src.is_contiguous() and out.is_contiguous() and src.shape == out.shape):
+        return False
+    pair = (src.dtype, out.dtype)
+    return pair in ((torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16))
 
 
 class _Scratch(threading.local):

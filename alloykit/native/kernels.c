@@ -267,6 +267,11 @@ int ak_task_vectors(const float *x, const float *base, int64_t len, int32_t n, a
         draw_block(keeps, n, gens, count, draws);
         for (int32_t m = 0; m < n; m++) {
             const float *xm = x + (int64_t)m * len + start;
+            if (keeps[m].mode == KEEP_ALL) { /* x * 1.0 is x: the torch path skips it too */
+                float weight = keeps[m].weight, *w = weighted[m];
+                for (int64_t j = 0; j < count; j++) w[j] = (xm[j] - b[j]) * weight;
+                continue;
+            }
             keep_block(&keeps[m], xm, b, start, count, draws[m], keep, probability);
             weigh_block(&keeps[m], xm, b, count, keep, probability, weighted[m]);
         }
@@ -383,4 +388,30 @@ int ak_della_probabilities(const float *x, const float *base, int64_t rows, int6
     }
     free(items), free(counts);
     return 0;
+}
+
+/* ---- bfloat16 storage <-> float32 compute, with the finiteness check in the same pass ------- */
+
+/* dst = src widened to float32 (exact). Returns 1 when every value is finite. */
+int ak_widen_bf16(const uint16_t *src, float *dst, int64_t count) {
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < count; i++) {
+        uint32_t bits = (uint32_t)src[i] << 16;
+        bad |= (bits & 0x7F800000u) == 0x7F800000u;
+        memcpy(&dst[i], &bits, sizeof bits);
+    }
+    return !bad;
+}
+
+/* dst = src rounded to bfloat16, to nearest even as torch rounds. Returns 1 when every value
+ * of src is finite (a NaN's rounding is then never written). */
+int ak_narrow_bf16(const float *src, uint16_t *dst, int64_t count) {
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, &src[i], sizeof bits);
+        bad |= (bits & 0x7F800000u) == 0x7F800000u;
+        dst[i] = (uint16_t)((bits + (((bits >> 16) & 1u) + 0x7FFFu)) >> 16);
+    }
+    return !bad;
 }
