@@ -4,9 +4,10 @@ Builds (once) a base and three fine-tunes of the chosen size into ``.benchcache/
 creates a mergekit venv if none is given, then for each method runs the same mergekit-format
 recipe with both tools, alternating (alloykit, mergekit, alloykit, mergekit, ...), for
 ``--rounds`` rounds. Each run is a fresh process timed by ``/usr/bin/time -v``: wall time, CPU
-time (user + system) and peak RSS of the whole process. Each round also measures the
-read+write floor: reading every input file and writing (then fsyncing) one output of the
-same size. The first round's outputs are compared tensor by tensor.
+time (user + system) and peak RSS of the whole process. Every run starts alike: earlier
+outputs flushed to disk and the inputs read once into the page cache. Each round also
+measures the read+write floor: reading every input file and writing (then fsyncing) one
+output of the same size. The first round's outputs are compared tensor by tensor.
 
     python benchmarks/vs_mergekit.py                      # 1.1B, 8 methods, 3 rounds
     python benchmarks/vs_mergekit.py --size 0.1B --rounds 1 --only ties
@@ -170,14 +171,37 @@ def read_write_floor(inputs: list[Path], out_bytes: int, scratch: Path) -> tuple
     return unsynced, synced
 
 
-def floor_of(method: str, models: dict[str, Path], scratch: Path) -> tuple[float, float]:
-    """The read+write floor of ``method``'s recipe: its input models, one output."""
+def inputs_of(method: str, models: dict[str, Path]) -> list[Path]:
+    """The model directories ``method``'s recipe reads."""
     body = recipe(method, models)
     inputs = {Path(m["model"]) for m in body["models"]}
     if "base_model" in body:
         inputs.add(Path(body["base_model"]))
+    return sorted(inputs)
+
+
+def settle(inputs: list[Path]) -> None:
+    """Start every timed run alike: earlier outputs flushed (``sync``) and the inputs in the
+    page cache (read once). Without this a run inherits the previous run's dirty pages, and
+    inputs idle for a minute may have been reclaimed (this machine runs DAMON's proactive
+    reclaim), so a tool that follows a long run starts from the disk."""
+    os.sync()
+    buffer = memoryview(bytearray(64 << 20))
+    for model in inputs:
+        for path in weight_files(model):
+            fd = os.open(path, os.O_RDONLY)
+            offset = 0
+            while (got := os.preadv(fd, [buffer], offset)) > 0:
+                offset += got
+            os.close(fd)
+
+
+def floor_of(method: str, models: dict[str, Path], scratch: Path) -> tuple[float, float]:
+    """The read+write floor of ``method``'s recipe: its input models, one output."""
+    inputs = inputs_of(method, models)
     out_bytes = sum(p.stat().st_size for p in weight_files(models["base"]))
-    return read_write_floor(sorted(inputs), out_bytes, scratch)
+    settle(inputs)
+    return read_write_floor(inputs, out_bytes, scratch)
 
 
 def compare(alloykit_out: Path, mergekit_out: Path, base: Path, random: bool) -> str:
@@ -258,6 +282,7 @@ def run_method(
                     "--random-seed",
                     "0",
                 ]
+            settle(inputs_of(method, models))
             timing = timed(command, scratch / f"{method}-{tool}.log")
             result.runs[tool].append(timing)
             print(
