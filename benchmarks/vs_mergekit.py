@@ -145,19 +145,24 @@ def weight_files(model: Path) -> list[Path]:
     return sorted(model.glob("*.safetensors"))
 
 
+def read_all(inputs: list[Path], buffer: memoryview) -> None:
+    """Read every weight file of ``inputs`` with positional reads into ``buffer``."""
+    for model in inputs:
+        for path in weight_files(model):
+            fd = os.open(path, os.O_RDONLY)
+            offset = 0
+            while (got := os.preadv(fd, [buffer], offset)) > 0:
+                offset += got
+            os.close(fd)
+
+
 def read_write_floor(inputs: list[Path], out_bytes: int, scratch: Path) -> tuple[float, float]:
     """Seconds to read every input file and write ``out_bytes`` (then fsync): the I/O any merge
     must do, with positional reads into one reused buffer."""
     buffer = bytearray(64 << 20)
     view = memoryview(buffer)
     start = time.perf_counter()
-    for model in inputs:
-        for path in weight_files(model):
-            fd = os.open(path, os.O_RDONLY)
-            offset = 0
-            while (got := os.preadv(fd, [view], offset)) > 0:
-                offset += got
-            os.close(fd)
+    read_all(inputs, view)
     target = scratch / "floor.bin"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     written = 0
@@ -186,14 +191,7 @@ def settle(inputs: list[Path]) -> None:
     inputs idle for a minute may have been reclaimed (this machine runs DAMON's proactive
     reclaim), so a tool that follows a long run starts from the disk."""
     os.sync()
-    buffer = memoryview(bytearray(64 << 20))
-    for model in inputs:
-        for path in weight_files(model):
-            fd = os.open(path, os.O_RDONLY)
-            offset = 0
-            while (got := os.preadv(fd, [buffer], offset)) > 0:
-                offset += got
-            os.close(fd)
+    read_all(inputs, memoryview(bytearray(64 << 20)))
 
 
 def floor_of(method: str, models: dict[str, Path], scratch: Path) -> tuple[float, float]:

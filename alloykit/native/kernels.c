@@ -74,52 +74,6 @@ typedef struct {
     ak_pcg64 *draws;    /* RANDOM */
 } ak_keep;
 
-/* 1.0 if `magnitude` is in top `j`. Equal magnitudes are rare: branch only for them. */
-static inline float in_top(ak_keep *k, int j, float magnitude) {
-    float above = (float)(magnitude > k->cut[j]);
-    if (__builtin_expect(magnitude == k->cut[j], 0)) {
-        if (k->all_equal[j]) return 1.0f;
-        if (k->left[j] > 0) {
-            k->left[j]--;
-            return 1.0f;
-        }
-    }
-    return above;
-}
-
-/* 1.0 or 0.0 for entry `i` with task-vector value `delta`; sets the keep probability.
- * `draw` is the entry's uniform number (RANDOM only). */
-static inline float keep_entry(ak_keep *k, int64_t i, float delta, float draw,
-                               float *probability) {
-    switch (k->mode) {
-    case KEEP_ALL:
-        return 1.0f;
-    case KEEP_NONE:
-        return 0.0f;
-    case KEEP_TOP:
-        return in_top(k, 0, fabsf(delta));
-    case KEEP_BAND: {
-        float magnitude = fabsf(delta);
-        float top = in_top(k, 0, magnitude);
-        return top - in_top(k, 1, magnitude); /* both hand-outs advance, as in the torch path */
-    }
-    default: {
-        float p = k->probabilities ? k->probabilities[i] : k->probability;
-        *probability = p;
-        return (float)(draw < p);
-    }
-    }
-}
-
-/* The thinned, rescaled (not yet weighted) task-vector entry. */
-static inline float thin(ak_keep *k, int64_t i, float delta, float draw) {
-    float probability = k->probability;
-    float kept = delta * keep_entry(k, i, delta, draw, &probability);
-    if (k->rescale == RESCALE_PROBABILITY) return kept / probability;
-    if (k->rescale == RESCALE_FACTOR) return kept * k->factor;
-    return kept;
-}
-
 static inline float sign_of(float v) { return (float)((v > 0.0f) - (v < 0.0f)); }
 
 /* Entries are processed in blocks: the random draws of a block are made first, for every
