@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from alloykit import native
 from alloykit.methods.registry import BasePolicy, Param, Scope, register
 
 
@@ -28,13 +29,17 @@ def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor
 def linear(
     tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, normalize: bool
 ) -> torch.Tensor:
-    # a [n] x [n, ...] contraction: no n-sized temporary, one pass over the inputs
-    merged = torch.tensordot(weight.to(tensors.dtype), tensors, dims=1)
-    if normalize:
-        total = weight.sum()
-        if total.abs() > 1e-8:
-            merged = merged / total
-    return merged
+    total = weight.sum()
+    divide = normalize and bool(total.abs() > 1e-8)
+    weights = weight.to(tensors.dtype)
+    if native.usable(tensors, weights) and 0 < tensors.shape[0] <= native.MAX_MODELS:
+        out = torch.empty(tensors.shape[1:], dtype=tensors.dtype)
+        return native.weighted_sum(tensors, weights, float(total) if divide else 1.0, out)
+    # summed model by model, in the fused kernel's order, so both paths agree to the bit
+    merged = tensors[0] * weights[0]
+    for m in range(1, tensors.shape[0]):
+        merged.add_(tensors[m] * weights[m])
+    return merged / total if divide else merged
 
 
 @register(

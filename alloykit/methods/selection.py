@@ -95,7 +95,7 @@ class TopK:
         for prefix, cuts in groups.items():
             counts = cuts[0].counts
             if counts is None:
-                counts = torch.zeros(DIGITS, dtype=torch.int64)
+                counts = torch.zeros(2, DIGITS, dtype=torch.int64)  # two tables, see kernels.c
             native.count_digits(x, base, shift, self.level, prefix, counts)
             for cut in cuts:  # cuts sharing a prefix share their counts until settled
                 cut.counts = counts
@@ -118,6 +118,8 @@ class TopK:
         """Fix the current digit of each cut-off from the counts, and move to the next level."""
         for cut in self._active():
             assert cut.counts is not None
+            if cut.counts.dim() == 2:  # the fused kernel's two tables
+                cut.counts = cut.counts.sum(0)
             from_top = cut.counts.flip(0).cumsum(0)
             need = cut.k - cut.above
             index = int(torch.searchsorted(from_top, need))  # first with cumulative >= need

@@ -23,6 +23,9 @@ from alloykit.methods.selection import TopK, ordered_bits
 
 L1_EPS = 1e-7
 """Below this L1 norm a task vector is left unscaled (mergekit's tolerance)."""
+KEPT_BITS_BYTES = 16 * 1024**2
+"""Largest bitmask of surviving entries (one bit per entry, so tensors up to 128M entries) a
+random sparsifier with ``l1`` rescaling keeps from its measuring pass for its merge pass."""
 
 
 class Sparsification(str, Enum):
@@ -205,6 +208,12 @@ class Sparsifier:
         self.draws: UniformDraws | None = None
         self.l1 = torch.ones(())
         self._l1_sums: torch.Tensor | None = None
+        self.numel = numel
+        self.kept_bits: torch.Tensor | None = None
+        """The measuring pass's survivors, one bit per entry (fused kernels only): with ``l1``
+        rescaling the merge pass keeps the same entries, and reading them back is far cheaper
+        than drawing (and, for DELLA, ranking) again."""
+        self._bits_measured = 0
         self.start_scan()
 
     @property
@@ -236,19 +245,33 @@ class Sparsifier:
         if self.selection is not None:
             self.selection.count_deltas(x, base)
 
-    def measure_deltas(self, x: torch.Tensor, base: torch.Tensor, slot: int = 0) -> None:
-        """:meth:`measure` for the fused kernels."""
+    def measure_deltas(
+        self, x: torch.Tensor, base: torch.Tensor, slot: int = 0, offset: int = 0
+    ) -> None:
+        """:meth:`measure` for the fused kernels, of the chunk at flat index ``offset``; a
+        random sparsifier also records its survivors in :attr:`kept_bits`."""
         keep = self.native_keep(x, base, 1.0, slot)
+        if self.random and -(-self.numel // 8) <= KEPT_BITS_BYTES:
+            if self.kept_bits is None:
+                self.kept_bits = torch.zeros(-(-self.numel // 8), dtype=torch.uint8)
+            keep.mask, keep.mask_offset = self.kept_bits.data_ptr(), offset
+            self._bits_measured += x.numel()
         before, after = native.l1_norms(x, base, keep)
         self.native_done(keep)
         sums = torch.tensor([before, after], dtype=torch.float64)
         self._l1_sums = sums if self._l1_sums is None else self._l1_sums.add_(sums)
 
     def native_keep(
-        self, x: torch.Tensor, base: torch.Tensor, weight: float, slot: int = 0
+        self,
+        x: torch.Tensor,
+        base: torch.Tensor,
+        weight: float,
+        slot: int = 0,
+        offset: int | None = None,
     ) -> native.Keep:
         """This chunk's thinning for the fused kernels (see ``ak_keep`` in kernels.c); DELLA's
-        probabilities go to the calling thread's scratch buffer ``slot``."""
+        probabilities go to the calling thread's scratch buffer ``slot``. A merge pass passes
+        the chunk's flat ``offset``: survivors recorded by the measuring pass are read back."""
         keep = native.Keep(weight=weight, probability=self.density, factor=1.0)
         if self.identity:
             keep.mode = native.KeepMode.ALL
@@ -267,6 +290,10 @@ class Sparsifier:
             for which in range(bands):
                 keep.cut[which], all_equal, keep.left[which] = self.selection.native_cut(which)
                 keep.all_equal[which] = int(all_equal)
+            return keep
+        if offset is not None and self.kept_bits is not None:
+            keep.mode = native.KeepMode.MASK
+            keep.mask, keep.mask_offset = self.kept_bits.data_ptr(), offset
             return keep
         assert self.draws is not None
         keep.mode = native.KeepMode.RANDOM
@@ -301,6 +328,8 @@ class Sparsifier:
         before, after = self._l1_sums.float()
         self.l1 = l1_factor(before, after)
         self._l1_sums = None
+        if self._bits_measured != self.numel:  # some chunks took the torch path
+            self.kept_bits = None
 
     def apply(self, delta: torch.Tensor) -> torch.Tensor:
         """Thin (and rescale) a chunk of the task vector, in place; returns ``delta``."""

@@ -131,7 +131,7 @@ class TaskVectorMerge(StreamingMerge):
         weights = self.weight.tolist()
         if self.sparsifiers:
             keeps = [
-                sparsifier.native_keep(x[m], base, weights[m], m)
+                sparsifier.native_keep(x[m], base, weights[m], m, chunk.offset)
                 for m, sparsifier in enumerate(self.sparsifiers)
             ]
         else:
@@ -171,7 +171,7 @@ class TaskVectorMerge(StreamingMerge):
         if self._fused(chunk):
             for m, (x, sparsifier) in enumerate(zip(chunk.tensors, self.sparsifiers, strict=False)):
                 if sparsifier.needs_l1:
-                    sparsifier.measure_deltas(x, chunk.base, m)
+                    sparsifier.measure_deltas(x, chunk.base, m, chunk.offset)
             return
         deltas = chunk.tensors.sub_(chunk.base)
         for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):

@@ -32,6 +32,7 @@ class KeepMode(IntEnum):
     TOP = 2
     BAND = 3
     RANDOM = 4
+    MASK = 5
 
 
 class Rescale(IntEnum):
@@ -88,6 +89,8 @@ class Keep(ctypes.Structure):
         ("weight", ctypes.c_float),
         ("probabilities", ctypes.c_void_p),
         ("draws", ctypes.POINTER(Pcg64)),
+        ("mask", ctypes.c_void_p),
+        ("mask_offset", ctypes.c_int64),
     )
 
 
@@ -113,6 +116,8 @@ def _load() -> ctypes.CDLL | None:
     lib.ak_l1_norms.restype = None
     lib.ak_task_vectors.argtypes = (p, p, i64, i32, ctypes.POINTER(Keep), i32, i32, f32, f32, p)
     lib.ak_task_vectors.restype = ctypes.c_int
+    lib.ak_weighted_sum.argtypes = (p, i64, i32, p, f32, p)
+    lib.ak_weighted_sum.restype = None
     lib.ak_della_probabilities.argtypes = (p, p, i64, i64, f32, f32, p)
     lib.ak_della_probabilities.restype = ctypes.c_int
     for name in ("ak_widen_bf16", "ak_narrow_bf16"):
@@ -162,9 +167,12 @@ def uniform(state: Pcg64, out: torch.Tensor) -> torch.Tensor:
 def count_digits(
     x: torch.Tensor, base: torch.Tensor, shift: int, level: int, prefix: int, counts: torch.Tensor
 ) -> None:
-    """Add to int64 ``counts`` [65536] the 16-bit digits at ``shift`` of ``|x - base|``'s bit
-    patterns whose higher bits equal ``prefix`` (every entry at level 0)."""
+    """Add to int64 ``counts`` [2, 65536] the 16-bit digits at ``shift`` of ``|x - base|``'s
+    bit patterns whose higher bits equal ``prefix`` (every entry at level 0); the digits'
+    counts are the sum of the two tables."""
     assert _lib is not None
+    if counts.shape != (2, 1 << 16) or counts.dtype != torch.int64 or not counts.is_contiguous():
+        raise ValueError(f"count_digits: counts must be int64 [2, 65536], not {counts.shape}")
     _lib.ak_count_digits(_ptr(x), _ptr(base), x.numel(), shift, level, prefix, _ptr(counts))
 
 
@@ -200,6 +208,17 @@ def task_vectors(
         raise MemoryError("task vectors: no memory for a block's buffers")
     for kept, updated in zip(keeps, array, strict=True):
         kept.left[0], kept.left[1] = updated.left[0], updated.left[1]
+    return out
+
+
+def weighted_sum(
+    x: torch.Tensor, weights: torch.Tensor, divide_by: float, out: torch.Tensor
+) -> torch.Tensor:
+    """``(sum_m weights[m] * x[m]) / divide_by`` into ``out``, summed in model order; ``x`` is
+    ``[n, ...]`` and ``weights`` float32 ``[n]``."""
+    assert _lib is not None
+    n = x.shape[0]
+    _lib.ak_weighted_sum(_ptr(x), out.numel(), n, _ptr(weights), divide_by, _ptr(out))
     return out
 
 

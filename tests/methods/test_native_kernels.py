@@ -1,8 +1,8 @@
 """The fused C kernels (alloykit.native) compute what the torch path computes.
 
-Every task-vector method is run both ways on random tensors, chunked at random, with many
-equal magnitudes (ties at the cut-offs): results must be identical, except where ``l1``
-rescaling sums norms in a different order (equal within float32 rounding).
+Linear and every task-vector method are run both ways on random tensors, chunked at random,
+with many equal magnitudes (ties at the cut-offs): results must be identical, except where
+``l1`` rescaling sums norms in a different order (equal within float32 rounding).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ CASES: dict[str, dict] = {
     "della": {"density": 0.5, "epsilon": 0.2},
     "della l1": {"density": 0.5, "epsilon": 0.2, "rescale_mode": "l1"},
     "della_linear": {"density": 0.4, "epsilon": 0.1},
+    "linear": {"weight": [0.5, 1.0, -0.3]},
+    "linear sum": {"weight": [0.2, 0.7, 2.5], "normalize": False},
+    "linear zero-sum": {"weight": [1.0, -1.0, 0.0]},
 }
 SUMMED_NORMS = {"ties l1", "dare_linear l1", "della l1"}
 
@@ -99,6 +102,38 @@ def test_fused_kernels_equal_the_torch_path(
         assert torch.equal(fused, reference)
 
 
+def _measured(name: str, kwargs: dict, tensors: torch.Tensor, base: torch.Tensor, step: int):
+    """A streaming merge after its passes, fed chunks of ``step`` rows."""
+    shape = tuple(tensors.shape[1:])
+    merge = get_method(name).streaming(shape, torch.float32, **kwargs)
+    for observe in merge.passes():
+        for a in range(0, shape[0], step):
+            observe(Chunk(tensors[:, a : a + step].clone(), base[a : a + step].clone(), a, shape))
+    return merge
+
+
+@pytest.mark.parametrize("name", ["dare_linear", "della"])
+def test_the_measuring_pass_records_the_survivors_the_merge_keeps(name: str) -> None:
+    """With ``l1`` rescaling the fused measuring pass stores each model's survivors as bits;
+    they are the entries the torch path keeps, and the merge pass reads them (not new draws)."""
+    generator = torch.Generator().manual_seed(3)
+    base = torch.randn((9, 37), generator=generator)  # 37 columns: chunks start mid-byte
+    tensors = base + 0.1 * torch.randn((3, 9, 37), generator=generator)
+    kwargs = kernel_params(name, 3, seed=11, density=0.5, rescale_mode="l1")
+    merge = _measured(name, kwargs, tensors, base, step=2)
+    with native.turned_off():
+        plain = _measured(name, kwargs, tensors, base, step=9)
+    for m, (fused, torch_path) in enumerate(zip(merge.sparsifiers, plain.sparsifiers, strict=True)):
+        assert fused.kept_bits is not None
+        bits = np.unpackbits(fused.kept_bits.numpy(), bitorder="little")[: base.numel()]
+        keep, _ = torch_path._keep(tensors[m] - base)  # the torch path's fresh scan
+        assert torch.equal(torch.from_numpy(bits).bool(), keep.reshape(-1).bool())
+    for sparsifier in merge.sparsifiers:
+        sparsifier.kept_bits.zero_()  # nothing survives: the merge must give the base back
+    merged = merge.merge(Chunk(tensors.clone(), base.clone(), 0, tuple(base.shape)))
+    assert torch.equal(merged, base)
+
+
 @pytest.mark.parametrize("sizes", [[7, 1000], [2, 2, 5], [1, 1, 1, 64]])
 def test_draws_continue_numpys_pcg64_stream(sizes: list[int]) -> None:
     generator = np.random.Generator(np.random.PCG64(12345))
@@ -120,17 +155,17 @@ def test_della_probabilities_equal_the_torch_ranking(width: int) -> None:
 
 def test_digit_counts_equal_bincount() -> None:
     generator = torch.Generator().manual_seed(0)
-    base = torch.randn(10_000, generator=generator)
-    x = base + torch.randn(10_000, generator=generator)
+    base = torch.randn(10_001, generator=generator)
+    x = base + torch.randn(10_001, generator=generator)
     bits = (x - base).abs().view(torch.int32)
-    counts = torch.zeros(1 << 16, dtype=torch.int64)
+    counts = torch.zeros(2, 1 << 16, dtype=torch.int64)  # two tables, added up
     native.count_digits(x, base, 16, 0, 0, counts)
-    assert torch.equal(counts, torch.bincount(bits >> 16, minlength=1 << 16))
+    assert torch.equal(counts.sum(0), torch.bincount(bits >> 16, minlength=1 << 16))
     prefix = int(bits[0] >> 16)
-    low = torch.zeros(1 << 16, dtype=torch.int64)
+    low = torch.zeros(2, 1 << 16, dtype=torch.int64)
     native.count_digits(x, base, 0, 1, prefix, low)
     inside = bits[(bits >> 16) == prefix] & 0xFFFF
-    assert torch.equal(low, torch.bincount(inside, minlength=1 << 16))
+    assert torch.equal(low.sum(0), torch.bincount(inside, minlength=1 << 16))
 
 
 def test_top_k_counted_by_the_kernels_selects_as_torch_does() -> None:
