@@ -7,7 +7,8 @@ recipe with both tools, alternating (alloykit, mergekit, alloykit, mergekit, ...
 time (user + system) and peak RSS of the whole process. Every run starts alike: earlier
 outputs flushed to disk and the inputs read once into the page cache. Each round also
 measures the read+write floor: reading every input file and writing (then fsyncing) one
-output of the same size. The first round's outputs are compared tensor by tensor.
+output of the same size, and the start-up of ``import torch`` in a fresh interpreter. The
+first round's outputs are compared tensor by tensor.
 
     python benchmarks/vs_mergekit.py                      # 1.1B, 8 methods, 3 rounds
     python benchmarks/vs_mergekit.py --size 0.1B --rounds 1 --only ties
@@ -119,6 +120,7 @@ class MethodResult:
     method: str
     runs: dict[str, list[Timing]] = field(default_factory=lambda: {"alloykit": [], "mergekit": []})
     floors: list[tuple[float, float]] = field(default_factory=list)  # (no fsync, with fsync)
+    imports: list[float] = field(default_factory=list)  # seconds of `import torch`
     agreement: str = "-"
 
     def median(self, tool: str, attr: str) -> float:
@@ -178,6 +180,14 @@ def read_write_floor(inputs: list[Path], out_bytes: int, scratch: Path) -> tuple
     synced = time.perf_counter() - start
     target.unlink()
     return unsynced, synced
+
+
+def torch_import_seconds() -> float:
+    """Wall time of a fresh ``python -c "import torch"``: the start-up any torch-based merge
+    tool pays before its first read (both tools here import torch)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    return time.perf_counter() - start
 
 
 def inputs_of(method: str, models: dict[str, Path]) -> list[Path]:
@@ -293,6 +303,7 @@ def run_method(
                 file=sys.stderr,
             )
         result.floors.append(floor_of(method, models, scratch))
+        result.imports.append(torch_import_seconds())
         if index == 0 and mergekit is not None:
             result.agreement = compare(
                 scratch / f"{method}-alloykit-out",
@@ -312,7 +323,8 @@ def render(results: list[MethodResult], size: str, rounds: int, fsync: bool) -> 
     head = (
         "| method | alloykit wall s | mergekit wall s | speed-up | alloykit CPU s | mergekit CPU s"
         f" | alloykit RSS MB | mergekit RSS MB | floor s (+fsync) | alloykit / {floor_name}"
-        " | agreement |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        f" | import torch s | alloykit / ({floor_name} + import)"
+        " | agreement |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     mode = "alloykit --fsync" if fsync else "alloykit --no-fsync (mergekit does not fsync)"
     lines = [f"{size}, median of {rounds} rounds, {mode}", "", head]
@@ -320,12 +332,14 @@ def render(results: list[MethodResult], size: str, rounds: int, fsync: bool) -> 
         a_wall, m_wall = r.median("alloykit", "wall"), r.median("mergekit", "wall")
         floor = statistics.median(f[0] for f in r.floors)
         floor_sync = statistics.median(f[1] for f in r.floors)
+        floor_used = floor_sync if fsync else floor
+        startup = statistics.median(r.imports) if r.imports else float("nan")
         lines.append(
             f"| {r.method} | {a_wall:.1f} | {m_wall:.1f} | {m_wall / a_wall:.1f}x "
             f"| {r.median('alloykit', 'cpu'):.1f} | {r.median('mergekit', 'cpu'):.1f} "
             f"| {r.median('alloykit', 'rss_mb'):.0f} | {r.median('mergekit', 'rss_mb'):.0f} "
-            f"| {floor:.1f} ({floor_sync:.1f}) | {a_wall / (floor_sync if fsync else floor):.2f} "
-            f"| {r.agreement} |"
+            f"| {floor:.1f} ({floor_sync:.1f}) | {a_wall / floor_used:.2f} "
+            f"| {startup:.1f} | {a_wall / (floor_used + startup):.2f} | {r.agreement} |"
         )
     return "\n".join(lines)
 

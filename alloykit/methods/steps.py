@@ -23,9 +23,10 @@ from alloykit.methods.selection import TopK, ordered_bits
 
 L1_EPS = 1e-7
 """Below this L1 norm a task vector is left unscaled (mergekit's tolerance)."""
-KEPT_BITS_BYTES = 16 * 1024**2
-"""Largest bitmask of surviving entries (one bit per entry, so tensors up to 128M entries) a
-random sparsifier with ``l1`` rescaling keeps from its measuring pass for its merge pass."""
+KEPT_BITS_BYTES = 64 * 1024**2
+"""Most bytes of survivor bitmasks (one bit per entry and model) that the random sparsifiers
+of one tensor keep from their measuring pass for the merge pass (``l1`` rescaling): 3 models'
+masks of a 170M-entry tensor. Past it they draw again."""
 
 
 class Sparsification(str, Enum):
@@ -82,6 +83,11 @@ def per_model(values: torch.Tensor) -> list[float]:
 def model_seed(seed: int, index: int) -> int:
     """The seed of input model ``index``'s random draws for a tensor whose seed is ``seed``."""
     return (seed + (index + 1) * 0x9E3779B97F4A7C15) % 2**63
+
+
+def survivor_bytes(numel: int) -> int:
+    """Bytes of one model's survivor bitmask for a tensor of ``numel`` entries."""
+    return -(-numel // 8)
 
 
 def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
@@ -186,6 +192,7 @@ class Sparsifier:
         epsilon: float = 0.0,
         rescale_mode: RescaleMode | None = None,
         seed: int = 0,
+        record_survivors: bool = True,
     ) -> None:
         self.method = method
         self.density = density
@@ -209,6 +216,7 @@ class Sparsifier:
         self.l1 = torch.ones(())
         self._l1_sums: torch.Tensor | None = None
         self.numel = numel
+        self.record_survivors = record_survivors and survivor_bytes(numel) <= KEPT_BITS_BYTES
         self.kept_bits: torch.Tensor | None = None
         """The measuring pass's survivors, one bit per entry (fused kernels only): with ``l1``
         rescaling the merge pass keeps the same entries, and reading them back is far cheaper
@@ -251,9 +259,9 @@ class Sparsifier:
         """:meth:`measure` for the fused kernels, of the chunk at flat index ``offset``; a
         random sparsifier also records its survivors in :attr:`kept_bits`."""
         keep = self.native_keep(x, base, 1.0, slot)
-        if self.random and -(-self.numel // 8) <= KEPT_BITS_BYTES:
+        if self.random and self.record_survivors:
             if self.kept_bits is None:
-                self.kept_bits = torch.zeros(-(-self.numel // 8), dtype=torch.uint8)
+                self.kept_bits = torch.zeros(survivor_bytes(self.numel), dtype=torch.uint8)
             keep.mask, keep.mask_offset = self.kept_bits.data_ptr(), offset
             self._bits_measured += x.numel()
         before, after = native.l1_norms(x, base, keep)

@@ -19,6 +19,7 @@ from alloykit import native
 from alloykit.methods.linear import broadcast_weights
 from alloykit.methods.registry import BasePolicy, Param, Scope, register_streaming
 from alloykit.methods.steps import (
+    KEPT_BITS_BYTES,
     SIGN_RULE_ALIASES,
     RescaleMode,
     SignRule,
@@ -28,6 +29,7 @@ from alloykit.methods.steps import (
     model_seed,
     per_model,
     sign_consensus,
+    survivor_bytes,
     weighted_sum,
 )
 from alloykit.methods.streaming import Chunk, Observer, StreamingMerge
@@ -72,6 +74,7 @@ class TaskVectorMerge(StreamingMerge):
             densities = per_model(density)
             gammas = per_model(gamma) if gamma is not None else [0.0] * n
             epsilons = per_model(epsilon) if epsilon is not None else [0.0] * n
+            bits = n * survivor_bytes(numel) <= KEPT_BITS_BYTES  # for all models, or none
             self.sparsifiers = [
                 Sparsifier(
                     sparsification,
@@ -82,6 +85,7 @@ class TaskVectorMerge(StreamingMerge):
                     epsilon=epsilons[i],
                     rescale_mode=rescale_mode,
                     seed=model_seed(seed, i),
+                    record_survivors=bits,
                 )
                 for i in range(n)
             ]

@@ -134,6 +134,23 @@ def test_the_measuring_pass_records_the_survivors_the_merge_keeps(name: str) -> 
     assert torch.equal(merged, base)
 
 
+def test_survivors_past_the_memory_cap_are_drawn_again(monkeypatch) -> None:
+    """Masks over ``KEPT_BITS_BYTES`` (all models together) are not kept: the merge pass
+    draws again, with the same result."""
+    from alloykit.methods import steps, task_vectors
+
+    generator = torch.Generator().manual_seed(5)
+    base = torch.randn((6, 40), generator=generator)
+    tensors = base + 0.1 * torch.randn((3, 6, 40), generator=generator)
+    kwargs = kernel_params("dare_ties", 3, seed=2, density=0.4, rescale_mode="l1")
+    kept = _merge("dare_ties", kwargs, tensors, base, 2)
+    monkeypatch.setattr(steps, "KEPT_BITS_BYTES", 2 * 30)  # room for two models' 30 bytes
+    monkeypatch.setattr(task_vectors, "KEPT_BITS_BYTES", 2 * 30)
+    merge = _measured("dare_ties", kwargs, tensors, base, 2)
+    assert all(s.kept_bits is None for s in merge.sparsifiers)
+    assert torch.equal(_merge("dare_ties", kwargs, tensors, base, 2), kept)
+
+
 @pytest.mark.parametrize("sizes", [[7, 1000], [2, 2, 5], [1, 1, 1, 64]])
 def test_draws_continue_numpys_pcg64_stream(sizes: list[int]) -> None:
     generator = np.random.Generator(np.random.PCG64(12345))
