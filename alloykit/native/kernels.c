@@ -86,6 +86,13 @@ static inline float sign_of(float v) { return (float)((v > 0.0f) - (v < 0.0f)); 
 #define BLOCK 512
 #define MAX_MODELS 64
 
+static int any_random(const ak_keep *keeps, int32_t n) {
+    for (int32_t m = 0; m < n; m++)
+        if (keeps[m].mode == KEEP_RANDOM) return 1;
+    return 0;
+}
+
+/* Callers skip it when no model draws: the mode tests alone cost a fifth of a merge. */
 static void draw_block(ak_keep *keeps, int32_t n, ak_pcg64 *gens, int64_t count,
                        float draws[][BLOCK]) {
     for (int64_t j = 0; j < count; j++)
@@ -237,11 +244,12 @@ void ak_l1_norms(const float *x, const float *base, int64_t len, ak_keep *k, dou
     float draws[1][BLOCK], keep[BLOCK], probability[BLOCK], magnitude[BLOCK], kept[BLOCK];
     double before[8] = {0}, after[8] = {0};
     ak_pcg64 gens[1];
+    int random = any_random(k, 1);
     load_generators(k, 1, gens);
     for (int64_t start = 0; start < len; start += BLOCK) {
         int64_t count = len - start < BLOCK ? len - start : BLOCK;
         const float *xs = x + start, *bs = base + start;
-        draw_block(k, 1, gens, count, draws);
+        if (random) draw_block(k, 1, gens, count, draws);
         keep_block(k, xs, bs, start, count, draws[0], keep, probability);
         if (k->mask && k->mode != KEEP_MASK) record_kept(k->mask, k->mask_offset + start, keep, count);
         for (int64_t j = 0; j < count; j++) {
@@ -276,11 +284,12 @@ int ak_task_vectors(const float *x, const float *base, int64_t len, int32_t n, a
     float *keep = weighted[n], *probability = keep + BLOCK, *merged = probability + BLOCK;
     float *votes = merged + BLOCK, *divisor = votes + BLOCK;
     ak_pcg64 gens[MAX_MODELS];
+    int random = any_random(keeps, n);
     load_generators(keeps, n, gens);
     for (int64_t start = 0; start < len; start += BLOCK) {
         int64_t count = len - start < BLOCK ? len - start : BLOCK;
         const float *b = base + start;
-        draw_block(keeps, n, gens, count, draws);
+        if (random) draw_block(keeps, n, gens, count, draws);
         for (int32_t m = 0; m < n; m++) {
             const float *xm = x + (int64_t)m * len + start;
             if (keeps[m].mode == KEEP_ALL) { /* x * 1.0 is x: the torch path skips it too */
