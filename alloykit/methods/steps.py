@@ -325,8 +325,13 @@ class Sparsifier:
         """Add a chunk's L1 norms before and after thinning (for ``l1`` rescaling)."""
         keep, _ = self._keep(delta)
         assert isinstance(keep, torch.Tensor)  # only thinning sparsifiers measure
+        # summed in float64, as the fused kernel sums: both paths then get the same float32
+        # factor (a last-bit difference could flip a sign election that cancels exactly)
         sums = torch.stack(
-            [torch.linalg.vector_norm(delta, 1), torch.linalg.vector_norm(keep.mul_(delta), 1)]
+            [
+                torch.linalg.vector_norm(delta, 1, dtype=torch.float64),
+                torch.linalg.vector_norm(keep.mul_(delta), 1, dtype=torch.float64),
+            ]
         )
         # one running total: small tensors kept per chunk would fragment the heap
         self._l1_sums = sums if self._l1_sums is None else self._l1_sums.add_(sums)
