@@ -373,25 +373,36 @@ def execute(
         (e for e in plan.entries if e.name not in skipped), key=lambda e: e.nbytes, reverse=True
     )
     pending: set[Future[None]] = set()
+    position: dict[Future[None], int] = {}
     with (
         _single_intra_op_thread(),
         _objects_frozen(),
         ThreadPoolExecutor(max_workers=threads, thread_name_prefix="alloykit") as pool,
     ):
         try:
-            for entry in order:
+            for index, entry in enumerate(order):
                 reserved = budget.acquire(plan.working_bytes(entry, chunk_elements))
-                pending.add(pool.submit(run, entry, reserved))
-                finished = {f for f in pending if f.done()}
-                for future in finished:
-                    future.result()
-                pending -= finished
-            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()
-            for future in pending:
-                future.result()
-        except BaseException:
+                future = pool.submit(run, entry, reserved)
+                position[future] = index
+                pending.add(future)
+                if any(f.done() and f.exception() is not None for f in pending):
+                    break
+                pending -= {f for f in pending if f.done()}
+            wait(pending, return_when=FIRST_EXCEPTION)
+        finally:
             for future in pending:
                 future.cancel()
-            raise
+        _raise_first_failure(position)
+
+
+def _raise_first_failure(position: dict[Future[None], int]) -> None:
+    """Raise the error of the failed entry that comes first in the execution order.
+
+    Entries run in parallel, so the first to fail in time depends on scheduling; every entry
+    before a failed one has started (the pool runs them in order), so once the running ones
+    have finished, the first failure in order is the same from run to run.
+    """
+    wait([f for f in position if not f.cancelled()])
+    failed = [f for f in position if not f.cancelled() and f.exception() is not None]
+    if failed:
+        raise min(failed, key=position.__getitem__).exception()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,31 @@ def test_interrupted_merge_resumes_to_the_same_result(llama, tmp_path):
     merged = load_output(out)
     for name, tensor in expected.items():
         assert torch.equal(merged[name], tensor)
+
+
+def test_of_several_failing_tensors_the_first_in_order_is_reported(llama, monkeypatch):
+    """Tensors merge in parallel, so the first to fail in time varies from run to run; the
+    error must not: it names the failed tensor that comes first in the execution order."""
+    import time
+
+    from alloykit.errors import PlanError
+
+    recipe = {
+        "merge_method": "task_arithmetic",
+        "base_model": str(llama["base"]),
+        "models": [{"model": str(llama["ft1"])}, {"model": str(llama["ft2"])}],
+    }
+    entries = sorted(alloykit.plan(recipe).entries, key=lambda e: e.nbytes, reverse=True)
+    first = entries[0].name
+
+    def fail(plan, entry, *args) -> None:
+        if entry.name == first:
+            time.sleep(0.3)  # every other tensor fails before this one does
+        raise PlanError(f"tensor {entry.name!r} failed", "hint")
+
+    monkeypatch.setattr("alloykit.engine.merge_entry", fail)
+    with pytest.raises(PlanError, match=re.escape(repr(first))):
+        alloykit.merge_to_state_dict(recipe, threads=2)
 
 
 def test_output_is_sharded_with_an_index_when_shards_are_small(llama, tmp_path):
