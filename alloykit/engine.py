@@ -31,6 +31,7 @@ from alloykit.methods import get_method
 from alloykit.methods.streaming import Chunk, KernelMerge, StreamingMerge
 from alloykit.plan import Plan, PlanEntry
 
+CPU = torch.device("cpu")
 DEFAULT_BUDGET = 1024**3
 HOLD_BYTES = 96 * 1024**2
 """A tensor whose merge takes several passes over its rows is read once and held when its
@@ -172,21 +173,43 @@ class _Inputs:
             if slot not in self.held:
                 self.held[slot] = source.read(ref.name)
 
-    def rows(self, slot: int, start: int, stop: int) -> torch.Tensor:
-        """Rows ``[start, stop)`` of input ``slot`` as stored (CPU, stored dtype)."""
+    def rows(
+        self, slot: int, start: int, stop: int, into: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Rows ``[start, stop)`` of input ``slot`` as stored (CPU, stored dtype), read into
+        the byte buffer ``into`` when given, else into a staging buffer."""
         held = self.held.get(slot)
         if held is not None:
             return held[start:stop] if held.dim() else held
         ref = self.refs[slot]
         source = self.plan.sources[ref.model]
         meta = source.tensors[ref.name]
-        row_bytes = source.nbytes(ref.name) // max(1, meta.shape[0] if meta.shape else 1)
-        pinned = self.device.type == "cuda"
-        into = self.staging.buffer(slot, (stop - start) * row_bytes, pinned=pinned)
+        if into is None:
+            row_bytes = source.nbytes(ref.name) // max(1, meta.shape[0] if meta.shape else 1)
+            pinned = self.device.type == "cuda"
+            into = self.staging.buffer(slot, (stop - start) * row_bytes, pinned=pinned)
         return source.read_rows(ref.name, start, stop, into)
 
-    def chunks(self, step: int, *, check: bool) -> Iterator[Chunk]:
-        """The merged rows in chunks of ``step`` rows, in the compute dtype on the device."""
+    def can_stay_stored(self) -> bool:
+        """Whether every input is stored in bfloat16 and the fused kernels can read them so
+        (CPU, float32 compute, the kernels built): see :attr:`StreamingMerge.reads_stored`."""
+        if not (native.available() and self.device.type == "cpu" and self.entry.shape):
+            return False
+        if self.plan.compute_dtype != torch.float32:
+            return False
+        for slot, ref in enumerate(self.refs):
+            held = self.held.get(slot)
+            meta = self.plan.sources[ref.model].tensors[ref.name]
+            if (held.dtype if held is not None else meta.dtype) != torch.bfloat16:
+                return False
+        return True
+
+    def chunks(self, step: int, *, check: bool, stored: bool = False) -> Iterator[Chunk]:
+        """The merged rows in chunks of ``step`` rows, in the compute dtype on the device, or
+        as stored with ``stored`` (where :meth:`can_stay_stored`)."""
+        if stored:
+            yield from self._stored_chunks(step, check=check)
+            return
         entry, dtype = self.entry, self.plan.compute_dtype
         total = entry.merged_rows
         shape = (total, *entry.shape[1:]) if entry.shape else ()
@@ -217,6 +240,27 @@ class _Inputs:
                     if not _all_finite(buffer[slot]):
                         self.fail_non_finite(slot, buffer[slot])
             yield Chunk(stacked, base, start, shape)
+
+    def _stored_chunks(self, step: int, *, check: bool) -> Iterator[Chunk]:
+        """:meth:`chunks` of bfloat16 inputs as stored, read straight into the stacked buffer."""
+        entry = self.entry
+        total = entry.merged_rows
+        shape = (total, *entry.shape[1:])
+        count = len(entry.inputs)
+        slots = count + (entry.base is not None)
+        for start in range(0, max(total, 1), step):
+            stop = min(start + step, total)
+            buffer = self.staging.stacked((slots, stop - start, *shape[1:]), torch.bfloat16, CPU)
+            for slot in range(slots):
+                target = buffer[slot]
+                if slot in self.held:
+                    target.copy_(self.rows(slot, start, stop))
+                else:
+                    self.rows(slot, start, stop, into=target.view(-1).view(torch.uint8))
+                if check and not native.finite_bf16(target):
+                    self.fail_non_finite(slot, target)
+            base = buffer[count] if entry.base is not None else None
+            yield Chunk(buffer[:count], base, start, shape, stored=True)
 
     def fail_non_finite(self, slot: int, rows: torch.Tensor) -> None:
         """Inputs are checked before merging: a kernel may discard a NaN (trimming) and hide it."""
@@ -272,12 +316,13 @@ def merge_entry(
         first = next(passes, None)
         if first is not None:
             inputs.hold()
+        stored = merging.reads_stored and inputs.can_stay_stored()
         checked = False
         for observe in itertools.chain([first] if first else [], passes):
-            for chunk in inputs.chunks(step, check=not checked):
+            for chunk in inputs.chunks(step, check=not checked, stored=stored):
                 observe(chunk)
             checked = True
-        for chunk in inputs.chunks(step, check=not checked):
+        for chunk in inputs.chunks(step, check=not checked, stored=stored):
             merged = merging.merge(chunk)
             out = inputs.staging.output(merged.shape, entry.dtype)
             if native.converts(merged, out):  # narrowed and checked in one pass

@@ -33,6 +33,17 @@ def llama(family_models) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def llama_bf16(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny llama family stored in bfloat16, as most published checkpoints are."""
+    import torch
+
+    from alloykit.tiny_models import build_family
+
+    root = tmp_path_factory.mktemp("models-llama-bf16")
+    return build_family("llama", root, finetunes=3, seed=0, dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="session")
 def quick_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny zoo built by ``examples/zoo/build.py --quick`` (its models learn nothing)."""
     import subprocess

@@ -13,6 +13,33 @@ def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor
     return weights.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def _weighted_average(
+    tensors: torch.Tensor, weight: torch.Tensor, normalize: bool, *, fused: bool
+) -> torch.Tensor:
+    """``sum_m weight_m * tensors_m`` (over the weights' sum with ``normalize``), by the fused
+    kernel or by torch, in the same order, so both paths agree to the bit."""
+    total = weight.sum()
+    divide = normalize and bool(total.abs() > 1e-8)
+    if fused and 0 < tensors.shape[0] <= native.MAX_MODELS:
+        out = torch.empty(tensors.shape[1:], dtype=torch.float32)
+        weights = weight.to(torch.float32)
+        return native.weighted_sum(tensors, weights, float(total) if divide else 1.0, out)
+    weights = weight.to(tensors.dtype)
+    merged = tensors[0] * weights[0]
+    for m in range(1, tensors.shape[0]):
+        merged.add_(tensors[m] * weights[m])
+    return merged / total if divide else merged
+
+
+def _linear_of_stored(
+    tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, normalize: bool
+) -> torch.Tensor:
+    """linear of bfloat16 inputs as stored, in float32 (the fused kernel widens as it reads)."""
+    if native.usable_stored(tensors):
+        return _weighted_average(tensors, weight, normalize, fused=True)
+    return linear(tensors.float(), base, weight=weight, normalize=normalize)
+
+
 @register(
     "linear",
     summary="Weighted average of the models' weights (model soup).",
@@ -25,21 +52,12 @@ def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor
     notes="With normalize, weights summing to ~0 (|sum| <= 1e-8) leave the sum undivided "
     "(mergekit divides anyway, giving inf or NaN). weight defaults to 1 (mergekit requires it).",
     elementwise=True,
+    stored_kernel=_linear_of_stored,
 )
 def linear(
     tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, normalize: bool
 ) -> torch.Tensor:
-    total = weight.sum()
-    divide = normalize and bool(total.abs() > 1e-8)
-    weights = weight.to(tensors.dtype)
-    if native.usable(tensors, weights) and 0 < tensors.shape[0] <= native.MAX_MODELS:
-        out = torch.empty(tensors.shape[1:], dtype=tensors.dtype)
-        return native.weighted_sum(tensors, weights, float(total) if divide else 1.0, out)
-    # summed model by model, in the fused kernel's order, so both paths agree to the bit
-    merged = tensors[0] * weights[0]
-    for m in range(1, tensors.shape[0]):
-        merged.add_(tensors[m] * weights[m])
-    return merged / total if divide else merged
+    return _weighted_average(tensors, weight, normalize, fused=native.usable(tensors))
 
 
 @register(

@@ -151,17 +151,23 @@ class Contract(TypedDict, total=False):
 
 
 def register(
-    name: str, *, elementwise: bool = False, **contract: Unpack[Contract]
+    name: str,
+    *,
+    elementwise: bool = False,
+    stored_kernel: Kernel | None = None,
+    **contract: Unpack[Contract],
 ) -> Callable[[Kernel], Kernel]:
     """Decorator registering ``kernel`` under ``name`` with its contract.
 
     ``elementwise`` declares that each output row depends only on the same rows of the inputs,
-    so the engine may call the kernel on a few rows at a time.
+    so the engine may call the kernel on a few rows at a time; an elementwise method may add
+    ``stored_kernel``, the same computation on bfloat16 inputs as stored, in float32
+    (:attr:`~alloykit.methods.streaming.StreamingMerge.reads_stored`).
     """
 
     def wrap(kernel: Kernel) -> Kernel:
         def by_chunks(shape: tuple[int, ...], dtype: torch.dtype, **params: Any) -> StreamingMerge:
-            return KernelMerge(kernel, params)
+            return KernelMerge(kernel, params, stored_kernel=stored_kernel)
 
         streaming = by_chunks if elementwise else None
         _add(Method(name=name, kernel=kernel, streaming=streaming, **contract))

@@ -28,6 +28,16 @@ class Chunk:
     base: torch.Tensor | None  # [rows, *rest]
     first_row: int
     shape: tuple[int, ...]  # the whole tensor's shape
+    stored: bool = False
+    """``tensors`` and ``base`` are bfloat16 as stored in the checkpoints, to be computed in
+    float32 (given only to merges whose :attr:`StreamingMerge.reads_stored` is set)."""
+
+    def widened(self, dtype: torch.dtype) -> Chunk:
+        """This chunk with its inputs in ``dtype``: what a merge's torch path computes with."""
+        if not self.stored and self.tensors.dtype == dtype:
+            return self
+        base = None if self.base is None else self.base.to(dtype)
+        return Chunk(self.tensors.to(dtype), base, self.first_row, self.shape)
 
     @property
     def offset(self) -> int:
@@ -40,6 +50,11 @@ class Chunk:
 
 class StreamingMerge(ABC):
     """How one output tensor is merged from chunks fed in row order."""
+
+    reads_stored = False
+    """Whether the observers and :meth:`merge` take :attr:`Chunk.stored` chunks (computing in
+    float32 from bfloat16 values a block at a time, as the fused kernels do): the engine then
+    saves widening every chunk to float32 first, a pass through memory (docs/engine.md)."""
 
     def passes(self) -> Iterator[Observer]:
         """Observers of whole-tensor statistics, one per pass over all chunks (none by default).
@@ -61,11 +76,22 @@ class KernelMerge(StreamingMerge):
     """A kernel applied to each chunk as it comes: right for elementwise kernels, and for any
     kernel when the whole tensor is one chunk."""
 
-    def __init__(self, kernel: Callable[..., torch.Tensor], params: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        kernel: Callable[..., torch.Tensor],
+        params: dict[str, Any],
+        *,
+        stored_kernel: Callable[..., torch.Tensor] | None = None,
+    ) -> None:
         self.kernel = kernel
         self.params = params
+        self.stored_kernel = stored_kernel  # the kernel of stored chunks, computing in float32
+        self.reads_stored = stored_kernel is not None
 
     def merge(self, chunk: Chunk) -> torch.Tensor:
+        if chunk.stored:
+            assert self.stored_kernel is not None
+            return self.stored_kernel(chunk.tensors, chunk.base, **self.params)
         return self.kernel(chunk.tensors, chunk.base, **self.params)
 
 

@@ -45,6 +45,8 @@ class TaskVectorMerge(StreamingMerge):
     (:func:`~alloykit.methods.steps.model_seed`).
     """
 
+    reads_stored = True  # the fused kernels read bfloat16; the torch path widens first
+
     def __init__(
         self,
         shape: tuple[int, ...],
@@ -62,6 +64,7 @@ class TaskVectorMerge(StreamingMerge):
         seed: int = 0,
     ) -> None:
         self.weight = weight
+        self.dtype = dtype
         self.sign_rule = sign_rule
         self.normalize = normalize
         self.scale = scale
@@ -106,8 +109,9 @@ class TaskVectorMerge(StreamingMerge):
 
     def _fused(self, chunk: Chunk) -> bool:
         """Whether this chunk goes through the fused kernels (:mod:`alloykit.native`)."""
+        usable = native.usable_stored if chunk.stored else native.usable
         return (
-            native.usable(chunk.tensors, chunk.base)
+            usable(chunk.tensors, chunk.base)
             and chunk.tensors.shape[0] <= native.MAX_MODELS
             and self.weight.dim() == 1
         )
@@ -116,6 +120,8 @@ class TaskVectorMerge(StreamingMerge):
         assert chunk.base is not None
         if self._fused(chunk):
             return self._merge_fused(chunk)
+        chunk = chunk.widened(self.dtype)
+        assert chunk.base is not None
         deltas = chunk.tensors.sub_(chunk.base)
         for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):
             sparsifier.apply(delta)
@@ -149,7 +155,8 @@ class TaskVectorMerge(StreamingMerge):
             SignRule.TOTAL: native.SignVote.TOTAL,
             SignRule.FREQUENCY: native.SignVote.FREQUENCY,
         }[self.sign_rule]
-        out = x[0]  # each value is read before it is overwritten
+        # each value of x[0] is read before it is overwritten; stored inputs are bfloat16
+        out = torch.empty_like(base, dtype=torch.float32) if chunk.stored else x[0]
         native.task_vectors(
             x, base, keeps, sign=sign, normalize=self.normalize, divide_by=divide_by,
             scale=self.scale, out=out,
@@ -165,6 +172,8 @@ class TaskVectorMerge(StreamingMerge):
                 if sparsifier.levels:
                     sparsifier.count_deltas(x, chunk.base)
             return
+        chunk = chunk.widened(self.dtype)
+        assert chunk.base is not None
         deltas = chunk.tensors.sub_(chunk.base)
         for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):
             if sparsifier.levels:
@@ -177,6 +186,8 @@ class TaskVectorMerge(StreamingMerge):
                 if sparsifier.needs_l1:
                     sparsifier.measure_deltas(x, chunk.base, m, chunk.offset)
             return
+        chunk = chunk.widened(self.dtype)
+        assert chunk.base is not None
         deltas = chunk.tensors.sub_(chunk.base)
         for delta, sparsifier in zip(deltas, self.sparsifiers, strict=False):
             if sparsifier.needs_l1:

@@ -110,16 +110,19 @@ def _load() -> ctypes.CDLL | None:
     p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
     lib.ak_uniform.argtypes = (ctypes.POINTER(Pcg64), i64, p)
     lib.ak_uniform.restype = None
-    lib.ak_count_digits.argtypes = (p, p, i64, i32, i32, i64, p)
+    lib.ak_count_digits.argtypes = (p, p, i32, i64, i32, i32, i64, p)
     lib.ak_count_digits.restype = None
-    lib.ak_l1_norms.argtypes = (p, p, i64, ctypes.POINTER(Keep), p)
+    lib.ak_l1_norms.argtypes = (p, p, i32, i64, ctypes.POINTER(Keep), p)
     lib.ak_l1_norms.restype = None
-    lib.ak_task_vectors.argtypes = (p, p, i64, i32, ctypes.POINTER(Keep), i32, i32, f32, f32, p)
+    keeps = ctypes.POINTER(Keep)
+    lib.ak_task_vectors.argtypes = (p, p, i32, i64, i32, keeps, i32, i32, f32, f32, p)
     lib.ak_task_vectors.restype = ctypes.c_int
-    lib.ak_weighted_sum.argtypes = (p, i64, i32, p, f32, p)
+    lib.ak_weighted_sum.argtypes = (p, i32, i64, i32, p, f32, p)
     lib.ak_weighted_sum.restype = None
-    lib.ak_della_probabilities.argtypes = (p, p, i64, i64, f32, f32, p)
+    lib.ak_della_probabilities.argtypes = (p, p, i32, i64, i64, f32, f32, p)
     lib.ak_della_probabilities.restype = ctypes.c_int
+    lib.ak_finite_bf16.argtypes = (p, i64)
+    lib.ak_finite_bf16.restype = ctypes.c_int
     for name in ("ak_widen_bf16", "ak_narrow_bf16"):
         getattr(lib, name).argtypes = (p, p, i64)
         getattr(lib, name).restype = ctypes.c_int
@@ -145,16 +148,38 @@ def available() -> bool:
     return _lib is not None
 
 
+INPUT_DTYPES = (torch.float32, torch.bfloat16)
+"""What the kernels read: float32, or bfloat16 as stored (widened a block at a time); they
+compute in float32 either way."""
+
+
 def usable(*tensors: torch.Tensor | None) -> bool:
     """Whether the kernels can take these tensors: float32, contiguous, in CPU memory."""
+    return _usable(torch.float32, tensors)
+
+
+def usable_stored(*tensors: torch.Tensor | None) -> bool:
+    """Whether the kernels can take these bfloat16 inputs as stored (computing in float32)."""
+    return _usable(torch.bfloat16, tensors)
+
+
+def _usable(dtype: torch.dtype, tensors: tuple[torch.Tensor | None, ...]) -> bool:
     return _lib is not None and all(
-        t is not None and t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+        t is not None and t.device.type == "cpu" and t.dtype == dtype and t.is_contiguous()
         for t in tensors
     )
 
 
 def _ptr(tensor: torch.Tensor) -> int:
     return tensor.data_ptr()
+
+
+def _bf16(*inputs: torch.Tensor) -> int:
+    """The kernels' ``bf16`` flag for inputs of one dtype."""
+    dtypes = {t.dtype for t in inputs}
+    if len(dtypes) != 1 or not dtypes <= set(INPUT_DTYPES):
+        raise ValueError(f"the kernels read float32 or bfloat16 inputs of one dtype, not {dtypes}")
+    return int(torch.bfloat16 in dtypes)
 
 
 def uniform(state: Pcg64, out: torch.Tensor) -> torch.Tensor:
@@ -173,14 +198,15 @@ def count_digits(
     assert _lib is not None
     if counts.shape != (2, 1 << 16) or counts.dtype != torch.int64 or not counts.is_contiguous():
         raise ValueError(f"count_digits: counts must be int64 [2, 65536], not {counts.shape}")
-    _lib.ak_count_digits(_ptr(x), _ptr(base), x.numel(), shift, level, prefix, _ptr(counts))
+    flag = _bf16(x, base)
+    _lib.ak_count_digits(_ptr(x), _ptr(base), flag, x.numel(), shift, level, prefix, _ptr(counts))
 
 
 def l1_norms(x: torch.Tensor, base: torch.Tensor, keep: Keep) -> tuple[float, float]:
     """L1 norms of ``x - base`` before and after thinning by ``keep`` (not rescaled)."""
     assert _lib is not None
     sums = (ctypes.c_double * 2)(0.0, 0.0)
-    _lib.ak_l1_norms(_ptr(x), _ptr(base), x.numel(), ctypes.byref(keep), sums)
+    _lib.ak_l1_norms(_ptr(x), _ptr(base), _bf16(x, base), x.numel(), ctypes.byref(keep), sums)
     return sums[0], sums[1]
 
 
@@ -195,14 +221,14 @@ def task_vectors(
     scale: float,
     out: torch.Tensor,
 ) -> torch.Tensor:
-    """``base + scale * combine(weight_i * thin_i(x_i - base))`` into ``out`` (which may be
-    ``x[0]``): see ``ak_task_vectors`` in kernels.c."""
+    """``base + scale * combine(weight_i * thin_i(x_i - base))`` into float32 ``out`` (which
+    may be ``x[0]`` when ``x`` is float32): see ``ak_task_vectors`` in kernels.c."""
     assert _lib is not None
     n = x.shape[0]
     array = (Keep * n)(*keeps)
     status = _lib.ak_task_vectors(
-        _ptr(x), _ptr(base), base.numel(), n, array, int(sign), int(normalize), divide_by, scale,
-        _ptr(out),
+        _ptr(x), _ptr(base), _bf16(x, base), base.numel(), n, array, int(sign), int(normalize),
+        divide_by, scale, _ptr(out),
     )  # fmt: skip
     if status:
         raise MemoryError("task vectors: no memory for a block's buffers")
@@ -215,10 +241,10 @@ def weighted_sum(
     x: torch.Tensor, weights: torch.Tensor, divide_by: float, out: torch.Tensor
 ) -> torch.Tensor:
     """``(sum_m weights[m] * x[m]) / divide_by`` into ``out``, summed in model order; ``x`` is
-    ``[n, ...]`` and ``weights`` float32 ``[n]``."""
+    ``[n, ...]`` (float32 or bfloat16), ``weights`` and ``out`` float32."""
     assert _lib is not None
     n = x.shape[0]
-    _lib.ak_weighted_sum(_ptr(x), out.numel(), n, _ptr(weights), divide_by, _ptr(out))
+    _lib.ak_weighted_sum(_ptr(x), _bf16(x), out.numel(), n, _ptr(weights), divide_by, _ptr(out))
     return out
 
 
@@ -229,7 +255,8 @@ def della_probabilities(
     ``rank / (width - 1) * span + low``."""
     assert _lib is not None
     rows = x.numel() // width
-    if _lib.ak_della_probabilities(_ptr(x), _ptr(base), rows, width, span, low, _ptr(out)):
+    flag = _bf16(x, base)
+    if _lib.ak_della_probabilities(_ptr(x), _ptr(base), flag, rows, width, span, low, _ptr(out)):
         raise MemoryError("della: no memory for a row's ranks")
     return out
 
@@ -239,6 +266,12 @@ def widen_bf16(src: torch.Tensor, out: torch.Tensor) -> bool:
     pass with the finiteness check; returns whether every value is finite."""
     assert _lib is not None
     return bool(_lib.ak_widen_bf16(_ptr(src), _ptr(out), src.numel()))
+
+
+def finite_bf16(src: torch.Tensor) -> bool:
+    """Whether every value of contiguous bfloat16 ``src`` (CPU) is finite."""
+    assert _lib is not None
+    return bool(_lib.ak_finite_bf16(_ptr(src), src.numel()))
 
 
 def narrow_bf16(src: torch.Tensor, out: torch.Tensor) -> bool:

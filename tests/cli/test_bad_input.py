@@ -175,14 +175,19 @@ def test_tensor_missing_in_one_model_names_tensor_and_model(llama, tmp_path, out
     assert_refused(result, out, LATE, str(broken), "missing")
 
 
-def test_nan_in_an_input_tensor_names_it_and_leaves_no_partial_output(llama, tmp_path, out):
+@pytest.mark.parametrize("family", ["llama", "llama_bf16"])  # bfloat16 is read as stored
+def test_nan_in_an_input_tensor_names_it_and_leaves_no_partial_output(
+    family, request, tmp_path, out
+):
+    models = request.getfixturevalue(family)
+
     def poisoned(tensors: Tensors) -> Tensors:
         tensor = tensors[LATE].clone()
-        tensor[0, 0] = float("nan")
+        tensor[-1, -1] = float("nan")
         return {**tensors, LATE: tensor}
 
-    broken = variant(llama["ft1"], tmp_path / "nan", poisoned)
-    result = merge(write_recipe(tmp_path, ties_recipe(llama["base"], broken, llama["ft2"])), out)
+    broken = variant(models["ft1"], tmp_path / "nan", poisoned)
+    result = merge(write_recipe(tmp_path, ties_recipe(models["base"], broken, models["ft2"])), out)
     assert_refused(result, out, LATE, str(broken), "NaN")
 
 

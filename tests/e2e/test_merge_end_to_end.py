@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import alloykit
 from alloykit.cli import app
-from alloykit.methods import all_methods
+from alloykit.methods import all_methods, get_method
 
 runner = CliRunner()
 
@@ -216,6 +216,36 @@ def test_output_is_the_same_for_any_chunk_size(llama, tmp_path, method, monkeypa
                 assert torch.equal(other, tensor), name
             else:
                 torch.testing.assert_close(other, tensor, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "method", ["linear", "task_arithmetic", "ties", "dare_ties", "breadcrumbs_ties", "della"]
+)
+def test_bfloat16_inputs_read_as_stored_give_the_staged_result(llama_bf16, method, monkeypatch):
+    """bfloat16 checkpoints go to the fused kernels as stored (widened a block at a time);
+    the result must equal, to the bit, that of chunks widened to float32 first."""
+    from alloykit.engine import _Inputs
+
+    recipe = recipe_for(get_method(method), llama_bf16)
+    if method == "della":
+        for item in recipe["models"]:
+            item["parameters"] = {"density": 0.6, "epsilon": 0.1}
+        recipe["parameters"] = {"rescale_mode": "l1"}
+    read_as_stored = []
+    stored_chunks = _Inputs._stored_chunks
+
+    def spy(self, *args, **kwargs):
+        read_as_stored.append(self.entry.name)
+        return stored_chunks(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Inputs, "_stored_chunks", spy)
+    results = [alloykit.merge_to_state_dict(recipe, chunk_elements=c) for c in (37, 10**6)]
+    assert len(read_as_stored) >= len(results[0]) - 1  # all but 0-d / non-bfloat16 tensors
+    monkeypatch.setattr(_Inputs, "can_stay_stored", lambda self: False)
+    staged = alloykit.merge_to_state_dict(recipe, chunk_elements=37)
+    for name, tensor in staged.items():
+        for result in results:
+            assert torch.equal(result[name], tensor), name
 
 
 def test_interrupted_merge_resumes_to_the_same_result(llama, tmp_path):

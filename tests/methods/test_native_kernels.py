@@ -7,6 +7,7 @@ with many equal magnitudes (ties at the cut-offs): results must be identical, ex
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -54,15 +55,25 @@ def test_the_kernels_are_built() -> None:
     assert native.available()
 
 
-def _merge(name: str, kwargs: dict, tensors: torch.Tensor, base: torch.Tensor, step: int):
+def _merge(
+    name: str,
+    kwargs: dict,
+    tensors: torch.Tensor,
+    base: torch.Tensor,
+    step: int,
+    *,
+    stored: bool = False,
+):
+    """Merge in chunks of ``step`` rows; ``stored``: bfloat16 ``tensors`` fed as stored."""
     method = get_method(name)
     shape = tuple(tensors.shape[1:])
     merge = method.streaming(shape, torch.float32, **kwargs)
+    assert merge.reads_stored or not stored
 
     def chunks() -> list[Chunk]:
         rows = shape[0]
         return [
-            Chunk(tensors[:, a : a + step].clone(), base[a : a + step].clone(), a, shape)
+            Chunk(tensors[:, a : a + step].clone(), base[a : a + step].clone(), a, shape, stored)
             for a in range(0, rows, step)
         ]
 
@@ -100,6 +111,36 @@ def test_fused_kernels_equal_the_torch_path(
         torch.testing.assert_close(fused, reference, rtol=1e-6, atol=1e-6)  # inputs are O(1)
     else:
         assert torch.equal(fused, reference)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    case=st.sampled_from(sorted(CASES)),
+    seed=st.integers(0, 2**31 - 1),
+    rows=st.integers(1, 9),
+    cols=st.integers(1, 1100),
+    fused=st.booleans(),
+    data=st.data(),
+)
+def test_bfloat16_inputs_as_stored_give_what_their_float32_copies_give(
+    case: str, seed: int, rows: int, cols: int, fused: bool, data
+) -> None:
+    """The engine feeds bfloat16 checkpoints' rows as stored to merges that read them so (the
+    kernels widen a block at a time; rows up to 1100 wide span several blocks): widening is
+    exact, so the result must equal, to the bit, the merge of the float32 copies, with the
+    kernels and without them (the torch path widens the chunk first)."""
+    name = case.split()[0]
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn((rows, cols), generator=generator)
+    tensors = (base + 0.1 * torch.randn((3, rows, cols), generator=generator)).bfloat16()
+    base = base.bfloat16()
+    kwargs = kernel_params(name, 3, seed=seed, **CASES[case])
+    step = data.draw(st.integers(1, rows))
+    with contextlib.nullcontext() if fused else native.turned_off():
+        stored = _merge(name, kwargs, tensors, base, step, stored=True)
+        widened = _merge(name, kwargs, tensors.float(), base.float(), step)
+    assert stored.dtype == torch.float32
+    assert torch.equal(stored, widened)
 
 
 def test_l1_factors_agree_where_a_sign_election_cancels_exactly() -> None:
