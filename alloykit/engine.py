@@ -159,15 +159,28 @@ class _Inputs:
         self.staging = staging
         self.refs = [*entry.inputs, *([entry.base] if entry.base is not None else [])]
         self.held: dict[int, torch.Tensor] = {}
+        self.stack: torch.Tensor | None = None  # every input held, stacked as stored
         for slot, ref in enumerate(self.refs):
             if not plan.sources[ref.model].reads_rows(ref.name):
                 self.held[slot] = plan.sources[ref.model].read(ref.name)
 
-    def hold(self) -> None:
-        """Read every input whole, once, if they are small enough to keep for several passes."""
+    def hold(self, *, stored: bool = False) -> None:
+        """Read every input whole, once, if they are small enough to keep for several passes;
+        ``stored`` inputs of one shape are read into one stack, whose rows chunks then view."""
         sources = [self.plan.sources[ref.model] for ref in self.refs]
         size = sum(src.nbytes(ref.name) for src, ref in zip(sources, self.refs, strict=True))
         if size > HOLD_BYTES:
+            return
+        shapes = {src.tensors[ref.name].shape for src, ref in zip(sources, self.refs, strict=True)}
+        if stored and shapes == {tuple(self.entry.shape)}:
+            self.stack = torch.empty((len(self.refs), *self.entry.shape), dtype=torch.bfloat16)
+            for slot, ref in enumerate(self.refs):
+                if slot in self.held:
+                    self.stack[slot].copy_(self.held[slot])
+                else:
+                    into = self.stack[slot].view(-1).view(torch.uint8)
+                    sources[slot].read_rows(ref.name, 0, self.entry.shape[0], into)
+                self.held[slot] = self.stack[slot]
             return
         for slot, (source, ref) in enumerate(zip(sources, self.refs, strict=True)):
             if slot not in self.held:
@@ -250,6 +263,15 @@ class _Inputs:
         slots = count + (entry.base is not None)
         for start in range(0, max(total, 1), step):
             stop = min(start + step, total)
+            if self.stack is not None:  # views of the held inputs: nothing to copy
+                buffer = self.stack[:, start:stop]
+                if check:
+                    for slot in range(slots):
+                        if not native.finite_bf16(buffer[slot]):
+                            self.fail_non_finite(slot, buffer[slot])
+                base = buffer[count] if entry.base is not None else None
+                yield Chunk(buffer[:count], base, start, shape, stored=True)
+                continue
             buffer = self.staging.stacked((slots, stop - start, *shape[1:]), torch.bfloat16, CPU)
             for slot in range(slots):
                 target = buffer[slot]
@@ -314,9 +336,9 @@ def merge_entry(
         merging = _merging(plan, entry, device)
         passes = merging.passes()
         first = next(passes, None)
-        if first is not None:
-            inputs.hold()
         stored = merging.reads_stored and inputs.can_stay_stored()
+        if first is not None:
+            inputs.hold(stored=stored)
         checked = False
         for observe in itertools.chain([first] if first else [], passes):
             for chunk in inputs.chunks(step, check=not checked, stored=stored):

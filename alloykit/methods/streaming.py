@@ -30,7 +30,9 @@ class Chunk:
     shape: tuple[int, ...]  # the whole tensor's shape
     stored: bool = False
     """``tensors`` and ``base`` are bfloat16 as stored in the checkpoints, to be computed in
-    float32 (given only to merges whose :attr:`StreamingMerge.reads_stored` is set)."""
+    float32 (given only to merges whose :attr:`StreamingMerge.reads_stored` is set). They are
+    read-only: they may view inputs held for several passes, and ``tensors`` may then be a
+    stack of contiguous slices that are not adjacent."""
 
     def widened(self, dtype: torch.dtype) -> Chunk:
         """This chunk with its inputs in ``dtype``: what a merge's torch path computes with."""
@@ -68,7 +70,8 @@ class StreamingMerge(ABC):
         """The merged rows of ``chunk``; chunks arrive in row order.
 
         ``merge`` and the observers of :meth:`passes` may overwrite ``chunk.tensors`` (saving
-        a temporary the size of the chunk): every pass gets freshly read chunks.
+        a temporary the size of the chunk): every pass gets freshly read chunks. Chunks that
+        are :attr:`Chunk.stored` are the exception: they are read-only.
         """
 
 

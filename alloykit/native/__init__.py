@@ -115,7 +115,7 @@ def _load() -> ctypes.CDLL | None:
     lib.ak_l1_norms.argtypes = (p, p, i32, i64, ctypes.POINTER(Keep), p)
     lib.ak_l1_norms.restype = None
     keeps = ctypes.POINTER(Keep)
-    lib.ak_task_vectors.argtypes = (p, p, i32, i64, i32, keeps, i32, i32, f32, f32, p)
+    lib.ak_task_vectors.argtypes = (p, p, i32, i64, i64, i32, keeps, i32, i32, f32, f32, p)
     lib.ak_task_vectors.restype = ctypes.c_int
     lib.ak_weighted_sum.argtypes = (p, i32, i64, i32, p, f32, p)
     lib.ak_weighted_sum.restype = None
@@ -165,9 +165,15 @@ def usable_stored(*tensors: torch.Tensor | None) -> bool:
 
 def _usable(dtype: torch.dtype, tensors: tuple[torch.Tensor | None, ...]) -> bool:
     return _lib is not None and all(
-        t is not None and t.device.type == "cpu" and t.dtype == dtype and t.is_contiguous()
+        t is not None and t.device.type == "cpu" and t.dtype == dtype and _slices_contiguous(t)
         for t in tensors
     )
+
+
+def _slices_contiguous(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is contiguous, or a stack ``[n, ...]`` of contiguous slices at any
+    distance (rows of inputs held whole, see the engine)."""
+    return tensor.is_contiguous() or (tensor.dim() > 1 and tensor[0].is_contiguous())
 
 
 def _ptr(tensor: torch.Tensor) -> int:
@@ -227,8 +233,8 @@ def task_vectors(
     n = x.shape[0]
     array = (Keep * n)(*keeps)
     status = _lib.ak_task_vectors(
-        _ptr(x), _ptr(base), _bf16(x, base), base.numel(), n, array, int(sign), int(normalize),
-        divide_by, scale, _ptr(out),
+        _ptr(x), _ptr(base), _bf16(x, base), base.numel(), x.stride(0), n,
+        array, int(sign), int(normalize), divide_by, scale, _ptr(out),
     )  # fmt: skip
     if status:
         raise MemoryError("task vectors: no memory for a block's buffers")
@@ -244,6 +250,7 @@ def weighted_sum(
     ``[n, ...]`` (float32 or bfloat16), ``weights`` and ``out`` float32."""
     assert _lib is not None
     n = x.shape[0]
+    x = x.contiguous()
     _lib.ak_weighted_sum(_ptr(x), _bf16(x), out.numel(), n, _ptr(weights), divide_by, _ptr(out))
     return out
 

@@ -300,12 +300,12 @@ void ak_l1_norms(const void *x, const void *base, int32_t bf16, int64_t len, ak_
 }
 
 /* out = base + scale * combine_m(weight_m * thin_m(x_m - base)), as TaskVectorMerge.merge.
- * x is [n][len]; combine is the TIES disjoint sum (mean with `normalize`) under a sign rule,
+ * Model m's `len` values start at x + m * stride (stride >= len); combine is the TIES disjoint sum (mean with `normalize`) under a sign rule,
  * or a plain sum divided by `divide_by`. `out` may be x (model 0's rows, float32 inputs): a
  * block of every input is read before that block of out is written. Returns -1 when out of
  * memory. */
-int ak_task_vectors(const void *x, const void *base, int32_t bf16, int64_t len, int32_t n,
-                    ak_keep *keeps, int32_t sign_rule, int32_t normalize, float divide_by,
+int ak_task_vectors(const void *x, const void *base, int32_t bf16, int64_t len, int64_t stride,
+                    int32_t n, ak_keep *keeps, int32_t sign_rule, int32_t normalize, float divide_by,
                     float scale, float *out) {
     float (*draws)[BLOCK] = malloc(sizeof(float) * BLOCK * (2 * (size_t)n + 7));
     if (!draws) return -1;
@@ -321,7 +321,7 @@ int ak_task_vectors(const void *x, const void *base, int32_t bf16, int64_t len, 
         const float *b = block_of(base, bf16, start, count, wb);
         if (random) draw_block(keeps, n, gens, count, draws);
         for (int32_t m = 0; m < n; m++) {
-            const float *xm = block_of(x, bf16, (int64_t)m * len + start, count, wx);
+            const float *xm = block_of(x, bf16, (int64_t)m * stride + start, count, wx);
             if (keeps[m].mode == KEEP_ALL) { /* x * 1.0 is x: the torch path skips it too */
                 float weight = keeps[m].weight, *w = weighted[m];
                 for (int64_t j = 0; j < count; j++) w[j] = (xm[j] - b[j]) * weight;

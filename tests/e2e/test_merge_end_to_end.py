@@ -238,9 +238,23 @@ def test_bfloat16_inputs_read_as_stored_give_the_staged_result(llama_bf16, metho
         read_as_stored.append(self.entry.name)
         return stored_chunks(self, *args, **kwargs)
 
+    stacked = []
+    hold = _Inputs.hold
+
+    def spy_hold(self, **kwargs):
+        hold(self, **kwargs)
+        stacked.append(self.stack is not None)
+
     monkeypatch.setattr(_Inputs, "_stored_chunks", spy)
+    monkeypatch.setattr(_Inputs, "hold", spy_hold)
     results = [alloykit.merge_to_state_dict(recipe, chunk_elements=c) for c in (37, 10**6)]
     assert len(read_as_stored) >= len(results[0]) - 1  # all but 0-d / non-bfloat16 tensors
+    if method not in ("linear", "task_arithmetic", "dare_ties"):  # these make a single pass
+        assert stacked and all(stacked)  # inputs held for several passes, as one stack
+        monkeypatch.setattr("alloykit.engine.HOLD_BYTES", 0)  # every pass reads from disk
+        stacked.clear()
+        results.append(alloykit.merge_to_state_dict(recipe, chunk_elements=37))
+        assert stacked and not any(stacked)
     monkeypatch.setattr(_Inputs, "can_stay_stored", lambda self: False)
     staged = alloykit.merge_to_state_dict(recipe, chunk_elements=37)
     for name, tensor in staged.items():
