@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -116,48 +117,42 @@ class _Staging(threading.local):
         self.copied: torch.cuda.Event | None = None
 
     def buffer(self, slot: int, nbytes: int, *, pinned: bool) -> torch.Tensor:
-        held = self.buffers.get(slot)
-        if held is None or held.numel() < nbytes:
-            held = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
-            self.buffers[slot] = held
-        return held[:nbytes]
+        """Bytes read from disk for input ``slot``."""
+        return self._reused(slot, (nbytes,), torch.uint8, pinned=pinned)
 
     def output(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A CPU tensor for a chunk's merged rows in the output dtype (the sink writes it
         before the next chunk is merged)."""
-        numel = 1
-        for d in shape:
-            numel *= d
-        key = ("output", dtype)
-        held = self.buffers.get(key)
-        if held is None or held.numel() < numel:
-            held = self.buffers[key] = torch.empty(numel, dtype=dtype)
-        return held[:numel].view(shape)
+        return self._reused(("output", dtype), shape, dtype)
 
     def held(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """A CPU tensor of ``shape`` for inputs held whole over several passes, in a buffer
-        reused from tensor to tensor: a fresh one per tensor cost two million page faults
-        (9.8 s of system time) in a 1.1B TIES merge."""
-        numel = 1
-        for d in shape:
-            numel *= d
-        key = ("held", dtype)
-        held = self.buffers.get(key)
-        if held is None or held.numel() < numel:
-            self.buffers.pop(key, None)  # freed before the larger one is made
-            held = self.buffers[key] = torch.empty(numel, dtype=dtype)
-        return held[:numel].view(shape)
+        """A CPU tensor for inputs held whole over several passes, reused from tensor to
+        tensor: a fresh one per tensor cost two million page faults (9.8 s of system time) in
+        a 1.1B TIES merge."""
+        return self._reused(("held", dtype), shape, dtype)
 
     def stacked(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
         """A tensor of ``shape`` in a reused buffer (its previous contents are garbage)."""
-        numel = 1
-        for d in shape:
-            numel *= d
-        key = ("stacked", dtype, device)
-        held = self.buffers.get(key)
-        if held is None or held.numel() < numel:
-            held = self.buffers[key] = torch.empty(numel, dtype=dtype, device=device)
-        return held[:numel].view(shape)
+        return self._reused(("stacked", dtype, device), shape, dtype, device=device)
+
+    def _reused(
+        self,
+        key: object,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        *,
+        device: torch.device = CPU,
+        pinned: bool = False,
+    ) -> torch.Tensor:
+        """A tensor of ``shape`` viewing the buffer kept under ``key``, grown when too small
+        (the old one is freed before the larger one is made)."""
+        numel = math.prod(shape)
+        kept = self.buffers.get(key)
+        if kept is None or kept.numel() < numel:
+            self.buffers.pop(key, None)
+            kept = torch.empty(numel, dtype=dtype, device=device, pin_memory=pinned)
+            self.buffers[key] = kept
+        return kept[:numel].view(shape)
 
 
 class _Inputs:

@@ -55,6 +55,13 @@ def test_the_kernels_are_built() -> None:
     assert native.available()
 
 
+def _fine_tunes(seed: int, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three random "fine-tunes" ``[3, rows, cols]`` of a random base, and the base."""
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn((rows, cols), generator=generator)
+    return base + 0.1 * torch.randn((3, rows, cols), generator=generator), base
+
+
 def _merge(
     name: str,
     kwargs: dict,
@@ -96,9 +103,7 @@ def test_fused_kernels_equal_the_torch_path(
     case: str, seed: int, rows: int, cols: int, coarse: bool, data
 ) -> None:
     name = case.split()[0]
-    generator = torch.Generator().manual_seed(seed)
-    base = torch.randn((rows, cols), generator=generator)
-    tensors = base + 0.1 * torch.randn((3, rows, cols), generator=generator)
+    tensors, base = _fine_tunes(seed, rows, cols)
     if coarse:  # many equal magnitudes, zeros among them: ties at the cut-offs
         base, tensors = base.round(decimals=1), tensors.round(decimals=1)
     params = {k: v for k, v in CASES[case].items()}
@@ -130,10 +135,8 @@ def test_bfloat16_inputs_as_stored_give_what_their_float32_copies_give(
     exact, so the result must equal, to the bit, the merge of the float32 copies, with the
     kernels and without them (the torch path widens the chunk first)."""
     name = case.split()[0]
-    generator = torch.Generator().manual_seed(seed)
-    base = torch.randn((rows, cols), generator=generator)
-    tensors = (base + 0.1 * torch.randn((3, rows, cols), generator=generator)).bfloat16()
-    base = base.bfloat16()
+    tensors, base = _fine_tunes(seed, rows, cols)
+    tensors, base = tensors.bfloat16(), base.bfloat16()
     kwargs = kernel_params(name, 3, seed=seed, **CASES[case])
     step = data.draw(st.integers(1, rows))
     with contextlib.nullcontext() if fused else native.turned_off():
@@ -147,9 +150,7 @@ def test_l1_factors_agree_where_a_sign_election_cancels_exactly() -> None:
     """Found by the test above: coarse values whose weighted votes cancel exactly. Norms
     summed in float32 by torch and in float64 by C gave factors a last bit apart, which
     flipped elected signs; both paths now sum in float64."""
-    generator = torch.Generator().manual_seed(757)
-    base = torch.randn((11, 9), generator=generator)
-    tensors = base + 0.1 * torch.randn((3, 11, 9), generator=generator)
+    tensors, base = _fine_tunes(757, 11, 9)
     base, tensors = base.round(decimals=1), tensors.round(decimals=1)
     kwargs = kernel_params("della", 3, seed=757, **CASES["della l1"])
     fused = _merge("della", kwargs, tensors, base, 1)
@@ -171,9 +172,7 @@ def _measured(name: str, kwargs: dict, tensors: torch.Tensor, base: torch.Tensor
 def test_the_measuring_pass_records_the_survivors_the_merge_keeps(name: str) -> None:
     """With ``l1`` rescaling the fused measuring pass stores each model's survivors as bits;
     they are the entries the torch path keeps, and the merge pass reads them (not new draws)."""
-    generator = torch.Generator().manual_seed(3)
-    base = torch.randn((9, 37), generator=generator)  # 37 columns: chunks start mid-byte
-    tensors = base + 0.1 * torch.randn((3, 9, 37), generator=generator)
+    tensors, base = _fine_tunes(3, 9, 37)  # 37 columns: chunks start mid-byte
     kwargs = kernel_params(name, 3, seed=11, density=0.5, rescale_mode="l1")
     merge = _measured(name, kwargs, tensors, base, step=2)
     with native.turned_off():
@@ -194,9 +193,7 @@ def test_survivors_past_the_memory_cap_are_drawn_again(monkeypatch) -> None:
     draws again, with the same result."""
     from alloykit.methods import steps, task_vectors
 
-    generator = torch.Generator().manual_seed(5)
-    base = torch.randn((6, 40), generator=generator)
-    tensors = base + 0.1 * torch.randn((3, 6, 40), generator=generator)
+    tensors, base = _fine_tunes(5, 6, 40)
     kwargs = kernel_params("dare_ties", 3, seed=2, density=0.4, rescale_mode="l1")
     kept = _merge("dare_ties", kwargs, tensors, base, 2)
     monkeypatch.setattr(steps, "KEPT_BITS_BYTES", 2 * 30)  # room for two models' 30 bytes
