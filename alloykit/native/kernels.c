@@ -437,6 +437,65 @@ static uint64_t *sort_by_magnitude(uint64_t *items, uint64_t *spare, int64_t wid
     return items;
 }
 
+/* Sorts the row's items (a magnitude's bit pattern << 32 | its position, positions
+ * ascending; the bit patterns of non-negative floats order as the floats do) by magnitude,
+ * equal magnitudes by position. A counting sort on each pattern's exponent and top mantissa
+ * bits (buckets of 1/128 octave, eight octaves below the row's largest magnitude; smaller
+ * ones share bucket 0) leaves only the order within buckets to settle, which an insertion
+ * sort does in a pass plus a few moves per entry. Rows that would make it slow (many unequal
+ * magnitudes in one bucket) go to the radix sort instead, so no row costs much more than
+ * that sort. Returns `items` or `spare`. */
+#define RANK_SHIFT 48 /* of an item: the key's top 16 bits */
+#define RANK_BUCKETS 1024
+static uint64_t *order_by_magnitude(uint64_t *items, uint64_t *spare, int64_t width,
+                                    uint32_t *starts, int64_t *counts) {
+    uint64_t top = 0;
+    for (int64_t j = 0; j < width; j++) top = items[j] > top ? items[j] : top;
+    uint32_t highest = (uint32_t)(top >> RANK_SHIFT);
+    uint32_t lowest = highest >= RANK_BUCKETS - 1 ? highest - (RANK_BUCKETS - 1) : 0;
+    /* the two halves of the row are counted and scattered with their own tables, so that
+     * neighbours in one bucket (common) do not wait on each other's increment */
+    uint32_t *first = starts, *second = starts + RANK_BUCKETS;
+    int64_t half = width / 2;
+    memset(starts, 0, sizeof(uint32_t) * 2 * RANK_BUCKETS);
+    for (int64_t j = 0; j < half; j++) {
+        uint32_t a = (uint32_t)(items[j] >> RANK_SHIFT), b = (uint32_t)(items[half + j] >> RANK_SHIFT);
+        first[a > lowest ? a - lowest : 0]++;
+        second[b > lowest ? b - lowest : 0]++;
+    }
+    for (int64_t j = 2 * half; j < width; j++) {
+        uint32_t b = (uint32_t)(items[j] >> RANK_SHIFT);
+        second[b > lowest ? b - lowest : 0]++;
+    }
+    uint32_t total = 0;
+    for (int b = 0; b < RANK_BUCKETS; b++) { /* bucket b: its first-half entries, then the rest */
+        uint32_t in_first = first[b], in_second = second[b];
+        first[b] = total;
+        second[b] = total + in_first;
+        total += in_first + in_second;
+    }
+    for (int64_t j = 0; j < half; j++) { /* stable: a bucket's positions stay ascending */
+        uint64_t p = items[j], q = items[half + j];
+        uint32_t a = (uint32_t)(p >> RANK_SHIFT), b = (uint32_t)(q >> RANK_SHIFT);
+        spare[first[a > lowest ? a - lowest : 0]++] = p;
+        spare[second[b > lowest ? b - lowest : 0]++] = q;
+    }
+    for (int64_t j = 2 * half; j < width; j++) {
+        uint32_t b = (uint32_t)(items[j] >> RANK_SHIFT);
+        spare[second[b > lowest ? b - lowest : 0]++] = items[j];
+    }
+    int64_t budget = 8 * width; /* moves the insertion sort may make before giving up */
+    for (int64_t i = 1; i < width; i++) {
+        uint64_t item = spare[i];
+        int64_t k = i;
+        for (; k > 0 && spare[k - 1] > item; k--) spare[k] = spare[k - 1];
+        spare[k] = item;
+        budget -= i - k;
+        if (budget < 0) return sort_by_magnitude(items, spare, width, counts);
+    }
+    return spare;
+}
+
 /* Per-entry keep probabilities of |x - base| for rows of `width` entries: rank r of a row
  * (equal magnitudes ranked by position) gets r / (width - 1) * span + low. Returns 0 on
  * success, -1 when out of memory. */
@@ -444,8 +503,9 @@ int ak_della_probabilities(const void *x, const void *base, int32_t bf16, int64_
                            int64_t width, float span, float low, float *out) {
     uint64_t *items = malloc(sizeof(uint64_t) * 2 * (size_t)width);
     int64_t *counts = malloc(sizeof(int64_t) * 3 * 2048);
-    if (!items || !counts) {
-        free(items), free(counts);
+    uint32_t *starts = malloc(sizeof(uint32_t) * 2 * RANK_BUCKETS);
+    if (!items || !counts || !starts) {
+        free(items), free(counts), free(starts);
         return -1;
     }
     float steps = (float)(width - 1), wx[BLOCK], wb[BLOCK];
@@ -462,13 +522,13 @@ int ak_della_probabilities(const void *x, const void *base, int32_t bf16, int64_
                 items[start + j] = (uint64_t)key << 32 | (uint64_t)(start + j);
             }
         }
-        const uint64_t *sorted = sort_by_magnitude(items, items + width, width, counts);
+        const uint64_t *sorted = order_by_magnitude(items, items + width, width, starts, counts);
         for (int64_t position = 0; position < width; position++) {
             float relative = (float)position / steps;
             pr[(uint32_t)sorted[position]] = relative * span + low;
         }
     }
-    free(items), free(counts);
+    free(items), free(counts), free(starts);
     return 0;
 }
 

@@ -222,6 +222,42 @@ def test_della_probabilities_equal_the_torch_ranking(width: int) -> None:
     assert torch.equal(got, expected)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.integers(2, 300),
+    exponents=st.lists(st.integers(-60, 8), min_size=1, max_size=6),
+    zeros=st.floats(0.0, 0.9),
+    seed=st.integers(0, 2**16),
+)
+def test_della_probabilities_rank_magnitudes_of_any_spread_as_torch_does(
+    width: int, exponents: list[int], zeros: float, seed: int
+) -> None:
+    """Magnitudes many octaves apart (below the kernel's eight-octave bucket range), exact
+    zeros and repeated values: every rank equals the torch ranking's."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = 3
+    scale = torch.tensor([2.0**e for e in exponents])
+    picks = torch.randint(len(exponents), (rows, width), generator=generator)
+    delta = torch.randn(rows, width, generator=generator).round(decimals=2) * scale[picks]
+    delta[torch.rand(rows, width, generator=generator) < zeros] = 0.0
+    base = torch.zeros(rows, width)
+    expected = della_keep_probability(delta, 0.5, 0.2)
+    got = native.della_probabilities(delta, base, width, 0.4, 0.3, torch.empty(rows, width))
+    assert torch.equal(got, expected)
+
+
+def test_della_probabilities_of_rows_too_disordered_for_the_bucket_pass() -> None:
+    """Distinct magnitudes within one 1/128-octave bucket, in descending order: the insertion
+    sort would need width²/2 moves, so the kernel sorts such rows by radix instead."""
+    width = 4096
+    descending = 1.0 + torch.arange(width, 0, -1, dtype=torch.float32) * 2.0**-23
+    delta = torch.stack([descending, -descending.flip(0), descending.roll(7)])
+    base = torch.zeros_like(delta)
+    expected = della_keep_probability(delta, 0.5, 0.2)
+    got = native.della_probabilities(delta, base, width, 0.4, 0.3, torch.empty(3, width))
+    assert torch.equal(got, expected)
+
+
 def test_digit_counts_equal_bincount() -> None:
     generator = torch.Generator().manual_seed(0)
     base = torch.randn(10_001, generator=generator)
