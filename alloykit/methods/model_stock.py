@@ -14,8 +14,10 @@ from collections.abc import Iterator
 
 import torch
 
+from alloykit import native
 from alloykit.methods.registry import BasePolicy, Param, Scope, register_streaming
-from alloykit.methods.streaming import Chunk, Observer, StreamingMerge
+from alloykit.methods.streaming import Chunk, Observer
+from alloykit.methods.task_vectors import TaskVectorMerge
 
 
 def pair_sums(offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,37 +49,55 @@ def interpolation_ratio(squares: torch.Tensor, products: torch.Tensor) -> torch.
     return torch.where(singular, 0.0, k * cos / torch.where(singular, 1.0, denominator))
 
 
-class ModelStockMerge(StreamingMerge):
+class ModelStockMerge(TaskVectorMerge):
     """``t · mean(models) + (1 − t) · base``; ``t`` from the whole task vectors (a pass over
-    the chunks) or, ``filter_wise``, from each row (vector along the last dimension)."""
+    the chunks) or, ``filter_wise``, from each row (vector along the last dimension).
+
+    With one ``t`` per tensor this is task arithmetic with every weight ``t / k``
+    (``base + Σ (t / k)·(model − base)``), so the merge pass is :class:`TaskVectorMerge`'s,
+    fused kernels and bfloat16 inputs read as stored included; the statistics pass has its own
+    kernel (``ak_offset_products``).
+    """
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, *, filter_wise: bool) -> None:
+        super().__init__(shape, dtype, weight=torch.empty(0))  # the weights follow from t
         self.filter_wise = filter_wise and len(shape) >= 2
-        self.ratio: torch.Tensor | None = None
+        self.models = 0  # k, known from the first chunk
 
     def passes(self) -> Iterator[Observer]:
         if self.filter_wise:
             return
-        sums: list[torch.Tensor] = []  # running totals of the squares and products
+        totals: list[torch.Tensor] = []  # squared norms, then pair products, in float64
 
         def observe(chunk: Chunk) -> None:
-            assert chunk.base is not None
-            offsets = chunk.tensors.sub_(chunk.base).reshape(chunk.tensors.shape[0], -1)
-            parts = pair_sums(offsets)
-            if sums:
-                for total, part in zip(sums, parts, strict=True):
-                    total.add_(part)
+            sums = self._offset_products(chunk)
+            if totals:
+                totals[0] += sums.to(totals[0].device)
             else:
-                sums.extend(parts)
+                totals.append(sums)
 
         yield observe
-        self.ratio = interpolation_ratio(*sums)
+        k, sums = self.models, totals[0]
+        ratio = float(interpolation_ratio(sums[:k], sums[k:]))
+        self.weight = torch.full((k,), ratio / k, dtype=torch.float32, device=sums.device)
+
+    def _offset_products(self, chunk: Chunk) -> torch.Tensor:
+        assert chunk.base is not None
+        self.models = chunk.tensors.shape[0]
+        if self._fused(chunk):
+            sums = native.offset_products(chunk.tensors, chunk.base)
+            return torch.tensor(sums, dtype=torch.float64)
+        chunk = chunk.widened(self.dtype)
+        assert chunk.base is not None
+        offsets = chunk.tensors.sub_(chunk.base).reshape(self.models, -1)
+        return torch.cat(pair_sums(offsets)).double()
 
     def merge(self, chunk: Chunk) -> torch.Tensor:
+        if not self.filter_wise:
+            return super().merge(chunk)
+        chunk = chunk.widened(self.dtype)
         assert chunk.base is not None
-        ratio = self.ratio
-        if ratio is None:
-            ratio = interpolation_ratio(*pair_sums(chunk.tensors - chunk.base))[..., None]
+        ratio = interpolation_ratio(*pair_sums(chunk.tensors - chunk.base))[..., None]
         return ratio * chunk.tensors.mean(0) + (1 - ratio) * chunk.base
 
 

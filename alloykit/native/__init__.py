@@ -119,6 +119,8 @@ def _load() -> ctypes.CDLL | None:
     lib.ak_task_vectors.restype = ctypes.c_int
     lib.ak_weighted_sum.argtypes = (p, i32, i64, i32, p, f32, p)
     lib.ak_weighted_sum.restype = None
+    lib.ak_offset_products.argtypes = (p, p, i32, i64, i64, i32, p)
+    lib.ak_offset_products.restype = ctypes.c_int
     lib.ak_della_probabilities.argtypes = (p, p, i32, i64, i64, f32, f32, p)
     lib.ak_della_probabilities.restype = ctypes.c_int
     lib.ak_finite_bf16.argtypes = (p, i64)
@@ -253,6 +255,18 @@ def weighted_sum(
     x = x.contiguous()
     _lib.ak_weighted_sum(_ptr(x), _bf16(x), out.numel(), n, _ptr(weights), divide_by, _ptr(out))
     return out
+
+
+def offset_products(x: torch.Tensor, base: torch.Tensor) -> list[float]:
+    """Squared norms of the task vectors ``x[m] - base``, then the dot products of every pair
+    in :func:`itertools.combinations` order, summed in float64 between blocks."""
+    assert _lib is not None
+    n = x.shape[0]
+    sums = (ctypes.c_double * (n + n * (n - 1) // 2))()
+    flag = _bf16(x, base)
+    if _lib.ak_offset_products(_ptr(x), _ptr(base), flag, base.numel(), x.stride(0), n, sums):
+        raise MemoryError("model stock: no memory for a block's task vectors")
+    return list(sums)
 
 
 def della_probabilities(

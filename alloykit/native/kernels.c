@@ -1,5 +1,5 @@
 /* Fused CPU kernels for the task-vector methods (task arithmetic, TIES, DARE, Breadcrumbs,
- * DELLA) of alloykit.methods.task_vectors.
+ * DELLA) of alloykit.methods.task_vectors, Model Stock's statistics and linear.
  *
  * Why: written as eager torch operations, a TIES merge makes about 25 passes over every value
  * (subtract, abs, compare, sign, multiply, sum, ...), each reading and writing a temporary; the
@@ -400,6 +400,42 @@ void ak_weighted_sum(const void *x, int32_t bf16, int64_t len, int32_t n, const 
         if (divide_by != 1.0f)
             for (int64_t j = 0; j < count; j++) merged[j] = merged[j] / divide_by;
     }
+}
+
+/* ---- Model Stock: the Gram matrix of the task vectors ------------------------------------ */
+
+/* Adds to `sums` the squared norm of every task vector x_m - base (m < n), then the dot product
+ * of every pair i < j in (0, 1), (0, 2), ..., (1, 2), ... order. Model m's `len` values start
+ * at x + m * stride. Products are summed per block in eight float32 lanes, blocks in double,
+ * so long tensors lose no more than a block's rounding. Returns -1 when out of memory. */
+int ak_offset_products(const void *x, const void *base, int32_t bf16, int64_t len, int64_t stride,
+                       int32_t n, double *sums) {
+    float (*deltas)[BLOCK] = malloc(sizeof(float) * BLOCK * (size_t)n);
+    if (!deltas) return -1;
+    float wx[BLOCK], wb[BLOCK];
+    for (int64_t start = 0; start < len; start += BLOCK) {
+        int64_t count = len - start < BLOCK ? len - start : BLOCK;
+        int64_t padded = (count + 7) / 8 * 8;
+        const float *b = block_of(base, bf16, start, count, wb);
+        for (int32_t m = 0; m < n; m++) {
+            const float *xm = block_of(x, bf16, (int64_t)m * stride + start, count, wx);
+            for (int64_t j = 0; j < count; j++) deltas[m][j] = xm[j] - b[j];
+            for (int64_t j = count; j < padded; j++) deltas[m][j] = 0.0f;
+        }
+        int64_t slot = n;
+        for (int32_t i = 0; i < n; i++)
+            for (int32_t k = i; k < n; k++) {
+                float lanes[8] = {0};
+                for (int64_t j = 0; j < padded; j += 8)
+                    for (int lane = 0; lane < 8; lane++)
+                        lanes[lane] += deltas[i][j + lane] * deltas[k][j + lane];
+                double total = 0.0;
+                for (int lane = 0; lane < 8; lane++) total += lanes[lane];
+                sums[i == k ? i : slot++] += total;
+            }
+    }
+    free(deltas);
+    return 0;
 }
 
 /* ---- DELLA: keep probabilities rising with magnitude rank within each row ------------------ */

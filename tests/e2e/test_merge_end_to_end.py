@@ -219,7 +219,8 @@ def test_output_is_the_same_for_any_chunk_size(llama, tmp_path, method, monkeypa
 
 
 @pytest.mark.parametrize(
-    "method", ["linear", "task_arithmetic", "ties", "dare_ties", "breadcrumbs_ties", "della"]
+    "method",
+    ["linear", "task_arithmetic", "ties", "dare_ties", "breadcrumbs_ties", "della", "model_stock"],
 )
 def test_bfloat16_inputs_read_as_stored_give_the_staged_result(llama_bf16, method, monkeypatch):
     """bfloat16 checkpoints go to the fused kernels as stored (widened a block at a time);
@@ -258,8 +259,11 @@ def test_bfloat16_inputs_read_as_stored_give_the_staged_result(llama_bf16, metho
     monkeypatch.setattr(_Inputs, "can_stay_stored", lambda self: False)
     staged = alloykit.merge_to_state_dict(recipe, chunk_elements=37)
     for name, tensor in staged.items():
-        for result in results:
-            assert torch.equal(result[name], tensor), name
+        for chunk_elements, result in zip((37, 10**6, 37), results, strict=False):
+            if method == "model_stock" and chunk_elements != 37:  # dot products add up per chunk
+                torch.testing.assert_close(result[name], tensor, rtol=1e-5, atol=1e-6)
+            else:
+                assert torch.equal(result[name], tensor), name
 
 
 def test_interrupted_merge_resumes_to_the_same_result(llama, tmp_path):

@@ -1,13 +1,15 @@
 """The fused C kernels (alloykit.native) compute what the torch path computes.
 
-Linear and every task-vector method are run both ways on random tensors, chunked at random,
-with many equal magnitudes (ties at the cut-offs): results must be identical, except where
-``l1`` rescaling sums norms in a different order (equal within float32 rounding).
+Linear, Model Stock and every task-vector method are run both ways on random tensors, chunked
+at random, with many equal magnitudes (ties at the cut-offs): results must be identical, except
+where ``l1`` norms or Model Stock's dot products are summed in a different order (equal within
+float32 rounding).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 
 import numpy as np
@@ -46,8 +48,12 @@ CASES: dict[str, dict] = {
     "linear": {"weight": [0.5, 1.0, -0.3]},
     "linear sum": {"weight": [0.2, 0.7, 2.5], "normalize": False},
     "linear zero-sum": {"weight": [1.0, -1.0, 0.0]},
+    "model_stock": {},
+    "model_stock filter_wise": {"filter_wise": True},  # the torch path either way
 }
-SUMMED_NORMS = {"ties l1", "dare_linear l1", "della l1"}
+SUMMED = {"ties l1", "dare_linear l1", "della l1", "model_stock"}
+"""Cases that sum over the whole tensor (L1 norms, Model Stock's dot products) in another order
+than torch: equal within float32 rounding."""
 
 
 def test_the_kernels_are_built() -> None:
@@ -112,7 +118,7 @@ def test_fused_kernels_equal_the_torch_path(
     fused = _merge(name, kwargs, tensors, base, step)
     with native.turned_off():
         reference = _merge(name, kwargs, tensors, base, step)
-    if case in SUMMED_NORMS:
+    if case in SUMMED:
         torch.testing.assert_close(fused, reference, rtol=1e-6, atol=1e-6)  # inputs are O(1)
     else:
         assert torch.equal(fused, reference)
@@ -256,6 +262,23 @@ def test_della_probabilities_of_rows_too_disordered_for_the_bucket_pass() -> Non
     expected = della_keep_probability(delta, 0.5, 0.2)
     got = native.della_probabilities(delta, base, width, 0.4, 0.3, torch.empty(3, width))
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_offset_products_are_the_task_vectors_gram_matrix(dtype: torch.dtype) -> None:
+    """Model Stock's statistics: squared norms, then pair products in combinations order, of
+    four task vectors that span several blocks and lie apart in a larger buffer (a held
+    stack's slices)."""
+    generator = torch.Generator().manual_seed(5)
+    base = torch.randn(2107, generator=generator).to(dtype)
+    held = torch.zeros(4, 2200, dtype=dtype)
+    held[:, :2107] = (base.float() + 0.1 * torch.randn(4, 2107, generator=generator)).to(dtype)
+    x = held[:, :2107]
+    deltas = x.double() - base.double()
+    pairs = itertools.combinations(range(4), 2)
+    expected = [float(d @ d) for d in deltas] + [float(deltas[i] @ deltas[j]) for i, j in pairs]
+    got = native.offset_products(x, base)
+    assert got == pytest.approx(expected, rel=1e-6)
 
 
 def test_digit_counts_equal_bincount() -> None:
