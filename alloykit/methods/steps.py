@@ -253,18 +253,22 @@ class Sparsifier:
         if self.selection is not None:
             self.selection.count_deltas(x, base)
 
-    def measure_deltas(
+    def measuring_keep(
         self, x: torch.Tensor, base: torch.Tensor, slot: int = 0, offset: int = 0
-    ) -> None:
-        """:meth:`measure` for the fused kernels, of the chunk at flat index ``offset``; a
-        random sparsifier also records its survivors in :attr:`kept_bits`."""
+    ) -> native.Keep:
+        """The thinning of a measuring pass's chunk at flat index ``offset`` for the fused
+        kernels (:func:`measure_deltas`); a random sparsifier also records its survivors in
+        :attr:`kept_bits`."""
         keep = self.native_keep(x, base, 1.0, slot)
         if self.random and self.record_survivors:
             if self.kept_bits is None:
                 self.kept_bits = torch.zeros(survivor_bytes(self.numel), dtype=torch.uint8)
             keep.mask, keep.mask_offset = self.kept_bits.data_ptr(), offset
             self._bits_measured += x.numel()
-        before, after = native.l1_norms(x, base, keep)
+        return keep
+
+    def measured(self, keep: native.Keep, before: float, after: float) -> None:
+        """Add a chunk's L1 norms before and after thinning, measured by the fused kernels."""
         self.native_done(keep)
         sums = torch.tensor([before, after], dtype=torch.float64)
         self._l1_sums = sums if self._l1_sums is None else self._l1_sums.add_(sums)
@@ -376,6 +380,19 @@ class Sparsifier:
         # sign(p - u) is exact (a correctly rounded difference keeps its sign): 1 where u < p
         keep = draws.neg_().add_(probability).sign_().clamp_(min=0)
         return keep, probability
+
+
+def measure_deltas(
+    sparsifiers: dict[int, Sparsifier], x: torch.Tensor, base: torch.Tensor, offset: int
+) -> None:
+    """A measuring pass's chunk for the fused kernels: the L1 norms of each ``x[m] - base``
+    before and after ``sparsifiers[m]``'s thinning, all models in one kernel call (their
+    generators draw side by side); ``offset`` is the chunk's flat index."""
+    slots = list(sparsifiers)
+    keeps = [sparsifiers[m].measuring_keep(x[m], base, m, offset) for m in slots]
+    norms = native.l1_norms([x[m] for m in slots], base, keeps)
+    for m, keep, (before, after) in zip(slots, keeps, norms, strict=True):
+        sparsifiers[m].measured(keep, before, after)
 
 
 def sparsify(

@@ -26,6 +26,7 @@ from alloykit.methods.steps import (
     Sparsification,
     Sparsifier,
     disjoint_sum,
+    measure_deltas,
     model_seed,
     per_model,
     sign_consensus,
@@ -182,9 +183,8 @@ class TaskVectorMerge(StreamingMerge):
     def _measure(self, chunk: Chunk) -> None:
         assert chunk.base is not None
         if self._fused(chunk):
-            for m, (x, sparsifier) in enumerate(zip(chunk.tensors, self.sparsifiers, strict=False)):
-                if sparsifier.needs_l1:
-                    sparsifier.measure_deltas(x, chunk.base, m, chunk.offset)
+            measured = {m: s for m, s in enumerate(self.sparsifiers) if s.needs_l1}
+            measure_deltas(measured, chunk.tensors, chunk.base, chunk.offset)
             return
         chunk = chunk.widened(self.dtype)
         assert chunk.base is not None

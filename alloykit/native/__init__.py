@@ -112,9 +112,9 @@ def _load() -> ctypes.CDLL | None:
     lib.ak_uniform.restype = None
     lib.ak_count_digits.argtypes = (p, p, i32, i64, i32, i32, i64, p)
     lib.ak_count_digits.restype = None
-    lib.ak_l1_norms.argtypes = (p, p, i32, i64, ctypes.POINTER(Keep), p)
-    lib.ak_l1_norms.restype = None
     keeps = ctypes.POINTER(Keep)
+    lib.ak_l1_norms.argtypes = (p, p, i32, i64, i32, keeps, p)
+    lib.ak_l1_norms.restype = ctypes.c_int
     lib.ak_task_vectors.argtypes = (p, p, i32, i64, i64, i32, keeps, i32, i32, f32, f32, p)
     lib.ak_task_vectors.restype = ctypes.c_int
     lib.ak_weighted_sum.argtypes = (p, i32, i64, i32, p, f32, p)
@@ -210,12 +210,27 @@ def count_digits(
     _lib.ak_count_digits(_ptr(x), _ptr(base), flag, x.numel(), shift, level, prefix, _ptr(counts))
 
 
-def l1_norms(x: torch.Tensor, base: torch.Tensor, keep: Keep) -> tuple[float, float]:
-    """L1 norms of ``x - base`` before and after thinning by ``keep`` (not rescaled)."""
+def l1_norms(
+    xs: list[torch.Tensor], base: torch.Tensor, keeps: list[Keep]
+) -> list[tuple[float, float]]:
+    """L1 norms of each ``xs[m] - base`` before and after thinning by ``keeps[m]`` (not
+    rescaled), measured together so that the models' generators draw side by side."""
     assert _lib is not None
-    sums = (ctypes.c_double * 2)(0.0, 0.0)
-    _lib.ak_l1_norms(_ptr(x), _ptr(base), _bf16(x, base), x.numel(), ctypes.byref(keep), sums)
-    return sums[0], sums[1]
+    n = len(xs)
+    sums = (ctypes.c_double * (2 * n))()
+    pointers = (ctypes.c_void_p * n)(*(_ptr(x) for x in xs))
+    array = (Keep * n)(*keeps)
+    if _lib.ak_l1_norms(pointers, _ptr(base), _bf16(base, *xs), base.numel(), n, array, sums):
+        raise MemoryError("l1 norms: no memory for a block's draws")
+    _take_back(keeps, array)
+    return [(sums[2 * m], sums[2 * m + 1]) for m in range(n)]
+
+
+def _take_back(keeps: list[Keep], array: ctypes.Array[Keep]) -> None:
+    """Copy into ``keeps`` what a kernel advanced in their copies ``array`` (the hand-out of
+    tied magnitudes; generators are shared through their pointers)."""
+    for kept, updated in zip(keeps, array, strict=True):
+        kept.left[0], kept.left[1] = updated.left[0], updated.left[1]
 
 
 def task_vectors(
@@ -240,8 +255,7 @@ def task_vectors(
     )  # fmt: skip
     if status:
         raise MemoryError("task vectors: no memory for a block's buffers")
-    for kept, updated in zip(keeps, array, strict=True):
-        kept.left[0], kept.left[1] = updated.left[0], updated.left[1]
+    _take_back(keeps, array)
     return out
 
 

@@ -39,25 +39,59 @@ static inline uint64_t pcg64_next64(ak_pcg64 *g) {
     return (mixed >> rot) | (mixed << ((-rot) & 63));
 }
 
-static inline float pcg64_next_float(ak_pcg64 *g) {
-    uint32_t bits;
-    if (g->has_uint32) {
-        g->has_uint32 = 0;
-        bits = g->uinteger;
-    } else {
-        uint64_t next = pcg64_next64(g);
-        g->has_uint32 = 1;
-        g->uinteger = (uint32_t)(next >> 32);
-        bits = (uint32_t)next;
-    }
-    return (float)(bits >> 8) * (1.0f / 16777216.0f);
-}
+static inline float pcg64_float(uint32_t bits) { return (float)(bits >> 8) * (1.0f / 16777216.0f); }
 
-void ak_uniform(ak_pcg64 *g, int64_t count, float *out) {
-    ak_pcg64 local = *g; /* a local copy stays in registers */
-    for (int64_t i = 0; i < count; i++) out[i] = pcg64_next_float(&local);
+/* The next `count` float32 numbers of g's stream into out, as numpy's random(dtype=float32):
+ * each 64-bit output gives two numbers, its low half first (numpy keeps the high half for the
+ * next call: has_uint32). The state stays in registers and the loop has no branch on it, so
+ * the only chain is the state's multiply: two numbers per step. */
+static void draw_floats(ak_pcg64 *g, int64_t count, float *out) {
+    ak_pcg64 local = *g;
+    int64_t i = 0;
+    if (count > 0 && local.has_uint32) {
+        local.has_uint32 = 0;
+        out[i++] = pcg64_float(local.uinteger);
+    }
+    for (; i + 2 <= count; i += 2) {
+        uint64_t next = pcg64_next64(&local);
+        out[i] = pcg64_float((uint32_t)next);
+        out[i + 1] = pcg64_float((uint32_t)(next >> 32));
+    }
+    if (i < count) {
+        uint64_t next = pcg64_next64(&local);
+        out[i] = pcg64_float((uint32_t)next);
+        local.has_uint32 = 1;
+        local.uinteger = (uint32_t)(next >> 32);
+    }
     *g = local;
 }
+
+/* draw_floats for two generators at once: their multiplies overlap in the CPU. */
+static void draw_floats_2(ak_pcg64 *g, ak_pcg64 *h, int64_t count, float *out_g, float *out_h) {
+    int64_t i = 0, k = 0; /* next number of g, of h */
+    if (count > 0 && g->has_uint32) {
+        g->has_uint32 = 0;
+        out_g[i++] = pcg64_float(g->uinteger);
+    }
+    if (count > 0 && h->has_uint32) {
+        h->has_uint32 = 0;
+        out_h[k++] = pcg64_float(h->uinteger);
+    }
+    ak_pcg64 a = *g, b = *h;
+    int64_t pairs = (count - (i > k ? i : k)) / 2;
+    for (int64_t p = 0; p < pairs; p++, i += 2, k += 2) {
+        uint64_t u = pcg64_next64(&a), v = pcg64_next64(&b);
+        out_g[i] = pcg64_float((uint32_t)u);
+        out_g[i + 1] = pcg64_float((uint32_t)(u >> 32));
+        out_h[k] = pcg64_float((uint32_t)v);
+        out_h[k + 1] = pcg64_float((uint32_t)(v >> 32));
+    }
+    *g = a, *h = b;
+    draw_floats(g, count - i, out_g + i);
+    draw_floats(h, count - k, out_h + k);
+}
+
+void ak_uniform(ak_pcg64 *g, int64_t count, float *out) { draw_floats(g, count, out); }
 
 /* ---- which entries of a task vector survive --------------------------------------------- */
 
@@ -85,8 +119,8 @@ static inline int mask_bit(const uint8_t *mask, int64_t i) { return (mask[i >> 3
 
 static inline float sign_of(float v) { return (float)((v > 0.0f) - (v < 0.0f)); }
 
-/* Entries are processed in blocks: the random draws of a block are made first, for every
- * model at once (independent generators overlap in the CPU), then the block is merged. */
+/* Entries are processed in blocks: the random draws of a block are made first, a model's
+ * block in one tight loop (draw_floats), then the block is merged. */
 #define BLOCK 512
 #define MAX_MODELS 64
 
@@ -112,9 +146,17 @@ static int any_random(const ak_keep *keeps, int32_t n) {
 /* Callers skip it when no model draws: the mode tests alone cost a fifth of a merge. */
 static void draw_block(ak_keep *keeps, int32_t n, ak_pcg64 *gens, int64_t count,
                        float draws[][BLOCK]) {
-    for (int64_t j = 0; j < count; j++)
-        for (int32_t m = 0; m < n; m++)
-            if (keeps[m].mode == KEEP_RANDOM) draws[m][j] = pcg64_next_float(&gens[m]);
+    int32_t waiting = -1; /* a drawing model not yet paired with another */
+    for (int32_t m = 0; m < n; m++) {
+        if (keeps[m].mode != KEEP_RANDOM) continue;
+        if (waiting < 0) {
+            waiting = m;
+            continue;
+        }
+        draw_floats_2(&gens[waiting], &gens[m], count, draws[waiting], draws[m]);
+        waiting = -1;
+    }
+    if (waiting >= 0) draw_floats(&gens[waiting], count, draws[waiting]);
 }
 
 static void load_generators(ak_keep *keeps, int32_t n, ak_pcg64 *gens) {
@@ -260,43 +302,56 @@ static void record_kept(uint8_t *mask, int64_t first, const float *keep, int64_t
     }
 }
 
-/* L1 norms of x - base before and after thinning (not rescaled), added to sums[0], sums[1].
- * Summed in eight double lanes (a loop that vectorizes), so in another order than torch's
- * float32 norm: the two paths agree within float32 rounding. When k->mask is set (and the
- * mode is not MASK), the surviving entries' bits are set in it (it starts zeroed), so the
- * merge pass reads them instead of drawing and ranking again. */
-void ak_l1_norms(const void *x, const void *base, int32_t bf16, int64_t len, ak_keep *k,
-                 double *sums) {
-    float draws[1][BLOCK], keep[BLOCK], probability[BLOCK], magnitude[BLOCK], kept[BLOCK];
-    float wx[BLOCK], wb[BLOCK];
-    double before[8] = {0}, after[8] = {0};
-    ak_pcg64 gens[1];
-    int random = any_random(k, 1);
-    load_generators(k, 1, gens);
+/* L1 norms of each model's x[m] - base before and after thinning by keeps[m] (not rescaled),
+ * added to sums[2m], sums[2m + 1]. Summed in eight double lanes (a loop that vectorizes), so in
+ * another order than torch's float32 norm: the two paths agree within float32 rounding. When
+ * keeps[m].mask is set (and the mode is not MASK), the surviving entries' bits are set in it
+ * (it starts zeroed), so the merge pass reads them instead of drawing and ranking again. The
+ * models are measured together so that their generators draw side by side (one generator's
+ * steps wait on each other; several overlap in the CPU). Returns -1 when out of memory. */
+int ak_l1_norms(const void *const *x, const void *base, int32_t bf16, int64_t len, int32_t n,
+                ak_keep *keeps, double *sums) {
+    float (*draws)[BLOCK] = malloc(sizeof(float) * BLOCK * (size_t)n);
+    double (*lanes)[2][8] = calloc((size_t)n, sizeof *lanes); /* before, after */
+    if (!draws || !lanes) {
+        free(draws), free(lanes);
+        return -1;
+    }
+    float keep[BLOCK], probability[BLOCK], magnitude[BLOCK], kept[BLOCK], wx[BLOCK], wb[BLOCK];
+    ak_pcg64 gens[MAX_MODELS];
+    int random = any_random(keeps, n);
+    load_generators(keeps, n, gens);
     for (int64_t start = 0; start < len; start += BLOCK) {
         int64_t count = len - start < BLOCK ? len - start : BLOCK;
-        const float *xs = block_of(x, bf16, start, count, wx);
         const float *bs = block_of(base, bf16, start, count, wb);
-        if (random) draw_block(k, 1, gens, count, draws);
-        keep_block(k, xs, bs, start, count, draws[0], keep, probability);
-        if (k->mask && k->mode != KEEP_MASK) record_kept(k->mask, k->mask_offset + start, keep, count);
-        for (int64_t j = 0; j < count; j++) {
-            float delta = xs[j] - bs[j];
-            magnitude[j] = fabsf(delta);
-            kept[j] = fabsf(delta * keep[j]);
-        }
-        for (int64_t j = count; j < (count + 7) / 8 * 8; j++) magnitude[j] = kept[j] = 0.0f;
-        for (int64_t j = 0; j < count; j += 8)
-            for (int lane = 0; lane < 8; lane++) {
-                before[lane] += magnitude[j + lane];
-                after[lane] += kept[j + lane];
+        if (random) draw_block(keeps, n, gens, count, draws);
+        for (int32_t m = 0; m < n; m++) {
+            ak_keep *k = &keeps[m];
+            const float *xs = block_of(x[m], bf16, start, count, wx);
+            keep_block(k, xs, bs, start, count, draws[m], keep, probability);
+            if (k->mask && k->mode != KEEP_MASK) record_kept(k->mask, k->mask_offset + start, keep, count);
+            for (int64_t j = 0; j < count; j++) {
+                float delta = xs[j] - bs[j];
+                magnitude[j] = fabsf(delta);
+                kept[j] = fabsf(delta * keep[j]);
             }
+            for (int64_t j = count; j < (count + 7) / 8 * 8; j++) magnitude[j] = kept[j] = 0.0f;
+            double *before = lanes[m][0], *after = lanes[m][1];
+            for (int64_t j = 0; j < count; j += 8)
+                for (int lane = 0; lane < 8; lane++) {
+                    before[lane] += magnitude[j + lane];
+                    after[lane] += kept[j + lane];
+                }
+        }
     }
-    store_generators(k, 1, gens);
-    for (int lane = 0; lane < 8; lane++) {
-        sums[0] += before[lane];
-        sums[1] += after[lane];
-    }
+    store_generators(keeps, n, gens);
+    for (int32_t m = 0; m < n; m++)
+        for (int lane = 0; lane < 8; lane++) {
+            sums[2 * m] += lanes[m][0][lane];
+            sums[2 * m + 1] += lanes[m][1][lane];
+        }
+    free(draws), free(lanes);
+    return 0;
 }
 
 /* out = base + scale * combine_m(weight_m * thin_m(x_m - base)), as TaskVectorMerge.merge.
