@@ -539,10 +539,10 @@ static uint64_t *sort_by_magnitude(uint64_t *items, uint64_t *spare, int64_t wid
 #define RANK_SHIFT 48 /* of an item: the key's top 16 bits */
 #define RANK_BUCKETS 1024
 static uint64_t *order_by_magnitude(uint64_t *items, uint64_t *spare, int64_t width,
-                                    uint32_t *starts, int64_t *counts) {
-    uint64_t top = 0;
-    for (int64_t j = 0; j < width; j++) top = items[j] > top ? items[j] : top;
-    uint32_t highest = (uint32_t)(top >> RANK_SHIFT);
+                                    float largest, uint32_t *starts, int64_t *counts) {
+    uint32_t top;
+    memcpy(&top, &largest, sizeof top);
+    uint32_t highest = top >> (RANK_SHIFT - 32);
     uint32_t lowest = highest >= RANK_BUCKETS - 1 ? highest - (RANK_BUCKETS - 1) : 0;
     /* the two halves of the row are counted and scattered with their own tables, so that
      * neighbours in one bucket (common) do not wait on each other's increment */
@@ -595,31 +595,35 @@ int ak_della_probabilities(const void *x, const void *base, int32_t bf16, int64_
     uint64_t *items = malloc(sizeof(uint64_t) * 2 * (size_t)width);
     int64_t *counts = malloc(sizeof(int64_t) * 3 * 2048);
     uint32_t *starts = malloc(sizeof(uint32_t) * 2 * RANK_BUCKETS);
-    if (!items || !counts || !starts) {
-        free(items), free(counts), free(starts);
+    float *by_rank = malloc(sizeof(float) * (size_t)width); /* the same for every row */
+    if (!items || !counts || !starts || !by_rank) {
+        free(items), free(counts), free(starts), free(by_rank);
         return -1;
     }
     float steps = (float)(width - 1), wx[BLOCK], wb[BLOCK];
+    for (int64_t rank = 0; rank < width; rank++) {
+        float relative = (float)rank / steps;
+        by_rank[rank] = relative * span + low;
+    }
     for (int64_t r = 0; r < rows; r++) {
-        float *pr = out + r * width;
+        float *pr = out + r * width, largest = 0.0f;
         for (int64_t start = 0; start < width; start += BLOCK) {
             int64_t count = width - start < BLOCK ? width - start : BLOCK;
             const float *xs = block_of(x, bf16, r * width + start, count, wx);
             const float *bs = block_of(base, bf16, r * width + start, count, wb);
             for (int64_t j = 0; j < count; j++) {
                 float magnitude = fabsf(xs[j] - bs[j]);
+                largest = magnitude > largest ? magnitude : largest;
                 uint32_t key;
                 memcpy(&key, &magnitude, sizeof key);
                 items[start + j] = (uint64_t)key << 32 | (uint64_t)(start + j);
             }
         }
-        const uint64_t *sorted = order_by_magnitude(items, items + width, width, starts, counts);
-        for (int64_t position = 0; position < width; position++) {
-            float relative = (float)position / steps;
-            pr[(uint32_t)sorted[position]] = relative * span + low;
-        }
+        const uint64_t *sorted =
+            order_by_magnitude(items, items + width, width, largest, starts, counts);
+        for (int64_t rank = 0; rank < width; rank++) pr[(uint32_t)sorted[rank]] = by_rank[rank];
     }
-    free(items), free(counts), free(starts);
+    free(items), free(counts), free(starts), free(by_rank);
     return 0;
 }
 
