@@ -19,6 +19,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h> /* x86-64 always has it; elsewhere the plain loops below are used */
+#endif
 
 /* ---- numpy's PCG64 stream, so draws equal np.random.Generator(PCG64(seed)).random(n, float32) */
 
@@ -116,6 +119,17 @@ typedef struct {
 } ak_keep;
 
 static inline int mask_bit(const uint8_t *mask, int64_t i) { return (mask[i >> 3] >> (i & 7)) & 1; }
+
+/* The eight keep values (1.0 or 0.0) of each mask byte, bit 0 first: a table lookup instead
+ * of eight shifts and conversions per byte. */
+#define AK_BITS(n)                                                                               \
+    {(n) & 1, (n) >> 1 & 1, (n) >> 2 & 1, (n) >> 3 & 1,                                         \
+     (n) >> 4 & 1, (n) >> 5 & 1, (n) >> 6 & 1, (n) >> 7 & 1}
+#define AK_BITS4(n) AK_BITS(n), AK_BITS((n) + 1), AK_BITS((n) + 2), AK_BITS((n) + 3)
+#define AK_BITS16(n) AK_BITS4(n), AK_BITS4((n) + 4), AK_BITS4((n) + 8), AK_BITS4((n) + 12)
+#define AK_BITS64(n) AK_BITS16(n), AK_BITS16((n) + 16), AK_BITS16((n) + 32), AK_BITS16((n) + 48)
+static const float BYTE_AS_KEEPS[256][8] = {AK_BITS64(0), AK_BITS64(64), AK_BITS64(128),
+                                             AK_BITS64(192)};
 
 static inline float sign_of(float v) { return (float)((v > 0.0f) - (v < 0.0f)); }
 
@@ -222,11 +236,9 @@ static void keep_block(ak_keep *k, const float *x, const float *b, int64_t offse
     }
     if (k->mode == KEEP_MASK) {
         int64_t first = k->mask_offset + offset, j = 0;
-        if ((first & 7) == 0) /* whole bytes: no carried dependency, so it vectorizes */
-            for (; j + 8 <= count; j += 8) {
-                uint8_t byte = k->mask[(first + j) >> 3];
-                for (int b = 0; b < 8; b++) keep[j + b] = (float)((byte >> b) & 1u);
-            }
+        if ((first & 7) == 0) /* whole bytes */
+            for (; j + 8 <= count; j += 8)
+                memcpy(&keep[j], BYTE_AS_KEEPS[k->mask[(first + j) >> 3]], 8 * sizeof(float));
         for (; j < count; j++) keep[j] = mask_bit(k->mask, first + j) ? 1.0f : 0.0f;
         return;
     }
@@ -290,12 +302,22 @@ static void weigh_block(ak_keep *k, const float *x, const float *b, int64_t coun
 /* Sets bit first + j of `mask` where keep[j] is not 0 (the mask starts zeroed). */
 static void record_kept(uint8_t *mask, int64_t first, const float *keep, int64_t count) {
     int64_t j = 0;
-    if ((first & 7) == 0) /* whole bytes, each written once */
+    if ((first & 7) == 0) { /* whole bytes, each written once */
+#if defined(__SSE2__)
+        const __m128 zero = _mm_setzero_ps();
+        for (; j + 8 <= count; j += 8) { /* lane i of a comparison gives bit i */
+            int low = _mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(keep + j), zero));
+            int high = _mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(keep + j + 4), zero));
+            mask[(first + j) >> 3] = (uint8_t)(low | high << 4);
+        }
+#else
         for (; j + 8 <= count; j += 8) {
             uint8_t byte = 0;
             for (int b = 0; b < 8; b++) byte |= (uint8_t)((keep[j + b] != 0.0f) << b);
             mask[(first + j) >> 3] = byte;
         }
+#endif
+    }
     for (; j < count; j++) {
         int64_t i = first + j;
         mask[i >> 3] |= (uint8_t)((keep[j] != 0.0f) << (i & 7));
@@ -329,7 +351,8 @@ int ak_l1_norms(const void *const *x, const void *base, int32_t bf16, int64_t le
             ak_keep *k = &keeps[m];
             const float *xs = block_of(x[m], bf16, start, count, wx);
             keep_block(k, xs, bs, start, count, draws[m], keep, probability);
-            if (k->mask && k->mode != KEEP_MASK) record_kept(k->mask, k->mask_offset + start, keep, count);
+            if (k->mask && k->mode != KEEP_MASK)
+                record_kept(k->mask, k->mask_offset + start, keep, count);
             for (int64_t j = 0; j < count; j++) {
                 float delta = xs[j] - bs[j];
                 magnitude[j] = fabsf(delta);
@@ -355,13 +378,13 @@ int ak_l1_norms(const void *const *x, const void *base, int32_t bf16, int64_t le
 }
 
 /* out = base + scale * combine_m(weight_m * thin_m(x_m - base)), as TaskVectorMerge.merge.
- * Model m's `len` values start at x + m * stride (stride >= len); combine is the TIES disjoint sum (mean with `normalize`) under a sign rule,
- * or a plain sum divided by `divide_by`. `out` may be x (model 0's rows, float32 inputs): a
- * block of every input is read before that block of out is written. Returns -1 when out of
- * memory. */
+ * Model m's `len` values start at x + m * stride (stride >= len); combine is the TIES disjoint
+ * sum (mean with `normalize`) under a sign rule, or a plain sum divided by `divide_by`. `out`
+ * may be x (model 0's rows, float32 inputs): a block of every input is read before that block
+ * of out is written. Returns -1 when out of memory. */
 int ak_task_vectors(const void *x, const void *base, int32_t bf16, int64_t len, int64_t stride,
-                    int32_t n, ak_keep *keeps, int32_t sign_rule, int32_t normalize, float divide_by,
-                    float scale, float *out) {
+                    int32_t n, ak_keep *keeps, int32_t sign_rule, int32_t normalize,
+                    float divide_by, float scale, float *out) {
     float (*draws)[BLOCK] = malloc(sizeof(float) * BLOCK * (2 * (size_t)n + 7));
     if (!draws) return -1;
     float (*weighted)[BLOCK] = draws + n;
@@ -550,7 +573,8 @@ static uint64_t *order_by_magnitude(uint64_t *items, uint64_t *spare, int64_t wi
     int64_t half = width / 2;
     memset(starts, 0, sizeof(uint32_t) * 2 * RANK_BUCKETS);
     for (int64_t j = 0; j < half; j++) {
-        uint32_t a = (uint32_t)(items[j] >> RANK_SHIFT), b = (uint32_t)(items[half + j] >> RANK_SHIFT);
+        uint32_t a = (uint32_t)(items[j] >> RANK_SHIFT);
+        uint32_t b = (uint32_t)(items[half + j] >> RANK_SHIFT);
         first[a > lowest ? a - lowest : 0]++;
         second[b > lowest ? b - lowest : 0]++;
     }
