@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 from pathlib import Path
 from typing import Annotated
@@ -389,4 +390,11 @@ def eval_(
 
 
 def main() -> None:
-    app()
+    """The ``alloykit`` command: runs one subcommand, then the process exits."""
+    try:
+        app()
+    finally:
+        # At exit the interpreter runs a last collection over every object, torch's hundreds of
+        # thousands included, though none needs collecting: 1.2 s of teardown after a merge
+        # here. Frozen objects are left out of it (teardown then took 0.3 s).
+        gc.freeze()
