@@ -62,14 +62,16 @@ class ModelStockMerge(TaskVectorMerge):
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, *, filter_wise: bool) -> None:
         super().__init__(shape, dtype, weight=torch.empty(0))  # the weights follow from t
         self.filter_wise = filter_wise and len(shape) >= 2
-        self.models = 0  # k, known from the first chunk
 
     def passes(self) -> Iterator[Observer]:
         if self.filter_wise:
             return
         totals: list[torch.Tensor] = []  # squared norms, then pair products, in float64
+        models = 0
 
         def observe(chunk: Chunk) -> None:
+            nonlocal models
+            models = chunk.tensors.shape[0]
             sums = self._offset_products(chunk)
             if totals:
                 totals[0] += sums.to(totals[0].device)
@@ -77,19 +79,18 @@ class ModelStockMerge(TaskVectorMerge):
                 totals.append(sums)
 
         yield observe
-        k, sums = self.models, totals[0]
+        k, sums = models, totals[0]
         ratio = float(interpolation_ratio(sums[:k], sums[k:]))
         self.weight = torch.full((k,), ratio / k, dtype=torch.float32, device=sums.device)
 
     def _offset_products(self, chunk: Chunk) -> torch.Tensor:
         assert chunk.base is not None
-        self.models = chunk.tensors.shape[0]
         if self._fused(chunk):
             sums = native.offset_products(chunk.tensors, chunk.base)
             return torch.tensor(sums, dtype=torch.float64)
         chunk = chunk.widened(self.dtype)
         assert chunk.base is not None
-        offsets = chunk.tensors.sub_(chunk.base).reshape(self.models, -1)
+        offsets = chunk.tensors.sub_(chunk.base).reshape(chunk.tensors.shape[0], -1)
         return torch.cat(pair_sums(offsets)).double()
 
     def merge(self, chunk: Chunk) -> torch.Tensor:

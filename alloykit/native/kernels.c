@@ -44,17 +44,22 @@ static inline uint64_t pcg64_next64(ak_pcg64 *g) {
 
 static inline float pcg64_float(uint32_t bits) { return (float)(bits >> 8) * (1.0f / 16777216.0f); }
 
+/* Hands out the half of a 64-bit output that numpy kept for the next call (has_uint32), if
+ * any and if a number is wanted; returns how many numbers it wrote (0 or 1). */
+static int64_t draw_kept_half(ak_pcg64 *g, int64_t count, float *out) {
+    if (count <= 0 || !g->has_uint32) return 0;
+    g->has_uint32 = 0;
+    out[0] = pcg64_float(g->uinteger);
+    return 1;
+}
+
 /* The next `count` float32 numbers of g's stream into out, as numpy's random(dtype=float32):
  * each 64-bit output gives two numbers, its low half first (numpy keeps the high half for the
  * next call: has_uint32). The state stays in registers and the loop has no branch on it, so
  * the only chain is the state's multiply: two numbers per step. */
 static void draw_floats(ak_pcg64 *g, int64_t count, float *out) {
     ak_pcg64 local = *g;
-    int64_t i = 0;
-    if (count > 0 && local.has_uint32) {
-        local.has_uint32 = 0;
-        out[i++] = pcg64_float(local.uinteger);
-    }
+    int64_t i = draw_kept_half(&local, count, out);
     for (; i + 2 <= count; i += 2) {
         uint64_t next = pcg64_next64(&local);
         out[i] = pcg64_float((uint32_t)next);
@@ -71,15 +76,7 @@ static void draw_floats(ak_pcg64 *g, int64_t count, float *out) {
 
 /* draw_floats for two generators at once: their multiplies overlap in the CPU. */
 static void draw_floats_2(ak_pcg64 *g, ak_pcg64 *h, int64_t count, float *out_g, float *out_h) {
-    int64_t i = 0, k = 0; /* next number of g, of h */
-    if (count > 0 && g->has_uint32) {
-        g->has_uint32 = 0;
-        out_g[i++] = pcg64_float(g->uinteger);
-    }
-    if (count > 0 && h->has_uint32) {
-        h->has_uint32 = 0;
-        out_h[k++] = pcg64_float(h->uinteger);
-    }
+    int64_t i = draw_kept_half(g, count, out_g), k = draw_kept_half(h, count, out_h);
     ak_pcg64 a = *g, b = *h;
     int64_t pairs = (count - (i > k ? i : k)) / 2;
     for (int64_t p = 0; p < pairs; p++, i += 2, k += 2) {
@@ -90,7 +87,7 @@ static void draw_floats_2(ak_pcg64 *g, ak_pcg64 *h, int64_t count, float *out_g,
         out_h[k + 1] = pcg64_float((uint32_t)(v >> 32));
     }
     *g = a, *h = b;
-    draw_floats(g, count - i, out_g + i);
+    draw_floats(g, count - i, out_g + i); /* what is left: at most two numbers each */
     draw_floats(h, count - k, out_h + k);
 }
 
