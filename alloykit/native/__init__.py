@@ -5,6 +5,10 @@ exists, installation still succeeds and the torch path of every method is used).
 compute exactly what the torch path computes, operation for operation in float32; tests
 compare the two. ``ALLOYKIT_NATIVE=0`` in the environment turns them off.
 
+On x86-64 the file is built twice (see setup.py): a portable build, and an x86-64-v3 build
+(AVX2, ...) loaded instead where the CPU has it; ``ALLOYKIT_NATIVE=portable`` keeps the
+portable one. Both compute the same bits (the tests run each).
+
 Why C and not torch: a TIES merge written as tensor operations makes ~25 passes over every
 value through memory; a fused loop makes one (see docs/engine.md for the measurements).
 """
@@ -94,19 +98,45 @@ class Keep(ctypes.Structure):
     )
 
 
-def _library_path() -> Path | None:
+BUILDS = {"portable": "_kernels", "x86-64-v3": "_kernels_x86_64_v3"}
+"""The kernels' builds, by name: the stem of each one's compiled library."""
+
+
+def _library_paths() -> dict[str, Path]:
+    """The compiled builds found next to this file."""
     here = Path(__file__).parent
-    found = sorted(here.glob("_kernels*.so")) + sorted(here.glob("_kernels*.pyd"))
-    return found[0] if found else None
+    found = {}
+    for build, stem in BUILDS.items():
+        files = [f for f in sorted(here.glob(f"{stem}.*")) if f.suffix in (".so", ".pyd")]
+        if files:
+            found[build] = files[0]
+    return found
 
 
-def _load() -> ctypes.CDLL | None:
-    if os.environ.get("ALLOYKIT_NATIVE", "1") == "0":
+def _runs_x86_64_v3(paths: dict[str, Path]) -> bool:
+    """Whether the x86-64-v3 build is installed and this CPU runs it (the portable build,
+    which runs anywhere, asks the CPU)."""
+    if "x86-64-v3" not in paths or "portable" not in paths:
+        return False
+    return bool(ctypes.CDLL(str(paths["portable"])).ak_supports_x86_64_v3())
+
+
+def _load(build: str | None = None) -> ctypes.CDLL | None:
+    """The library of ``build``; by default the fastest one this CPU runs (None if none)."""
+    setting = os.environ.get("ALLOYKIT_NATIVE", "1")
+    if setting == "0":
         return None
-    path = _library_path()
-    if path is None:
+    paths = _library_paths()
+    if build is None:
+        fast = setting != "portable" and _runs_x86_64_v3(paths)
+        build = "x86-64-v3" if fast else "portable"
+    if build not in paths:
         return None
-    lib = ctypes.CDLL(str(path))
+    return _bound(ctypes.CDLL(str(paths[build])))
+
+
+def _bound(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """``lib`` with the argument and result types of its functions declared."""
     p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
     lib.ak_uniform.argtypes = (ctypes.POINTER(Pcg64), i64, p)
     lib.ak_uniform.restype = None
@@ -123,6 +153,8 @@ def _load() -> ctypes.CDLL | None:
     lib.ak_offset_products.restype = ctypes.c_int
     lib.ak_della_probabilities.argtypes = (p, p, i32, i64, i64, f32, f32, p)
     lib.ak_della_probabilities.restype = ctypes.c_int
+    lib.ak_crc32c.argtypes = (p, i64, ctypes.c_uint32)
+    lib.ak_crc32c.restype = ctypes.c_uint32
     lib.ak_finite_bf16.argtypes = (p, i64)
     lib.ak_finite_bf16.restype = ctypes.c_int
     for name in ("ak_widen_bf16", "ak_narrow_bf16"):
@@ -139,6 +171,27 @@ def turned_off() -> Iterator[None]:
     """Use the torch path inside this block (tests compare the two paths)."""
     global _lib
     saved, _lib = _lib, None
+    try:
+        yield
+    finally:
+        _lib = saved
+
+
+def builds() -> list[str]:
+    """The builds this machine can run (tests run the kernels of each)."""
+    found = _library_paths()
+    runnable = [b for b in found if b == "portable"]
+    return [*runnable, "x86-64-v3"] if _runs_x86_64_v3(found) else runnable
+
+
+@contextmanager
+def using(build: str) -> Iterator[None]:
+    """Run the kernels of ``build`` inside this block."""
+    global _lib
+    lib = _load(build)
+    if lib is None:
+        raise ValueError(f"the {build} build of the kernels is not installed")
+    saved, _lib = _lib, lib
     try:
         yield
     finally:
@@ -294,6 +347,18 @@ def della_probabilities(
     if _lib.ak_della_probabilities(_ptr(x), _ptr(base), flag, rows, width, span, low, _ptr(out)):
         raise MemoryError("della: no memory for a row's ranks")
     return out
+
+
+def crc32c_in_hardware() -> bool:
+    """Whether :func:`crc32c` runs on the CPU's crc32 instruction (the x86-64-v3 build)."""
+    return _lib is not None and bool(_lib.ak_crc32c_in_hardware())
+
+
+def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """CRC-32C (Castagnoli) of ``data``, continuing ``crc`` as ``zlib.crc32`` continues its own."""
+    assert _lib is not None
+    array = np.frombuffer(data, dtype=np.uint8)  # a view, read-only buffers included
+    return int(_lib.ak_crc32c(array.ctypes.data, array.nbytes, crc))
 
 
 def widen_bf16(src: torch.Tensor, out: torch.Tensor) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import struct
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from alloykit import native
 from alloykit.checkpoint.safetensors_format import read_header, read_tensor
-from alloykit.checkpoint.sink import DirectorySink, OutputTensor, plan_shards
+from alloykit.checkpoint.sink import JOURNAL, DirectorySink, OutputTensor, plan_shards
 from alloykit.errors import CheckpointError, OutputError
 
 
@@ -150,3 +152,59 @@ def test_force_replaces_existing_output(tmp_path: Path) -> None:
     sink.commit()
     assert not (out / "old.txt").exists()
     assert (out / "model.safetensors.index.json").exists()
+
+
+def _crc32c_bitwise(data: bytes) -> int:
+    """CRC-32C by its definition (reflected polynomial 0x82F63B78, inverted in and out), a bit
+    at a time: the reference for the kernels' instruction and table versions."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+@pytest.mark.skipif(not native.available(), reason="alloykit's C kernels are not built here")
+@pytest.mark.parametrize("build", native.builds())
+@pytest.mark.parametrize("size", [0, 1, 9, 3 * 4096 - 1, 3 * 4096 + 5, 40_003])
+def test_crc32c_is_the_castagnoli_crc_in_every_build(build: str, size: int) -> None:
+    """Sizes from 3 * 4096 bytes take three interleaved streams joined by the CRC's linearity;
+    a checksum continued over two pieces equals the checksum of the whole."""
+    data = bytes(random.Random(size).getrandbits(8) for _ in range(size))
+    with native.using(build):
+        assert native.crc32c(b"123456789") == 0xE3069283  # the standard check value
+        assert native.crc32c(data) == _crc32c_bitwise(data)
+        cut = size // 3
+        assert native.crc32c(data[cut:], native.crc32c(data[:cut])) == _crc32c_bitwise(data)
+
+
+@pytest.mark.parametrize("written_with", ["crc32", "crc32c"])
+def test_a_journal_is_verified_with_the_checksum_it_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written_with: str
+) -> None:
+    """A merge resumed on another machine (with or without the crc32 instruction) checks the
+    journal's tensors with the checksum the journal names, and still finds a corrupt one."""
+    if written_with == "crc32c" and not native.available():
+        pytest.skip("alloykit's C kernels are not built here")
+    layout = [OutputTensor(n, torch.float32, (64,)) for n in ("a", "b")]
+    out = tmp_path / "out"
+    with monkeypatch.context() as patched:
+        patched.setattr("alloykit.checkpoint.sink.fastest_checksum", lambda: written_with)
+        first = _sink(out, layout)
+        first.open()
+        first.write("a", torch.arange(64.0))
+        first.write("b", torch.arange(64.0) * 2)
+        first.abort(keep_for_resume=True)
+    records = (tmp_path / "out.partial" / JOURNAL).read_text().splitlines()[1:]
+    assert all(written_with in json.loads(line) for line in records)
+    for shard in (tmp_path / "out.partial").glob("*.safetensors"):
+        entries, _ = read_header(shard)
+        if "b" in entries:  # one bit of b's data flipped
+            raw = bytearray(shard.read_bytes())
+            raw[entries["b"].start + 5] ^= 0x01
+            shard.write_bytes(bytes(raw))
+    second = _sink(out, layout)
+    assert second.open() == 2
+    assert second.verify_resumed() == ["b"]
+    assert second.done == {"a"}

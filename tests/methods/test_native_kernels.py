@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,9 +57,49 @@ SUMMED = {"ties l1", "dare_linear l1", "della l1", "model_stock"}
 than torch: equal within float32 rounding."""
 
 
+@pytest.fixture(scope="module", autouse=True, params=native.builds() or ["none"])
+def kernel_build(request):
+    """Every test here runs once per build of the kernels this CPU runs (portable, and
+    x86-64-v3 on CPUs with AVX2): both must compute what torch computes."""
+    if request.param == "none":
+        yield None
+        return
+    with native.using(request.param):
+        yield request.param
+
+
 def test_the_kernels_are_built() -> None:
     """CI sets ALLOYKIT_REQUIRE_NATIVE=1: there a missing build is a failure, not a skip."""
     assert native.available()
+
+
+def test_the_fastest_build_this_cpu_runs_is_loaded() -> None:
+    """The x86-64-v3 build is chosen wherever the CPU runs it (and was built); the portable
+    one elsewhere."""
+    loaded = native._load()
+    assert loaded is not None
+    expected = native.BUILDS[native.builds()[-1]]
+    assert Path(loaded._name).name.startswith(expected + ".")
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=st.sampled_from(sorted(CASES)), seed=st.integers(0, 2**31 - 1), stored=st.booleans())
+def test_every_build_computes_the_same_bits(case: str, seed: int, stored: bool) -> None:
+    """Where torch's sums are in another order (:data:`SUMMED`) the comparison with torch has
+    a tolerance; between the builds there is none: vector width must not change a bit."""
+    runnable = native.builds()
+    if len(runnable) < 2:
+        pytest.skip("this CPU runs one build of the kernels")
+    name = case.split()[0]
+    tensors, base = _fine_tunes(seed, 7, 300)
+    if stored:
+        tensors, base = tensors.bfloat16(), base.bfloat16()
+    kwargs = kernel_params(name, 3, seed=seed, **CASES[case])
+    results = []
+    for build in runnable:
+        with native.using(build):
+            results.append(_merge(name, kwargs, tensors, base, 3, stored=stored))
+    assert all(torch.equal(results[0], other) for other in results[1:])
 
 
 def _fine_tunes(seed: int, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
