@@ -191,6 +191,57 @@ def test_nan_in_an_input_tensor_names_it_and_leaves_no_partial_output(
     assert_refused(result, out, LATE, str(broken), "NaN")
 
 
+def method_recipe(method: str, base: Path, *models: Path) -> dict:
+    """A recipe of ``method`` over ``models``: weights, densities where it sparsifies, L1
+    rescaling for DARE (a measuring pass before the merge), a base unless the method takes
+    none."""
+    parameters: dict = {} if method == "model_stock" else {"weight": 0.5}
+    if method in ("ties", "dare_ties"):
+        parameters["density"] = 0.5
+    recipe: dict = {
+        "merge_method": method,
+        "models": [{"model": str(m), "parameters": parameters} for m in models],
+    }
+    if method == "dare_ties":
+        recipe["parameters"] = {"rescale_mode": "l1"}
+    if method != "linear":
+        recipe["base_model"] = str(base)
+    return recipe
+
+
+@pytest.mark.parametrize(
+    ("method", "poisoned_model", "value"),
+    [
+        ("linear", "ft2", float("nan")),
+        ("task_arithmetic", "ft2", float("inf")),
+        ("task_arithmetic", "base", float("nan")),
+        ("ties", "base", float("-inf")),
+        ("dare_ties", "ft1", float("nan")),
+        ("dare_ties", "base", float("inf")),
+        ("model_stock", "ft2", float("nan")),
+        ("model_stock", "base", float("-inf")),
+    ],
+)
+def test_a_non_finite_input_is_refused_by_every_fused_path(
+    llama_bf16, tmp_path, out, method: str, poisoned_model: str, value: float
+):
+    """bfloat16 inputs read as stored reach the fused kernels unwidened (one pass or several):
+    a bad value in any input, the base included, is found before any kernel can trim it
+    away, and the error names the tensor and the model."""
+
+    def poisoned(tensors: Tensors) -> Tensors:
+        tensor = tensors[LATE].clone()
+        tensor[-1, -1] = value
+        return {**tensors, LATE: tensor}
+
+    models = dict(llama_bf16)
+    broken = variant(models[poisoned_model], tmp_path / "bad", poisoned)
+    models[poisoned_model] = broken
+    recipe = method_recipe(method, models["base"], models["ft1"], models["ft2"])
+    result = merge(write_recipe(tmp_path, recipe), out)
+    assert_refused(result, out, LATE, str(broken), "NaN" if value != value else "infinite")
+
+
 def test_vocabulary_size_mismatch_without_common_rows_names_the_embeddings(llama, tmp_path, out):
     grown = variant(llama["ft1"], tmp_path / "grown", with_extra_rows)
     result = merge(write_recipe(tmp_path, ties_recipe(llama["base"], grown, llama["ft2"])), out)
