@@ -239,7 +239,8 @@ void ak_count_digits(const void *x, const void *base, int32_t bf16, int64_t len,
             for (int k = 0; k < 16; k++) hit |= (uint32_t)(digits[i + k] >> high == wanted);
             if (hit)
                 for (int k = 0; k < 16; k++)
-                    if (digits[i + k] >> high == wanted) counts[(digits[i + k] >> shift) & 0xFFFF]++;
+                    if (digits[i + k] >> high == wanted)
+                        counts[(digits[i + k] >> shift) & 0xFFFF]++;
         }
     }
 }
