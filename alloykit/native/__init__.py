@@ -180,8 +180,8 @@ def turned_off() -> Iterator[None]:
 def builds() -> list[str]:
     """The builds this machine can run (tests run the kernels of each)."""
     found = _library_paths()
-    runnable = [b for b in found if b == "portable"]
-    return [*runnable, "x86-64-v3"] if _runs_x86_64_v3(found) else runnable
+    portable = ["portable"] if "portable" in found else []
+    return [*portable, "x86-64-v3"] if _runs_x86_64_v3(found) else portable
 
 
 @contextmanager
