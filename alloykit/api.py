@@ -58,6 +58,7 @@ class MergeOptions:
     chunk_elements: int | None = None  # values per input per chunk; None: the device default
     hash_inputs: bool = False  # SHA-256 of every input file in the model card
     fsync: bool = True  # flush the output to disk before it takes its final name
+    stored_lane: bool = True  # False: no tensor takes the torch-free lane (for comparisons)
     on_done: Callable[[PlanEntry], None] | None = field(default=None, repr=False)
 
     def plan_options(self) -> PlanOptions:
@@ -76,6 +77,7 @@ class MergeOptions:
             threads=self.threads,
             budget_bytes=parse_size(self.memory_budget),
             chunk_elements=self.chunk_elements,
+            stored_lane=self.stored_lane,
         )
 
 

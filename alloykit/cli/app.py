@@ -75,7 +75,7 @@ def merge(
     """Merge checkpoints as a recipe says, into OUT (written atomically)."""
     from alloykit.api import MergeOptions, plan, write_plan
     from alloykit.checkpoint.sink import check_output_dir
-    from alloykit.engine import resolve_device
+    from alloykit.engine import check_device
     from alloykit.errors import AlloyError
 
     options = MergeOptions(
@@ -98,7 +98,7 @@ def merge(
             raise AlloyError(
                 f"--vocab-mismatch: unknown value {vocab_mismatch!r}", "use error or common_rows"
             )
-        resolve_device(device)
+        check_device(device)
         if out is None and not dry_run:
             raise AlloyError(
                 "missing OUT directory", "alloykit merge RECIPE.yml OUT/ (or --dry-run)"
@@ -236,10 +236,10 @@ def _build_moe(recipe, out: Path | None, options, dry_run: bool) -> None:
     from alloykit.api import write_plan
     from alloykit.checkpoint.sink import check_output_dir
     from alloykit.compose import moe_plan
-    from alloykit.engine import resolve_device
+    from alloykit.engine import check_device
     from alloykit.errors import AlloyError
 
-    resolve_device(options.device)
+    check_device(options.device)
     if out is None and not dry_run:
         raise AlloyError("missing OUT directory", "give an output directory (or --dry-run)")
     if out is not None and not dry_run:

@@ -10,7 +10,7 @@ from alloykit.api import MergeOptions, write_plan
 from alloykit.checkpoint.sink import check_output_dir
 from alloykit.compose.planner import MoEPlan, make_moe_plan
 from alloykit.compose.recipe import MoERecipe, load_moe_recipe
-from alloykit.engine import resolve_device
+from alloykit.engine.tensors import resolve_device
 
 MoERecipeLike = MoERecipe | str | Path | dict[str, Any]
 

@@ -177,7 +177,7 @@ def _progress(name: str, on_progress: OnProgress | None) -> Callable[[int, int],
 
 
 def _device(name: str) -> torch.device:
-    from alloykit.engine import resolve_device
+    from alloykit.engine.tensors import resolve_device
 
     return resolve_device(name)
 

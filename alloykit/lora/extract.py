@@ -17,7 +17,7 @@ import torch
 
 from alloykit.arch.layers import Section, section_of, sort_key, tied_embeddings
 from alloykit.checkpoint.source import ModelSource, open_source
-from alloykit.engine import resolve_device
+from alloykit.engine.tensors import resolve_device
 from alloykit.errors import AlloyError, PlanError
 from alloykit.lora.adapter import (
     PREFIX,

@@ -22,7 +22,7 @@ import torch
 
 from alloykit.arch.layers import sort_key
 from alloykit.checkpoint.source import ModelSource, open_source
-from alloykit.engine import resolve_device
+from alloykit.engine.tensors import resolve_device
 from alloykit.errors import AlloyError, CheckpointError
 from alloykit.lora.adapter import PREFIX, Layout, LoraAdapter, adapter_config, open_adapter
 from alloykit.lora.extract import low_rank

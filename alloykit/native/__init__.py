@@ -1,5 +1,11 @@
 """Fused CPU kernels for the task-vector methods, loaded with ctypes from ``kernels.c``.
 
+This module binds the library and calls it on memory addresses (numpy buffers, or anything
+with a pointer); it does not import torch, so that merges of bfloat16 checkpoints as stored
+run without it (:mod:`alloykit.engine.stored`). The same functions on torch tensors are in
+:mod:`alloykit.native.tensors`, reachable from here by name (``native.task_vectors``...)
+and imported on first use.
+
 The C file is compiled when alloykit is installed (an optional extension: where no compiler
 exists, installation still succeeds and the torch path of every method is used). The kernels
 compute exactly what the torch path computes, operation for operation in float32; tests
@@ -17,14 +23,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
-import torch
 
 MAX_MODELS = 64
 """The fused merge keeps one value per model in registers; more models take the torch path."""
@@ -203,152 +207,6 @@ def available() -> bool:
     return _lib is not None
 
 
-INPUT_DTYPES = (torch.float32, torch.bfloat16)
-"""What the kernels read: float32, or bfloat16 as stored (widened a block at a time); they
-compute in float32 either way."""
-
-
-def usable(*tensors: torch.Tensor | None) -> bool:
-    """Whether the kernels can take these tensors: float32, contiguous, in CPU memory."""
-    return _usable(torch.float32, tensors)
-
-
-def usable_stored(*tensors: torch.Tensor | None) -> bool:
-    """Whether the kernels can take these bfloat16 inputs as stored (computing in float32)."""
-    return _usable(torch.bfloat16, tensors)
-
-
-def _usable(dtype: torch.dtype, tensors: tuple[torch.Tensor | None, ...]) -> bool:
-    return _lib is not None and all(
-        t is not None and t.device.type == "cpu" and t.dtype == dtype and _slices_contiguous(t)
-        for t in tensors
-    )
-
-
-def _slices_contiguous(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is contiguous, or a stack ``[n, ...]`` of contiguous slices at any
-    distance (rows of inputs held whole, see the engine)."""
-    return tensor.is_contiguous() or (tensor.dim() > 1 and tensor[0].is_contiguous())
-
-
-def _ptr(tensor: torch.Tensor) -> int:
-    return tensor.data_ptr()
-
-
-def _bf16(*inputs: torch.Tensor) -> int:
-    """The kernels' ``bf16`` flag for inputs of one dtype."""
-    dtypes = {t.dtype for t in inputs}
-    if len(dtypes) != 1 or not dtypes <= set(INPUT_DTYPES):
-        raise ValueError(f"the kernels read float32 or bfloat16 inputs of one dtype, not {dtypes}")
-    return int(torch.bfloat16 in dtypes)
-
-
-def uniform(state: Pcg64, out: torch.Tensor) -> torch.Tensor:
-    """Fill float32 ``out`` with the next numbers of ``state``'s stream."""
-    assert _lib is not None
-    _lib.ak_uniform(ctypes.byref(state), out.numel(), _ptr(out))
-    return out
-
-
-def count_digits(
-    x: torch.Tensor, base: torch.Tensor, shift: int, level: int, prefix: int, counts: torch.Tensor
-) -> None:
-    """Add to int64 ``counts`` [2, 65536] the 16-bit digits at ``shift`` of ``|x - base|``'s
-    bit patterns whose higher bits equal ``prefix`` (every entry at level 0); the digits'
-    counts are the sum of the two tables."""
-    assert _lib is not None
-    if counts.shape != (2, 1 << 16) or counts.dtype != torch.int64 or not counts.is_contiguous():
-        raise ValueError(f"count_digits: counts must be int64 [2, 65536], not {counts.shape}")
-    flag = _bf16(x, base)
-    _lib.ak_count_digits(_ptr(x), _ptr(base), flag, x.numel(), shift, level, prefix, _ptr(counts))
-
-
-def l1_norms(
-    xs: list[torch.Tensor], base: torch.Tensor, keeps: list[Keep]
-) -> list[tuple[float, float]]:
-    """L1 norms of each ``xs[m] - base`` before and after thinning by ``keeps[m]`` (not
-    rescaled), measured together so that the models' generators draw side by side."""
-    assert _lib is not None
-    n = len(xs)
-    sums = (ctypes.c_double * (2 * n))()
-    pointers = (ctypes.c_void_p * n)(*(_ptr(x) for x in xs))
-    array = (Keep * n)(*keeps)
-    if _lib.ak_l1_norms(pointers, _ptr(base), _bf16(base, *xs), base.numel(), n, array, sums):
-        raise MemoryError("l1 norms: no memory for a block's draws")
-    _take_back(keeps, array)
-    return [(sums[2 * m], sums[2 * m + 1]) for m in range(n)]
-
-
-def _take_back(keeps: list[Keep], array: ctypes.Array[Keep]) -> None:
-    """Copy into ``keeps`` what a kernel advanced in their copies ``array`` (the hand-out of
-    tied magnitudes; generators are shared through their pointers)."""
-    for kept, updated in zip(keeps, array, strict=True):
-        kept.left[0], kept.left[1] = updated.left[0], updated.left[1]
-
-
-def task_vectors(
-    x: torch.Tensor,
-    base: torch.Tensor,
-    keeps: list[Keep],
-    *,
-    sign: SignVote,
-    normalize: bool,
-    divide_by: float,
-    scale: float,
-    out: torch.Tensor,
-) -> torch.Tensor:
-    """``base + scale * combine(weight_i * thin_i(x_i - base))`` into float32 ``out`` (which
-    may be ``x[0]`` when ``x`` is float32): see ``ak_task_vectors`` in kernels.c."""
-    assert _lib is not None
-    n = x.shape[0]
-    array = (Keep * n)(*keeps)
-    status = _lib.ak_task_vectors(
-        _ptr(x), _ptr(base), _bf16(x, base), base.numel(), x.stride(0), n,
-        array, int(sign), int(normalize), divide_by, scale, _ptr(out),
-    )  # fmt: skip
-    if status:
-        raise MemoryError("task vectors: no memory for a block's buffers")
-    _take_back(keeps, array)
-    return out
-
-
-def weighted_sum(
-    x: torch.Tensor, weights: torch.Tensor, divide_by: float, out: torch.Tensor
-) -> torch.Tensor:
-    """``(sum_m weights[m] * x[m]) / divide_by`` into ``out``, summed in model order; ``x`` is
-    ``[n, ...]`` (float32 or bfloat16), ``weights`` and ``out`` float32."""
-    assert _lib is not None
-    n = x.shape[0]
-    x = x.contiguous()
-    _lib.ak_weighted_sum(_ptr(x), _bf16(x), out.numel(), n, _ptr(weights), divide_by, _ptr(out))
-    return out
-
-
-def offset_products(x: torch.Tensor, base: torch.Tensor) -> list[float]:
-    """Squared norms of the task vectors ``x[m] - base``, then the dot products of every pair
-    in :func:`itertools.combinations` order, summed in float64 between blocks."""
-    assert _lib is not None
-    n = x.shape[0]
-    sums = (ctypes.c_double * (n + n * (n - 1) // 2))()
-    flag = _bf16(x, base)
-    if _lib.ak_offset_products(_ptr(x), _ptr(base), flag, base.numel(), x.stride(0), n, sums):
-        raise MemoryError("model stock: no memory for a block's task vectors")
-    return list(sums)
-
-
-def della_probabilities(
-    x: torch.Tensor, base: torch.Tensor, width: int, span: float, low: float, out: torch.Tensor
-) -> torch.Tensor:
-    """Keep probabilities of ``|x - base|`` ranked within rows of ``width`` entries:
-    ``rank / (width - 1) * span + low``."""
-    assert _lib is not None
-    rows = x.numel() // width
-    flag = _bf16(x, base)
-    if _lib.ak_della_probabilities(_ptr(x), _ptr(base), flag, rows, width, span, low, _ptr(out)):
-        raise MemoryError("della: no memory for a row's ranks")
-    return out
-
-
 def crc32c_in_hardware() -> bool:
     """Whether :func:`crc32c` runs on the CPU's crc32 instruction (the x86-64-v3 build)."""
     return _lib is not None and bool(_lib.ak_crc32c_in_hardware())
@@ -361,47 +219,93 @@ def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     return int(_lib.ak_crc32c(array.ctypes.data, array.nbytes, crc))
 
 
-def widen_bf16(src: torch.Tensor, out: torch.Tensor) -> bool:
-    """``out.copy_(src)`` for contiguous bfloat16 ``src`` and float32 ``out`` on CPU, in one
-    pass with the finiteness check; returns whether every value is finite."""
-    assert _lib is not None
-    return bool(_lib.ak_widen_bf16(_ptr(src), _ptr(out), src.numel()))
+def loaded() -> ctypes.CDLL:
+    """The kernels' library in use (see :func:`turned_off`, :func:`using`)."""
+    if _lib is None:
+        raise RuntimeError("the compiled kernels are not available")
+    return _lib
 
 
-def finite_bf16(src: torch.Tensor) -> bool:
-    """Whether every value of contiguous bfloat16 ``src`` (CPU) is finite."""
-    assert _lib is not None
-    return bool(_lib.ak_finite_bf16(_ptr(src), src.numel()))
+def weighted_sum_at(
+    x: int, bf16: bool, numel: int, n: int, weights: int, divide_by: float, out: int
+) -> None:
+    """``(sum_m weights[m] * x[m]) / divide_by`` into float32 ``out``: ``x`` holds ``n``
+    contiguous rows of ``numel`` values (float32, or bfloat16 with ``bf16``), ``weights`` ``n``
+    float32 values; summed in model order."""
+    loaded().ak_weighted_sum(x, int(bf16), numel, n, weights, divide_by, out)
 
 
-def narrow_bf16(src: torch.Tensor, out: torch.Tensor) -> bool:
-    """``out.copy_(src)`` for contiguous float32 ``src`` and bfloat16 ``out`` on CPU (rounded to
-    nearest even, as torch does), in one pass with the finiteness check of ``src``."""
-    assert _lib is not None
-    return bool(_lib.ak_narrow_bf16(_ptr(src), _ptr(out), src.numel()))
+def task_vectors_at(
+    x: int,
+    base: int,
+    bf16: bool,
+    numel: int,
+    stride: int,
+    keeps: list[Keep],
+    *,
+    sign: SignVote,
+    normalize: bool,
+    divide_by: float,
+    scale: float,
+    out: int,
+) -> None:
+    """``base + scale * combine(weight_i * thin_i(x_i - base))`` into float32 ``out``: model
+    ``i``'s ``numel`` values start ``i * stride`` elements after ``x`` (see ``ak_task_vectors``
+    in kernels.c; ``out`` may be ``x`` when ``x`` is float32)."""
+    n = len(keeps)
+    array = (Keep * n)(*keeps)
+    status = loaded().ak_task_vectors(
+        x, base, int(bf16), numel, stride, n, array, int(sign), int(normalize), divide_by,
+        scale, out,
+    )  # fmt: skip
+    if status:
+        raise MemoryError("task vectors: no memory for a block's buffers")
+    take_back(keeps, array)
 
 
-def converts(src: torch.Tensor, out: torch.Tensor) -> bool:
-    """Whether :func:`widen_bf16` or :func:`narrow_bf16` can copy ``src`` into ``out``."""
-    if _lib is None or src.device.type != "cpu" or out.device.type != "cpu":
-        return False
-    if not (src.is_contiguous() and out.is_contiguous() and src.shape == out.shape):
-        return False
-    pair = (src.dtype, out.dtype)
-    return pair in ((torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16))
+def take_back(keeps: list[Keep], array: ctypes.Array[Keep]) -> None:
+    """Copy into ``keeps`` what a kernel advanced in their copies ``array`` (the hand-out of
+    tied magnitudes; generators are shared through their pointers)."""
+    for kept, updated in zip(keeps, array, strict=True):
+        kept.left[0], kept.left[1] = updated.left[0], updated.left[1]
 
 
-class _Scratch(threading.local):
-    """Per-thread float32 buffers reused from chunk to chunk (DELLA's probabilities)."""
+def offset_products_at(
+    x: int, base: int, bf16: bool, numel: int, stride: int, n: int
+) -> list[float]:
+    """Squared norms of the task vectors ``x_m - base`` (laid out as in
+    :func:`task_vectors_at`), then the dot products of every pair in
+    :func:`itertools.combinations` order, summed in float64 between blocks."""
+    sums = (ctypes.c_double * (n + n * (n - 1) // 2))()
+    if loaded().ak_offset_products(x, base, int(bf16), numel, stride, n, sums):
+        raise MemoryError("model stock: no memory for a block's task vectors")
+    return list(sums)
 
-    def __init__(self) -> None:
-        self.buffers: dict[int, torch.Tensor] = {}
 
-    def get(self, slot: int, numel: int) -> torch.Tensor:
-        held = self.buffers.get(slot)
-        if held is None or held.numel() < numel:
-            held = self.buffers[slot] = torch.empty(numel, dtype=torch.float32)
-        return held[:numel]
+def finite_bf16_at(src: int, numel: int) -> bool:
+    """Whether every one of the ``numel`` bfloat16 values at ``src`` is finite."""
+    return bool(loaded().ak_finite_bf16(src, numel))
 
 
-scratch = _Scratch()
+def narrow_bf16_at(src: int, out: int, numel: int) -> bool:
+    """Round ``numel`` float32 values at ``src`` to bfloat16 at ``out`` (to nearest even, as
+    torch does), in one pass with their finiteness check; returns whether all are finite."""
+    return bool(loaded().ak_narrow_bf16(src, out, numel))
+
+
+_TENSOR_FUNCTIONS = frozenset(
+    (
+        "INPUT_DTYPES", "usable", "usable_stored", "uniform", "count_digits", "l1_norms",
+        "task_vectors", "weighted_sum", "offset_products", "della_probabilities",
+        "widen_bf16", "finite_bf16", "narrow_bf16", "converts", "scratch",
+    )
+)  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    """The torch-tensor forms (:mod:`alloykit.native.tensors`), imported on first use."""
+    if name in _TENSOR_FUNCTIONS:
+        from alloykit.native import tensors
+
+        return getattr(tensors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

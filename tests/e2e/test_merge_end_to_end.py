@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -224,8 +225,9 @@ def test_output_is_the_same_for_any_chunk_size(llama, tmp_path, method, monkeypa
 )
 def test_bfloat16_inputs_read_as_stored_give_the_staged_result(llama_bf16, method, monkeypatch):
     """bfloat16 checkpoints go to the fused kernels as stored (widened a block at a time);
-    the result must equal, to the bit, that of chunks widened to float32 first."""
-    from alloykit.engine import _Inputs
+    the result must equal, to the bit, that of chunks widened to float32 first. (This is the
+    torch path's reading; the torch-free lane has its own tests, in test_stored_lane.py.)"""
+    from alloykit.engine.tensors import _Inputs
 
     recipe = recipe_for(get_method(method), llama_bf16)
     if method == "della":
@@ -248,16 +250,17 @@ def test_bfloat16_inputs_read_as_stored_give_the_staged_result(llama_bf16, metho
 
     monkeypatch.setattr(_Inputs, "_stored_chunks", spy)
     monkeypatch.setattr(_Inputs, "hold", spy_hold)
-    results = [alloykit.merge_to_state_dict(recipe, chunk_elements=c) for c in (37, 10**6)]
+    recipe_merge = functools.partial(alloykit.merge_to_state_dict, stored_lane=False)
+    results = [recipe_merge(recipe, chunk_elements=c) for c in (37, 10**6)]
     assert len(read_as_stored) >= len(results[0]) - 1  # all but 0-d / non-bfloat16 tensors
     if method not in ("linear", "task_arithmetic", "dare_ties"):  # these make a single pass
         assert stacked and all(stacked)  # inputs held for several passes, as one stack
         monkeypatch.setattr("alloykit.engine.HOLD_BYTES", 0)  # every pass reads from disk
         stacked.clear()
-        results.append(alloykit.merge_to_state_dict(recipe, chunk_elements=37))
+        results.append(recipe_merge(recipe, chunk_elements=37))
         assert stacked and not any(stacked)
     monkeypatch.setattr(_Inputs, "can_stay_stored", lambda self: False)
-    staged = alloykit.merge_to_state_dict(recipe, chunk_elements=37)
+    staged = recipe_merge(recipe, chunk_elements=37)
     for name, tensor in staged.items():
         for chunk_elements, result in zip((37, 10**6, 37), results, strict=False):
             if method == "model_stock" and chunk_elements != 37:  # dot products add up per chunk
@@ -314,7 +317,7 @@ def test_of_several_failing_tensors_the_first_in_order_is_reported(llama, monkey
             time.sleep(0.3)  # every other tensor fails before this one does
         raise PlanError(f"tensor {entry.name!r} failed", "hint")
 
-    monkeypatch.setattr("alloykit.engine.merge_entry", fail)
+    monkeypatch.setattr("alloykit.engine.tensors.merge_entry", fail)
     with pytest.raises(PlanError, match=re.escape(repr(first))):
         alloykit.merge_to_state_dict(recipe, threads=2)
 

@@ -1,92 +1,33 @@
-"""Executes a Plan into a sink: read → compute (fp32, chosen device) → cast once → write.
+"""The torch path of the engine: any method, any dtype, CPU or CUDA.
 
-Each output tensor is merged a chunk of rows at a time (about ``chunk_elements`` values per
-input) when its method can stream (:mod:`alloykit.methods.streaming`): rows are read from the
-checkpoints with positional reads, merged, cast, and written at their final offset, so memory
-holds a few chunks instead of whole tensors, and the working set of a chunk stays in the CPU's
-caches. Whole-tensor statistics (slerp's angle, TIES's cut-offs) are extra passes over the rows.
-
-Output tensors are spread over a pool of worker threads (torch and file I/O release the GIL),
-so reading, computing and writing overlap; torch's own intra-op threads are set to one while a
-merge runs, so results never depend on the thread count. A byte budget bounds the memory of
-tensors in flight; each tensor's result depends only on its inputs and its own seed.
+Rows of each input are read into staging buffers (pinned when they go to a GPU), widened to
+the compute dtype (or kept as stored for merges that read bfloat16), merged by the method's
+:class:`~alloykit.methods.streaming.StreamingMerge`, cast once to the output dtype and handed
+to the sink. :mod:`alloykit.engine` decides which tensors come here and runs the threads.
 """
 
 from __future__ import annotations
 
-import gc
 import itertools
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from alloykit import native
+from alloykit import engine, native
 from alloykit.checkpoint.source import ModelSource
 from alloykit.errors import AlloyError, NonFiniteError, PlanError
 from alloykit.methods import get_method
 from alloykit.methods.streaming import Chunk, KernelMerge, StreamingMerge
 from alloykit.plan import Plan, PlanEntry
 
+if TYPE_CHECKING:
+    from alloykit.engine import Sink
+
 CPU = torch.device("cpu")
-DEFAULT_BUDGET = 1024**3
-HOLD_BYTES = 96 * 1024**2
-"""A tensor whose merge takes several passes over its rows is read once and held when its
-inputs total at most this many bytes (as stored), instead of being read again for each pass."""
-YOUNG_COLLECTION = 50_000
-"""Net container allocations between two collections of the youngest generation while a
-merge runs (Python's default is 700)."""
-CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
-"""Values per input per chunk: small enough on CPU that a chunk's temporaries stay in cache,
-large enough on CUDA that a chunk fills the GPU."""
-
-
-class Sink(Protocol):
-    def write_rows(self, name: str, first_row: int, rows: torch.Tensor) -> None:
-        """Store ``rows``; their memory is reused once this returns, so keep a copy."""
-        ...
-
-    def finish(self, name: str) -> None: ...
-
-
-@dataclass
-class EngineOptions:
-    device: str = "cpu"
-    threads: int = 2
-    budget_bytes: int = DEFAULT_BUDGET
-    chunk_elements: int | None = None  # None: CHUNK_ELEMENTS of the device type
-
-    def chunk_size(self) -> int:
-        if self.chunk_elements is not None:
-            return max(1, self.chunk_elements)
-        return CHUNK_ELEMENTS["cuda" if self.device.startswith("cuda") else "cpu"]
-
-
-class _Budget:
-    """Blocks admission of new work while too many bytes are in flight."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self.cond = threading.Condition()
-
-    def acquire(self, amount: int) -> int:
-        amount = min(amount, self.limit)  # one oversize tensor may still run alone
-        with self.cond:
-            while self.used and self.used + amount > self.limit:
-                self.cond.wait()
-            self.used += amount
-        return amount
-
-    def release(self, amount: int) -> None:
-        with self.cond:
-            self.used -= amount
-            self.cond.notify_all()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,7 +48,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-class _Staging(threading.local):
+class Staging(threading.local):
     """Per-thread buffers reused from chunk to chunk: bytes read from disk (pinned when they go
     to a GPU, for asynchronous copies) and the stacked inputs in the compute dtype. Fresh
     buffers for every chunk would cost a page fault per 4 KiB touched."""
@@ -162,7 +103,7 @@ class _Inputs:
     read, pickles, derived tensors) are read whole once and sliced.
     """
 
-    def __init__(self, plan: Plan, entry: PlanEntry, device: torch.device, staging: _Staging):
+    def __init__(self, plan: Plan, entry: PlanEntry, device: torch.device, staging: Staging):
         self.plan = plan
         self.entry = entry
         self.device = device
@@ -180,7 +121,7 @@ class _Inputs:
         tensor to tensor), whose rows the chunks of stored inputs view."""
         sources = [self.plan.sources[ref.model] for ref in self.refs]
         size = sum(src.nbytes(ref.name) for src, ref in zip(sources, self.refs, strict=True))
-        if size > HOLD_BYTES:
+        if size > engine.HOLD_BYTES:
             return
         metas = [src.tensors[ref.name] for src, ref in zip(sources, self.refs, strict=True)]
         dtypes = {self.held[i].dtype if i in self.held else m.dtype for i, m in enumerate(metas)}
@@ -337,10 +278,10 @@ def merge_entry(
     sink: Sink,
     device: torch.device,
     chunk_elements: int,
-    staging: _Staging | None = None,
+    staging: Staging | None = None,
 ) -> None:
     """Merge one output tensor into ``sink``, a chunk of rows at a time."""
-    inputs = _Inputs(plan, entry, device, staging or _Staging())
+    inputs = _Inputs(plan, entry, device, staging or Staging())
     step = plan.chunk_rows(entry, chunk_elements)
     if entry.method == "passthrough" and not entry.dtype.is_floating_point:
         for start in range(0, max(entry.merged_rows, 1), step):
@@ -394,98 +335,10 @@ def _copy_tail(plan: Plan, entry: PlanEntry, inputs: _Inputs, sink: Sink, step: 
 
 
 @contextmanager
-def _single_intra_op_thread() -> Iterator[None]:
+def single_intra_op_thread() -> Iterator[None]:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-@contextmanager
-def _objects_frozen() -> Iterator[None]:
-    """Keep Python's cyclic garbage collector off the objects that exist before a merge, and
-    run it less often.
-
-    A merge allocates a few small objects per chunk, which triggers collections, and each one
-    that reaches the oldest generation walks every object torch created at import (seen as
-    about 3% of a task-arithmetic merge's CPU time); even young collections were 3-5% of a
-    DARE merge's. Objects made during the merge are still collected, every
-    ``YOUNG_COLLECTION`` net allocations instead of 700.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(thresholds[0], YOUNG_COLLECTION), *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
-def execute(
-    plan: Plan,
-    sink: Sink,
-    options: EngineOptions | None = None,
-    *,
-    skip: Iterable[str] = (),
-    on_done: Callable[[PlanEntry], None] | None = None,
-) -> None:
-    """Compute every plan entry not in ``skip`` and hand it to ``sink``.
-
-    Entries start largest first, so that no big tensor is left to run alone at the end.
-    """
-    options = options or EngineOptions()
-    device = resolve_device(options.device)
-    chunk_elements = options.chunk_size()
-    skipped = set(skip)
-    budget = _Budget(options.budget_bytes)
-    threads = max(1, options.threads)
-    staging = _Staging()
-
-    def run(entry: PlanEntry, reserved: int) -> None:
-        try:
-            merge_entry(plan, entry, sink, device, chunk_elements, staging)
-            if on_done is not None:
-                on_done(entry)
-        finally:
-            budget.release(reserved)
-
-    order = sorted(
-        (e for e in plan.entries if e.name not in skipped), key=lambda e: e.nbytes, reverse=True
-    )
-    pending: set[Future[None]] = set()
-    position: dict[Future[None], int] = {}
-    with (
-        _single_intra_op_thread(),
-        _objects_frozen(),
-        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="alloykit") as pool,
-    ):
-        try:
-            for index, entry in enumerate(order):
-                reserved = budget.acquire(plan.working_bytes(entry, chunk_elements))
-                future = pool.submit(run, entry, reserved)
-                position[future] = index
-                pending.add(future)
-                if any(f.done() and f.exception() is not None for f in pending):
-                    break
-                pending -= {f for f in pending if f.done()}
-            wait(pending, return_when=FIRST_EXCEPTION)
-        finally:
-            for future in pending:
-                future.cancel()
-        _raise_first_failure(position)
-
-
-def _raise_first_failure(position: dict[Future[None], int]) -> None:
-    """Raise the error of the failed entry that comes first in the execution order.
-
-    Entries run in parallel, so the first to fail in time depends on scheduling; every entry
-    before a failed one has started (the pool runs them in order), so once the running ones
-    have finished, the first failure in order is the same from run to run.
-    """
-    wait([f for f in position if not f.cancelled()])
-    failed = [f for f in position if not f.cancelled() and f.exception() is not None]
-    if failed:
-        raise min(failed, key=position.__getitem__).exception()

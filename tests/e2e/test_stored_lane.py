@@ -1,0 +1,171 @@
+"""The torch-free lane (alloykit.engine.stored): bfloat16 merges by linear, task arithmetic and
+Model Stock give the torch path's bits, whatever the chunking, and run without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import alloykit
+from alloykit.engine import stored
+
+LANE_METHODS = ("linear", "task_arithmetic", "model_stock")
+
+
+def _recipe(method: str, models: dict[str, Path], **parameters: object) -> dict:
+    weights = (0.3, 0.5, 0.9)
+    recipe: dict = {
+        "merge_method": method,
+        "models": [
+            {"model": str(models[f"ft{i + 1}"]), "parameters": {"weight": w}}
+            for i, w in enumerate(weights)
+        ],
+        "parameters": parameters,
+    }
+    if method != "linear":
+        recipe["base_model"] = str(models["base"])
+    if method == "model_stock":
+        for item in recipe["models"]:
+            item["parameters"] = {}
+    return recipe
+
+
+@pytest.fixture
+def lane_calls(monkeypatch) -> list[str]:
+    """Names of the tensors the lane merged."""
+    calls: list[str] = []
+    merge_entry = stored.merge_entry
+
+    def spy(plan, entry, *args, **kwargs):
+        calls.append(entry.name)
+        return merge_entry(plan, entry, *args, **kwargs)
+
+    monkeypatch.setattr(stored, "merge_entry", spy)
+    return calls
+
+
+@pytest.mark.parametrize("method", LANE_METHODS)
+@pytest.mark.parametrize("chunk_elements", [37, 10**6])
+@pytest.mark.parametrize("out_dtype", [None, "float32"])
+def test_the_lane_gives_the_torch_paths_bits(
+    llama_bf16, method, chunk_elements, out_dtype, lane_calls
+):
+    recipe = _recipe(method, llama_bf16, normalize=False) if method != "model_stock" else (
+        _recipe(method, llama_bf16)
+    )
+    options = {"chunk_elements": chunk_elements, "out_dtype": out_dtype}
+    lane = alloykit.merge_to_state_dict(recipe, **options)
+    assert len(lane_calls) == len(lane)  # every tensor of the tiny llama is bfloat16
+    torch_path = alloykit.merge_to_state_dict(recipe, stored_lane=False, **options)
+    assert len(lane_calls) == len(lane)  # the second merge did not use the lane
+    for name, tensor in torch_path.items():
+        assert lane[name].dtype == tensor.dtype
+        assert torch.equal(lane[name], tensor), name
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_linear_and_task_arithmetic_with_normalize_in_the_lane(llama_bf16, normalize, lane_calls):
+    for method in ("linear", "task_arithmetic"):
+        recipe = _recipe(method, llama_bf16, normalize=normalize)
+        lane = alloykit.merge_to_state_dict(recipe, chunk_elements=100)
+        torch_path = alloykit.merge_to_state_dict(recipe, chunk_elements=100, stored_lane=False)
+        for name, tensor in torch_path.items():
+            assert torch.equal(lane[name], tensor), name
+    assert lane_calls
+
+
+def test_model_stock_holds_small_inputs_and_reads_large_ones_per_pass(
+    llama_bf16, monkeypatch, lane_calls
+):
+    """Held whole or read again for each pass, the inputs give the same merge."""
+    recipe = _recipe("model_stock", llama_bf16)
+    held = alloykit.merge_to_state_dict(recipe, chunk_elements=37)
+    monkeypatch.setattr("alloykit.engine.HOLD_BYTES", 0)
+    read_per_pass = alloykit.merge_to_state_dict(recipe, chunk_elements=37)
+    for name, tensor in held.items():
+        assert torch.equal(read_per_pass[name], tensor), name
+
+
+def test_other_methods_and_dtypes_take_the_torch_path(llama_bf16, llama, lane_calls):
+    ties = _recipe("ties", llama_bf16)
+    for item in ties["models"]:
+        item["parameters"]["density"] = 0.5
+    alloykit.merge_to_state_dict(ties)
+    alloykit.merge_to_state_dict(_recipe("linear", llama))  # float32 checkpoints
+    alloykit.merge_to_state_dict(_recipe("model_stock", llama_bf16, filter_wise=True))
+    assert lane_calls == []
+
+
+def test_the_lane_writes_a_model_that_resumes_and_loads(llama_bf16, tmp_path, lane_calls):
+    recipe = _recipe("task_arithmetic", llama_bf16)
+    out = tmp_path / "out"
+    calls = {"n": 0}
+
+    def interrupt_after_three(entry) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        alloykit.merge(recipe, out, threads=1, on_done=interrupt_after_three)
+    assert not out.exists()
+    alloykit.merge(recipe, out, threads=1)
+    merged: dict[str, torch.Tensor] = {}
+    for shard in sorted(out.glob("*.safetensors")):
+        merged.update(load_file(shard))
+    expected = alloykit.merge_to_state_dict(recipe, stored_lane=False)
+    assert merged.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(merged[name], tensor), name
+
+
+def test_a_non_finite_input_is_named_by_the_lane(llama_bf16, tmp_path, lane_calls):
+    from safetensors.torch import save_file
+
+    from alloykit.errors import NonFiniteError
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in Path(llama_bf16["ft2"]).iterdir():
+        if item.suffix != ".safetensors":
+            (broken / item.name).write_bytes(item.read_bytes())
+    tensors = load_file(Path(llama_bf16["ft2"]) / "model.safetensors")
+    name = sorted(tensors)[3]
+    tensors[name].view(-1)[5] = float("-inf")
+    save_file(tensors, broken / "model.safetensors")
+    recipe = _recipe("linear", {**llama_bf16, "ft2": broken})
+    with pytest.raises(NonFiniteError, match=rf"{name!r} of model .*broken.* infinite values"):
+        alloykit.merge_to_state_dict(recipe)
+    assert lane_calls
+
+
+def test_a_linear_merge_of_bfloat16_checkpoints_does_not_import_torch(llama_bf16, tmp_path):
+    """The point of the lane: `alloykit merge` of bfloat16 checkpoints by linear, task
+    arithmetic or Model Stock never imports torch (about 3 s of start-up here)."""
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(json.dumps(_recipe("model_stock", llama_bf16)))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from alloykit.cli import main
+        sys.argv = ["alloykit", "merge", {str(recipe)!r}, {str(tmp_path / "out")!r}]
+        try:
+            main()
+        except SystemExit as stop:
+            assert not stop.code, stop.code
+        print("torch" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "out" / "config.json").is_file()
