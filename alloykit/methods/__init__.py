@@ -1,24 +1,12 @@
-"""Merge kernels (pure tensor functions) and their registry. Imports only torch."""
+"""Merge methods: their contracts and registry, importable without torch.
 
-from alloykit.methods import (  # noqa: F401  (importing a module registers its kernels)
-    karcher,
-    linear,
-    model_stock,
-    nearswap,
-    sce,
-    spherical,
-    task_vectors,
-)
-from alloykit.methods.registry import (
-    REQUIRED,
-    BasePolicy,
-    Method,
-    Param,
-    Scope,
-    all_methods,
-    get_method,
-    method_names,
-)
+A method's kernel module (and torch with it) is imported the first time its
+:attr:`~alloykit.methods.contract.Method.kernel` or ``streaming`` is read, so validating a
+recipe or listing the methods costs no torch import.
+"""
+
+from alloykit.methods.contract import REQUIRED, BasePolicy, Method, Param, Scope
+from alloykit.methods.registry import all_methods, get_method, method_names
 
 __all__ = [
     "REQUIRED",

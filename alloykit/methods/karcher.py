@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from alloykit.methods.registry import BasePolicy, Param, Scope, register
+from alloykit.methods.registry import register
 
 
 def karcher_mean(
@@ -60,20 +60,7 @@ def karcher_mean(
     return scale * mean
 
 
-@register(
-    "karcher",
-    summary="Weighted Karcher (Fréchet) mean of the models on the sphere, with mean norm.",
-    reference="Riemannian Center of Mass and Mollifier Smoothing, Karcher 1977 "
-    "(doi:10.1002/cpa.3160300502); mergekit cites arXiv:2603.04972",
-    params=(
-        Param("weight", float, Scope.PER_MODEL, 1.0, minimum=0.0, doc="weight of each model"),
-        Param("max_iter", int, Scope.GLOBAL, 10, minimum=1, doc="maximum iterations"),
-        Param("tol", float, Scope.GLOBAL, 1e-5, minimum=0.0, doc="convergence tolerance"),
-    ),
-    base=BasePolicy.UNUSED,
-    notes="Honours per-model weight (mergekit 0.1.5 takes no weight: every model counts "
-    "equally, which is our default of 1).",
-)
+@register("karcher")
 def karcher(
     tensors: torch.Tensor,
     base: torch.Tensor | None,

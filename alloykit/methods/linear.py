@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from alloykit import native
-from alloykit.methods.registry import BasePolicy, Param, Scope, register
+from alloykit.methods.registry import register
 
 
 def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -40,35 +40,14 @@ def _linear_of_stored(
     return linear(tensors.float(), base, weight=weight, normalize=normalize)
 
 
-@register(
-    "linear",
-    summary="Weighted average of the models' weights (model soup).",
-    reference="Model soups, Wortsman et al. 2022, arXiv:2203.05482",
-    params=(
-        Param("weight", float, Scope.PER_MODEL, 1.0, doc="weight of each model"),
-        Param("normalize", bool, Scope.GLOBAL, True, doc="divide by the sum of the weights"),
-    ),
-    base=BasePolicy.UNUSED,
-    notes="With normalize, weights summing to ~0 (|sum| <= 1e-8) leave the sum undivided "
-    "(mergekit divides anyway, giving inf or NaN). weight defaults to 1 (mergekit requires it).",
-    elementwise=True,
-    stored_kernel=_linear_of_stored,
-)
+@register("linear", stored_kernel=_linear_of_stored)
 def linear(
     tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, normalize: bool
 ) -> torch.Tensor:
     return _weighted_average(tensors, weight, normalize, fused=native.usable(tensors))
 
 
-@register(
-    "passthrough",
-    summary="Copy one model's tensor unchanged (optionally scaled); used for layer stacking.",
-    reference="mergekit passthrough, arXiv:2403.13257",
-    params=(Param("scale", float, Scope.PER_MODEL, 1.0, doc="multiplier applied to the tensor"),),
-    base=BasePolicy.UNUSED,
-    max_models=1,
-    elementwise=True,
-)
+@register("passthrough")
 def passthrough(
     tensors: torch.Tensor, base: torch.Tensor | None, *, scale: torch.Tensor
 ) -> torch.Tensor:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 
 from alloykit import native
-from alloykit.methods.registry import BasePolicy, Param, Scope, register_streaming
+from alloykit.methods.registry import register_streaming
 from alloykit.methods.streaming import Chunk, Observer
 from alloykit.methods.task_vectors import TaskVectorMerge
 
@@ -102,22 +102,4 @@ class ModelStockMerge(TaskVectorMerge):
         return ratio * chunk.tensors.mean(0) + (1 - ratio) * chunk.base
 
 
-register_streaming(
-    "model_stock",
-    ModelStockMerge,
-    summary="Interpolate base → mean of models by a ratio set by the updates' mean cosine.",
-    reference="Model Stock: All We Need Is Just a Few Fine-Tuned Models, Jang et al. 2024, "
-    "arXiv:2403.19522",
-    params=(
-        Param(
-            "filter_wise",
-            bool,
-            Scope.GLOBAL,
-            False,
-            doc="one ratio per row (vector along the last dimension) instead of per tensor",
-        ),
-    ),
-    base=BasePolicy.REQUIRED,
-    min_models=2,
-    notes="Where 1 + (k − 1)·cosθ is ~0 (|x| < 1e-6) the base is kept (t = 0), as in mergekit.",
-)
+register_streaming("model_stock", ModelStockMerge)

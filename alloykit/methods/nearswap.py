@@ -10,29 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from alloykit.methods.registry import BasePolicy, Param, Scope, register
+from alloykit.methods.registry import register
 
 
-@register(
-    "nearswap",
-    summary="Swap in the other model's parameters where they are within t of the base's.",
-    reference="NearSwap, QuartetAnemoi-70B-t0.0001 model card, alchemonaut 2024 "
-    "(https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001)",
-    params=(
-        Param(
-            "t",
-            float,
-            Scope.GLOBAL,
-            minimum=0.0,
-            doc="distance below which a parameter is fully swapped",
-        ),
-    ),
-    base=BasePolicy.REQUIRED,
-    max_models=1,
-    notes="Distances below 1e-6 count as 1e-6, as in mergekit. t must be >= 0 (mergekit "
-    "also accepts negative t, which leaves the base unchanged).",
-    elementwise=True,
-)
+@register("nearswap")
 def nearswap(tensors: torch.Tensor, base: torch.Tensor, *, t: float) -> torch.Tensor:
     other = tensors[0]
     share = (t / (base - other).abs().clamp(min=1e-6)).clamp(0.0, 1.0)

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import torch
 
 from alloykit.methods.linear import broadcast_weights
-from alloykit.methods.registry import BasePolicy, Param, Scope, register_streaming
+from alloykit.methods.registry import register_streaming
 from alloykit.methods.selection import TopK
-from alloykit.methods.steps import SignRule, disjoint_sum, sign_consensus
+from alloykit.methods.step_choices import SignRule
+from alloykit.methods.steps import disjoint_sum, sign_consensus
 from alloykit.methods.streaming import Chunk, Observer, StreamingMerge
 
 
@@ -102,28 +103,4 @@ class SceMerge(StreamingMerge):
         return chunk.base + disjoint_sum(weighted, self.weights, agree, normalize=True)
 
 
-register_streaming(
-    "sce",
-    SceMerge,
-    summary="Keep high-variance entries, weight models by task-vector energy, erase minority "
-    "signs.",
-    reference="FuseChat: Knowledge Fusion of Chat Models, Wan et al. 2024, arXiv:2408.07990",
-    params=(
-        Param(
-            "select_topk",
-            float,
-            Scope.GLOBAL,
-            1.0,
-            minimum=0.0,
-            maximum=1.0,
-            doc="fraction of entries (with non-zero variance across models) kept",
-        ),
-        Param("int8_mask", bool, Scope.GLOBAL, False, doc="accepted for mergekit; no effect"),
-    ),
-    base=BasePolicy.REQUIRED,
-    notes="Weights fall back to uniform only when every task vector is zero (mergekit: when "
-    "the sum of mean squares is below 1e-6, which typical small fine-tuning deltas hit, "
-    "silently making the weights uniform). The agreeing entries are divided by the exact sum "
-    "of their weights (mergekit: by max(sum, 1e-6), which also shrinks entries whose agreeing "
-    "weights sum below 1e-6).",
-)
+register_streaming("sce", SceMerge)

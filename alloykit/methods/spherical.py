@@ -13,10 +13,9 @@ from collections.abc import Iterator
 
 import torch
 
-from alloykit.methods.registry import BasePolicy, Param, Scope, register, register_streaming
+from alloykit.methods.registry import register, register_streaming
 from alloykit.methods.streaming import Chunk, Observer, StreamingMerge
 
-SHOEMAKE = "Animating Rotation with Quaternion Curves, Shoemake 1985 (doi:10.1145/325165.325242)"
 COLINEAR_DOT = 0.9995
 """Above this |cos| between the two directions, slerp falls back to linear interpolation."""
 NORM_EPS = 1e-8
@@ -73,24 +72,7 @@ class SlerpMerge(StreamingMerge):
         return coef_a * chunk.base + coef_b * chunk.tensors[0]
 
 
-register_streaming(
-    "slerp",
-    SlerpMerge,
-    summary="Spherical interpolation between the base and one other model.",
-    reference=SHOEMAKE,
-    params=(
-        Param(
-            "t",
-            float,
-            Scope.GLOBAL,
-            doc="position on the arc: 0 = base, 1 = the other model (outside [0, 1] extrapolates)",
-        ),
-    ),
-    base=BasePolicy.REQUIRED,
-    min_models=1,
-    max_models=1,
-    notes="Each tensor is one flat vector; pairs with |cos| > 0.9995 interpolate linearly.",
-)
+register_streaming("slerp", SlerpMerge)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -122,35 +104,7 @@ def nuslerp_vectors(
     return merged.reshape(shape)
 
 
-@register(
-    "nuslerp",
-    summary="Slerp between two models (or their task vectors) with weights instead of t.",
-    reference=f"{SHOEMAKE}; mergekit nuslerp",
-    params=(
-        Param("weight", float, Scope.PER_MODEL, 1.0, doc="relative weight; t = w1 / (w0 + w1)"),
-        Param(
-            "nuslerp_flatten",
-            bool,
-            Scope.GLOBAL,
-            True,
-            doc="treat each tensor as one vector (else one vector per row)",
-        ),
-        Param(
-            "nuslerp_row_wise",
-            bool,
-            Scope.GLOBAL,
-            False,
-            doc="without flatten: vectors run along the first dimension instead of the last",
-        ),
-    ),
-    base=BasePolicy.OPTIONAL,
-    min_models=2,
-    max_models=2,
-    notes="With a base model the task vectors are slerped and added to the base. As in "
-    "mergekit, nuslerp_row_wise: true makes the vectors run along dimension 0 (the columns "
-    "of a weight matrix), whatever the name suggests. Weights summing to ~0 give t = 0.5. "
-    "weight defaults to 1 (mergekit requires it).",
-)
+@register("nuslerp")
 def nuslerp(
     tensors: torch.Tensor,
     base: torch.Tensor | None,
@@ -173,23 +127,7 @@ def nuslerp(
     return merged + origin
 
 
-@register(
-    "multislerp",
-    summary="Weighted spherical barycentre of any number of models (or task vectors).",
-    reference="Multi-SLERP, Goddard 2025, https://goddard.blog/posts/multislerp-wow-what-a-cool-idea"
-    "; after Spherical Averages and Applications to Spherical Splines and Interpolation, "
-    "Buss & Fillmore 2001 (doi:10.1145/502122.502124)",
-    params=(
-        Param("weight", float, Scope.PER_MODEL, 1.0, doc="weight of each model"),
-        Param("normalize_weights", bool, Scope.GLOBAL, True, doc="divide weights by their sum"),
-        Param("eps", float, Scope.GLOBAL, 1e-8, minimum=0.0, doc="numerical floor for norms"),
-    ),
-    base=BasePolicy.OPTIONAL,
-    notes="One-step tangent-space approximation (not the iterated Karcher mean). Norms are "
-    "the weighted mean of the inputs' norms. A single model is returned unchanged; two "
-    "antipodal models fall back to linear interpolation; more with a zero mean are an error. "
-    "weight defaults to 1 (mergekit requires it).",
-)
+@register("multislerp")
 def multislerp(
     tensors: torch.Tensor,
     base: torch.Tensor | None,

@@ -13,13 +13,13 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
-from enum import Enum
 
 import numpy as np
 import torch
 
 from alloykit import native
 from alloykit.methods.selection import TopK, ordered_bits
+from alloykit.methods.step_choices import RescaleMode, SignRule, Sparsification
 
 L1_EPS = 1e-7
 """Below this L1 norm a task vector is left unscaled (mergekit's tolerance)."""
@@ -27,38 +27,6 @@ KEPT_BITS_BYTES = 64 * 1024**2
 """Most bytes of survivor bitmasks (one bit per entry and model) that the random sparsifiers
 of one tensor keep from their measuring pass for the merge pass (``l1`` rescaling): 3 models'
 masks of a 170M-entry tensor. Past it they draw again."""
-
-
-class Sparsification(str, Enum):
-    """How a task vector is thinned before merging."""
-
-    MAGNITUDE = "magnitude"
-    RANDOM = "random"
-    BREADCRUMBS = "breadcrumbs"
-    DELLA = "della"
-
-
-class SignRule(str, Enum):
-    """How TIES elects the sign of each parameter."""
-
-    TOTAL = "total"
-    FREQUENCY = "frequency"
-
-
-SIGN_RULE_ALIASES: dict[str, SignRule] = {
-    "total": SignRule.TOTAL,
-    "frequency": SignRule.FREQUENCY,
-    "sum": SignRule.TOTAL,
-    "count": SignRule.FREQUENCY,
-}
-"""Accepted spellings: ours and mergekit's (``sum`` / ``count``)."""
-
-
-class RescaleMode(str, Enum):
-    """How the surviving entries of a sparsified task vector are scaled back up."""
-
-    KEEP_RATE = "keep_rate"
-    L1 = "l1"
 
 
 def as_decimal(value: float) -> float:

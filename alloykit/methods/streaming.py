@@ -13,10 +13,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # annotations only: method contracts import this module without torch
+    import torch
 
+Kernel = Callable[..., "torch.Tensor"]
+"""``kernel(tensors, base, **params) -> Tensor``: a method's merge of whole tensors."""
 Observer = Callable[["Chunk"], None]
 
 
@@ -81,10 +84,10 @@ class KernelMerge(StreamingMerge):
 
     def __init__(
         self,
-        kernel: Callable[..., torch.Tensor],
+        kernel: Kernel,
         params: dict[str, Any],
         *,
-        stored_kernel: Callable[..., torch.Tensor] | None = None,
+        stored_kernel: Kernel | None = None,
     ) -> None:
         self.kernel = kernel
         self.params = params
@@ -113,7 +116,7 @@ def merge_whole(
     return merge.merge(Chunk(tensors.clone(), base, 0, shape))
 
 
-def whole_tensor_kernel(factory: StreamingFactory) -> Callable[..., torch.Tensor]:
+def whole_tensor_kernel(factory: StreamingFactory) -> Kernel:
     """The ordinary kernel ``kernel(tensors, base, **params)`` of a streaming method."""
 
     def kernel(tensors: torch.Tensor, base: torch.Tensor | None, **params: Any) -> torch.Tensor:

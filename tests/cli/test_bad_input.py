@@ -24,7 +24,8 @@ from typer.testing import CliRunner, Result
 
 from alloykit.api import merge_to_state_dict
 from alloykit.cli import app
-from alloykit.methods import registry as method_registry
+from alloykit.methods import contract as method_contract
+from alloykit.methods import get_method
 
 EMBED = "model.embed_tokens.weight"
 HEAD = "lm_head.weight"
@@ -404,9 +405,9 @@ def test_internal_error_exits_1_with_one_line_pointing_to_debug(llama, tmp_path,
     def broken_kernel(*args: object, **kwargs: object) -> torch.Tensor:
         raise RuntimeError("kernel exploded")
 
-    ties = method_registry.get_method("ties")
+    ties = method_contract.implementation(get_method("ties"))
     monkeypatch.setitem(
-        method_registry._REGISTRY,
+        method_contract._IMPLEMENTATIONS,
         "ties",
         dataclasses.replace(ties, kernel=broken_kernel, streaming=None),
     )

@@ -13,15 +13,12 @@ import pytest
 from alloykit.methods import BasePolicy, Method, Param, Scope
 from alloykit.methods import registry as method_registry
 
-
-def _unused_kernel(*args: object, **kwargs: object) -> None:
-    raise AssertionError("recipe tests never run kernels")
-
+NO_KERNELS = __name__
+"""Recipe tests never run kernels: this module registers none."""
 
 TEST_METHODS = (
     Method(
         name="ties",
-        kernel=_unused_kernel,
         summary="task-vector merge with sign consensus",
         reference="TIES-Merging, arXiv:2306.01708",
         params=(
@@ -32,20 +29,20 @@ TEST_METHODS = (
             Param("lambda", float, Scope.GLOBAL, 1.0),
         ),
         base=BasePolicy.REQUIRED,
+        kernel_module=NO_KERNELS,
     ),
     Method(
         name="slerp",
-        kernel=_unused_kernel,
         summary="spherical interpolation of two models",
         reference="Shoemake 1985",
         params=(Param("t", float, Scope.GLOBAL, minimum=0.0, maximum=1.0),),
         base=BasePolicy.REQUIRED,
+        kernel_module=NO_KERNELS,
         min_models=1,
         max_models=1,
     ),
     Method(
         name="choosy",
-        kernel=_unused_kernel,
         summary="a contract with a choice and an integer parameter",
         reference="tests",
         params=(
@@ -53,6 +50,7 @@ TEST_METHODS = (
             Param("k", int, Scope.PER_MODEL, 1, minimum=1),
         ),
         base=BasePolicy.OPTIONAL,
+        kernel_module=NO_KERNELS,
         min_models=2,
         max_models=3,
     ),

@@ -1,0 +1,187 @@
+"""What a merge method is: a declared contract, and the kernel attached to it on first use.
+
+The contract is plain data (parameters with scope, default and valid range, base-model policy,
+model counts) that recipe validation, ``alloykit methods`` and the docs table read without
+importing torch. The kernel lives in the module the contract names
+(:attr:`Method.kernel_module`), which attaches it when imported
+(:func:`alloykit.methods.registry.register`); :attr:`Method.kernel` and
+:attr:`Method.streaming` import that module the first time they are read, so only a merge
+pays for torch.
+
+A kernel is a pure function ``kernel(tensors, base, **params) -> Tensor`` where ``tensors``
+stacks the n contributing models along dim 0 (float32, one device), ``base`` is the base
+model's tensor or ``None``, per-model parameters arrive as float32 tensors of shape ``[n]``
+and global parameters as Python scalars. Random kernels also receive ``seed`` (an int).
+A method that can merge a tensor a few rows at a time also has a ``streaming`` factory
+(:mod:`alloykit.methods.streaming`); the engine then never holds whole tensors.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from alloykit.methods.streaming import Kernel, StreamingFactory
+
+
+class Scope(str, Enum):
+    """Whether a parameter takes one value per merge or one value per input model."""
+
+    GLOBAL = "global"
+    PER_MODEL = "per-model"
+
+
+class BasePolicy(str, Enum):
+    """How a method uses ``base_model``."""
+
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+    UNUSED = "unused"
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a method: type, scope, default and valid range."""
+
+    name: str
+    type: type
+    scope: Scope
+    default: Any = REQUIRED
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def allowed(self) -> str:
+        """Human-readable description of the accepted values."""
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.type is bool:
+            return "true | false"
+        lo = "-inf" if self.minimum is None else f"{self.minimum:g}"
+        hi = "inf" if self.maximum is None else f"{self.maximum:g}"
+        kind = "integer" if self.type is int else "number"
+        return f"{kind} in [{lo}, {hi}]"
+
+    def check(self, value: Any) -> Any:
+        """Return ``value`` coerced to this parameter's type, or raise ``ValueError``."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {value!r}")
+            return value
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"expected one of {self.allowed()}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a {self.allowed()}, got {value!r}")
+        if self.type is int:
+            if float(value) != int(value):
+                raise ValueError(f"expected an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if value != value:
+            raise ValueError("expected a number, got NaN")
+        if (self.minimum is not None and value < self.minimum) or (
+            self.maximum is not None and value > self.maximum
+        ):
+            raise ValueError(f"expected a {self.allowed()}, got {value:g}")
+        return value
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """The code behind a contract: the whole-tensor kernel and, for a method that
+    :attr:`~Method.streams`, the factory of its merge by row chunks."""
+
+    kernel: Kernel
+    streaming: StreamingFactory | None
+
+
+_IMPLEMENTATIONS: dict[str, Implementation] = {}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A merge method's contract; its kernel comes from ``kernel_module`` when first used."""
+
+    name: str
+    summary: str
+    reference: str
+    params: tuple[Param, ...]
+    base: BasePolicy
+    kernel_module: str
+    """The module whose import attaches this method's kernel."""
+    min_models: int = 1
+    max_models: int | None = None
+    random: bool = False
+    streams: bool = False
+    """Whether the engine may merge a tensor a few rows at a time (:attr:`streaming` is set)."""
+    notes: str = ""
+    param_index: dict[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_index", {p.name: p for p in self.params})
+
+    def param(self, name: str) -> Param | None:
+        return self.param_index.get(name)
+
+    @property
+    def kernel(self) -> Kernel:
+        """The whole-tensor kernel (importing :attr:`kernel_module`, and torch, the first time)."""
+        return implementation(self).kernel
+
+    @property
+    def streaming(self) -> StreamingFactory | None:
+        """The factory of the merge by row chunks, or ``None`` if the method does not stream."""
+        return implementation(self).streaming
+
+
+def implementation(method: Method) -> Implementation:
+    """``method``'s kernel and streaming factory, importing its kernel module the first time.
+
+    Worker threads may ask at once: Python's per-module import lock makes them wait until one
+    of them has imported the module, so each sees the kernel it registered.
+    """
+    found = _IMPLEMENTATIONS.get(method.name)
+    if found is None:
+        importlib.import_module(method.kernel_module)
+        found = _IMPLEMENTATIONS.get(method.name)
+    if found is None:
+        raise ImportError(
+            f"method {method.name!r}: its kernel module {method.kernel_module} registers no "
+            "kernel for it"
+        )
+    return found
+
+
+def attach(method: Method, found: Implementation, module: str) -> None:
+    """Make ``found``, defined in ``module``, the implementation of ``method``.
+
+    Only the module the contract names may attach it: that is the module :func:`implementation`
+    imports, so a kernel defined anywhere else would be found or not depending on what happened
+    to be imported before.
+    """
+    if module != method.kernel_module:
+        raise ValueError(
+            f"method {method.name!r} is declared as implemented in {method.kernel_module}, "
+            f"not {module}"
+        )
+    if method.name in _IMPLEMENTATIONS:
+        raise ValueError(f"method {method.name!r} registered twice")
+    _IMPLEMENTATIONS[method.name] = found
