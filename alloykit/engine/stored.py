@@ -181,7 +181,7 @@ def merge_entry(
 ) -> None:
     """Merge ``entry`` (for which :func:`lane_merge` gave ``merging``) into ``sink``."""
     inputs = _Inputs(plan, entry, files, buffers)
-    step = max(1, min(entry.shape[0], chunk_elements // max(1, entry.row_numel)))
+    step = plan.chunk_rows(entry, chunk_elements)
     passes = merging.passes()
     first = next(passes, None)
     if first is not None:

@@ -6,6 +6,7 @@ import torch
 
 from alloykit import native
 from alloykit.methods.registry import register
+from alloykit.methods.stored import weight_divisor
 
 
 def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -18,17 +19,16 @@ def _weighted_average(
 ) -> torch.Tensor:
     """``sum_m weight_m * tensors_m`` (over the weights' sum with ``normalize``), by the fused
     kernel or by torch, in the same order, so both paths agree to the bit."""
-    total = weight.sum()
-    divide = normalize and bool(total.abs() > 1e-8)
+    divide_by = weight_divisor(weight.tolist(), normalize)
     if fused and 0 < tensors.shape[0] <= native.MAX_MODELS:
         out = torch.empty(tensors.shape[1:], dtype=torch.float32)
         weights = weight.to(torch.float32)
-        return native.weighted_sum(tensors, weights, float(total) if divide else 1.0, out)
+        return native.weighted_sum(tensors, weights, divide_by, out)
     weights = weight.to(tensors.dtype)
     merged = tensors[0] * weights[0]
     for m in range(1, tensors.shape[0]):
         merged.add_(tensors[m] * weights[m])
-    return merged / total if divide else merged
+    return merged / divide_by if divide_by != 1.0 else merged
 
 
 def _linear_of_stored(

@@ -16,6 +16,7 @@ import torch
 
 from alloykit import native
 from alloykit.methods.registry import register_streaming
+from alloykit.methods.stored import stock_ratio
 from alloykit.methods.streaming import Chunk, Observer
 from alloykit.methods.task_vectors import TaskVectorMerge
 
@@ -80,7 +81,7 @@ class ModelStockMerge(TaskVectorMerge):
 
         yield observe
         k, sums = models, totals[0]
-        ratio = float(interpolation_ratio(sums[:k], sums[k:]))
+        ratio = stock_ratio(sums.tolist(), k)
         self.weight = torch.full((k,), ratio / k, dtype=torch.float32, device=sums.device)
 
     def _offset_products(self, chunk: Chunk) -> torch.Tensor:

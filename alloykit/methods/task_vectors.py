@@ -17,6 +17,7 @@ import torch
 from alloykit import native
 from alloykit.methods.linear import broadcast_weights
 from alloykit.methods.registry import register_streaming
+from alloykit.methods.stored import weight_divisor
 from alloykit.methods.step_choices import SIGN_RULE_ALIASES, RescaleMode, SignRule, Sparsification
 from alloykit.methods.steps import (
     KEPT_BITS_BYTES,
@@ -145,9 +146,8 @@ class TaskVectorMerge(StreamingMerge):
         else:
             keeps = [native.Keep(mode=native.KeepMode.ALL, weight=w) for w in weights]
         divide_by = 1.0
-        if self.sign_rule is None and self.normalize:
-            total = self.weight.sum()
-            divide_by = 1.0 if abs(float(total)) < 1e-8 else float(total)
+        if self.sign_rule is None:
+            divide_by = weight_divisor(weights, self.normalize)
         sign = {
             None: native.SignVote.NONE,
             SignRule.TOTAL: native.SignVote.TOTAL,
