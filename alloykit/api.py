@@ -1,4 +1,8 @@
-"""The Python API: plan, merge to a directory, merge into memory."""
+"""The Python API: plan, merge to a directory, merge into memory.
+
+Planning needs no torch; the engine (which does) is imported by the functions that execute a
+plan, so that a dry run or a torch-free merge never pays for importing it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from alloykit.checkpoint.card import InputHashes, model_card
 from alloykit.checkpoint.model_files import (
@@ -18,12 +20,16 @@ from alloykit.checkpoint.model_files import (
     write_config,
 )
 from alloykit.checkpoint.sink import DirectorySink, OutputTensor, StateDictSink, check_output_dir
-from alloykit.engine import DEFAULT_BUDGET, EngineOptions, execute
+from alloykit.dtypes import F32, parse_dtype
+from alloykit.engine_options import DEFAULT_BUDGET, EngineOptions
 from alloykit.errors import AlloyError
 from alloykit.plan import Plan, PlanEntry, PlanOptions
 from alloykit.planner import make_plan
 from alloykit.recipe import load_recipe
 from alloykit.recipe.model import Recipe
+
+if TYPE_CHECKING:
+    import torch
 
 RecipeLike = Recipe | str | Path | dict[str, Any]
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
@@ -63,8 +69,8 @@ class MergeOptions:
     def plan_options(self) -> PlanOptions:
         return PlanOptions(
             allow_pickle=self.allow_pickle,
-            dtype=self.dtype,
-            out_dtype=self.out_dtype,
+            dtype=parse_dtype(self.dtype, "--dtype") if self.dtype else F32,
+            out_dtype=parse_dtype(self.out_dtype, "--out-dtype") if self.out_dtype else None,
             seed=self.seed,
             drop_unmapped=self.drop_unmapped,
             vocab_mismatch=self.vocab_mismatch,
@@ -117,6 +123,7 @@ def merge(
 def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
     """Execute a plan into ``out`` (resuming a matching interrupted run)."""
     from alloykit import __version__
+    from alloykit.engine import execute
 
     outputs = [OutputTensor(e.name, e.dtype, e.shape) for e in the_plan.entries]
     sink = DirectorySink(
@@ -169,6 +176,8 @@ def merge_to_state_dict(
     recipe: RecipeLike, options: MergeOptions | None = None, **overrides: Any
 ) -> dict[str, torch.Tensor]:
     """Merge in memory and return ``{tensor name: tensor}`` in the output dtypes."""
+    from alloykit.engine import execute
+
     opts = _options(options, overrides)
     the_plan = plan(recipe, opts)
     sink = StateDictSink([OutputTensor(e.name, e.dtype, e.shape) for e in the_plan.entries])

@@ -21,29 +21,25 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
 from alloykit import native
 from alloykit.checkpoint.source import ModelSource
+from alloykit.engine_options import EngineOptions
 from alloykit.errors import AlloyError, NonFiniteError, PlanError
 from alloykit.methods import get_method
 from alloykit.methods.streaming import Chunk, KernelMerge, StreamingMerge
 from alloykit.plan import Plan, PlanEntry
 
 CPU = torch.device("cpu")
-DEFAULT_BUDGET = 1024**3
 HOLD_BYTES = 96 * 1024**2
 """A tensor whose merge takes several passes over its rows is read once and held when its
 inputs total at most this many bytes (as stored), instead of being read again for each pass."""
 YOUNG_COLLECTION = 50_000
 """Net container allocations between two collections of the youngest generation while a
 merge runs (Python's default is 700)."""
-CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
-"""Values per input per chunk: small enough on CPU that a chunk's temporaries stay in cache,
-large enough on CUDA that a chunk fills the GPU."""
 
 
 class Sink(Protocol):
@@ -52,19 +48,6 @@ class Sink(Protocol):
         ...
 
     def finish(self, name: str) -> None: ...
-
-
-@dataclass
-class EngineOptions:
-    device: str = "cpu"
-    threads: int = 2
-    budget_bytes: int = DEFAULT_BUDGET
-    chunk_elements: int | None = None  # None: CHUNK_ELEMENTS of the device type
-
-    def chunk_size(self) -> int:
-        if self.chunk_elements is not None:
-            return max(1, self.chunk_elements)
-        return CHUNK_ELEMENTS["cuda" if self.device.startswith("cuda") else "cpu"]
 
 
 class _Budget:
@@ -183,7 +166,9 @@ class _Inputs:
         if size > HOLD_BYTES:
             return
         metas = [src.tensors[ref.name] for src, ref in zip(sources, self.refs, strict=True)]
-        dtypes = {self.held[i].dtype if i in self.held else m.dtype for i, m in enumerate(metas)}
+        dtypes = {
+            self.held[i].dtype if i in self.held else m.dtype.torch for i, m in enumerate(metas)
+        }
         same_shape = {m.shape for m in metas} == {tuple(self.entry.shape)}
         if self.entry.shape and same_shape and len(dtypes) == 1:
             self._hold_stacked(sources, dtypes.pop())
@@ -224,12 +209,12 @@ class _Inputs:
         (CPU, float32 compute, the kernels built): see :attr:`StreamingMerge.reads_stored`."""
         if not (native.available() and self.device.type == "cpu" and self.entry.shape):
             return False
-        if self.plan.compute_dtype != torch.float32:
+        if self.plan.compute_dtype.torch != torch.float32:
             return False
         for slot, ref in enumerate(self.refs):
             held = self.held.get(slot)
             meta = self.plan.sources[ref.model].tensors[ref.name]
-            if (held.dtype if held is not None else meta.dtype) != torch.bfloat16:
+            if (held.dtype if held is not None else meta.dtype.torch) != torch.bfloat16:
                 return False
         return True
 
@@ -239,7 +224,7 @@ class _Inputs:
         if stored:
             yield from self._stored_chunks(step, check=check)
             return
-        entry, dtype = self.entry, self.plan.compute_dtype
+        entry, dtype = self.entry, self.plan.compute_dtype.torch
         total = entry.merged_rows
         shape = (total, *entry.shape[1:]) if entry.shape else ()
         count = len(entry.inputs)
@@ -328,7 +313,7 @@ def _merging(plan: Plan, entry: PlanEntry, device: torch.device) -> StreamingMer
     if method.streaming is None:
         return KernelMerge(method.kernel, params)
     shape = (entry.merged_rows, *entry.shape[1:]) if entry.shape else ()
-    return method.streaming(shape, plan.compute_dtype, **params)
+    return method.streaming(shape, plan.compute_dtype.torch, **params)
 
 
 def merge_entry(
@@ -362,11 +347,11 @@ def merge_entry(
             checked = True
         for chunk in inputs.chunks(step, check=not checked, stored=stored):
             merged = merging.merge(chunk)
-            out = inputs.staging.output(merged.shape, entry.dtype)
+            out = inputs.staging.output(merged.shape, entry.dtype.torch)
             if native.converts(merged, out):  # narrowed and checked in one pass
                 finite = native.narrow_bf16(merged, out)
             else:
-                finite, out = _all_finite(merged), merged.to(entry.dtype).cpu()
+                finite, out = _all_finite(merged), merged.to(entry.dtype.torch).cpu()
             if not finite:
                 raise NonFiniteError(
                     f"merging {entry.name!r} with {entry.method!r} produced NaN or infinite values",
@@ -389,8 +374,8 @@ def _copy_tail(plan: Plan, entry: PlanEntry, inputs: _Inputs, sink: Sink, step: 
     lead = len(entry.inputs) if entry.base is not None else 0
     for start in range(entry.common_rows, entry.shape[0], step):
         stop = min(start + step, entry.shape[0])
-        rows = inputs.rows(lead, start, stop).to(plan.compute_dtype)
-        sink.write_rows(entry.name, start, rows.to(entry.dtype))
+        rows = inputs.rows(lead, start, stop).to(plan.compute_dtype.torch)
+        sink.write_rows(entry.name, start, rows.to(entry.dtype.torch))
 
 
 @contextmanager

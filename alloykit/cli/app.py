@@ -75,7 +75,7 @@ def merge(
     """Merge checkpoints as a recipe says, into OUT (written atomically)."""
     from alloykit.api import MergeOptions, plan, write_plan
     from alloykit.checkpoint.sink import check_output_dir
-    from alloykit.engine import resolve_device
+    from alloykit.engine_options import check_device
     from alloykit.errors import AlloyError
 
     options = MergeOptions(
@@ -98,7 +98,7 @@ def merge(
             raise AlloyError(
                 f"--vocab-mismatch: unknown value {vocab_mismatch!r}", "use error or common_rows"
             )
-        resolve_device(device)
+        check_device(device)
         if out is None and not dry_run:
             raise AlloyError(
                 "missing OUT directory", "alloykit merge RECIPE.yml OUT/ (or --dry-run)"
