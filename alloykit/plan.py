@@ -9,35 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any
 
-import torch
-
 from alloykit.checkpoint.source import ModelSource
-from alloykit.errors import PlanError
+from alloykit.dtypes import F32, DType
 from alloykit.methods import Method, get_method
 from alloykit.recipe.model import Recipe, Scalar
-
-DTYPE_ALIASES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float64": torch.float64,
-}
-
-
-def parse_dtype(name: str, where: str) -> torch.dtype:
-    dtype = DTYPE_ALIASES.get(name.lower().removeprefix("torch."))
-    if dtype is None:
-        raise PlanError(
-            f"{where}: unknown dtype {name!r}", f"use one of {', '.join(sorted(DTYPE_ALIASES))}"
-        )
-    return dtype
 
 
 @dataclass(frozen=True)
@@ -54,7 +35,7 @@ class PlanEntry:
 
     name: str
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype: DType
     method: str
     inputs: tuple[TensorRef, ...]
     base: TensorRef | None
@@ -65,18 +46,12 @@ class PlanEntry:
 
     @property
     def nbytes(self) -> int:
-        n = torch.empty((), dtype=self.dtype).element_size()
-        for d in self.shape:
-            n *= d
-        return n
+        return self.dtype.itemsize * prod(self.shape)
 
     @property
     def row_numel(self) -> int:
         """Values per row (along dimension 0); a 0-dimensional tensor is one row of one."""
-        n = 1
-        for d in self.shape[1:]:
-            n *= d
-        return n
+        return prod(self.shape[1:])
 
     @property
     def merged_rows(self) -> int:
@@ -98,8 +73,8 @@ class PlanOptions:
     """Command-line overrides that shape the plan."""
 
     allow_pickle: bool = False
-    dtype: str | None = None  # compute dtype
-    out_dtype: str | None = None
+    dtype: DType = F32  # compute dtype
+    out_dtype: DType | None = None
     seed: int | None = None
     drop_unmapped: bool = False
     vocab_mismatch: str | None = None
@@ -116,7 +91,7 @@ class Plan:
     config: dict[str, Any]
     reference: str
     tokenizer_source: str | None
-    compute_dtype: torch.dtype
+    compute_dtype: DType
     seed: int
     notes: list[str] = field(default_factory=list)
     description: str | None = None  # what the plan builds, when more than its merge method
@@ -129,7 +104,7 @@ class Plan:
         """Rows of ``entry`` merged at a time: about ``chunk_elements`` values per input for
         methods that stream (:mod:`alloykit.methods.streaming`), all rows otherwise."""
         rows = entry.merged_rows
-        if len(entry.shape) < 2 or rows == 0 or get_method(entry.method).streaming is None:
+        if len(entry.shape) < 2 or rows == 0 or not get_method(entry.method).streams:
             return max(rows, 1)
         return max(1, min(rows, chunk_elements // max(1, entry.row_numel)))
 
@@ -138,7 +113,7 @@ class Plan:
         plus the method's temporaries."""
         count = len(entry.inputs) + (entry.base is not None)
         rows = self.chunk_rows(entry, chunk_elements) if entry.shape else 1
-        size = torch.empty((), dtype=self.compute_dtype).element_size()
+        size = self.compute_dtype.itemsize
         return rows * entry.row_numel * size * (2 * count + 3)
 
     def estimated_peak_bytes(self, threads: int, budget_bytes: int, chunk_elements: int) -> int:
@@ -160,6 +135,13 @@ class Plan:
         for entry in self.entries:
             digest.update(f"{entry.name}{entry.shape}{entry.dtype}".encode())
         return digest.hexdigest()
+
+
+def config_dtype(entries: Iterable[PlanEntry]) -> DType | None:
+    """The dtype most floating output tensors have (the first planned, in a tie): what the
+    output's config.json names as its dtype. None when no output tensor is floating."""
+    counts = Counter(e.dtype for e in entries if e.dtype.is_floating_point)
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def tensor_seed(seed: int, name: str) -> int:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from alloykit.arch.layers import (
     Section,
     count_layers,
@@ -22,6 +20,7 @@ from alloykit.arch.layers import (
     tied_embeddings,
 )
 from alloykit.checkpoint.source import ModelSource, open_source
+from alloykit.dtypes import parse_dtype
 from alloykit.errors import PlanError
 from alloykit.methods import BasePolicy, get_method
 from alloykit.plan import (
@@ -30,7 +29,7 @@ from alloykit.plan import (
     PlanEntry,
     PlanOptions,
     TensorRef,
-    parse_dtype,
+    config_dtype,
     tensor_seed,
 )
 from alloykit.recipe.model import ModelInput, Recipe, Scalar
@@ -65,12 +64,10 @@ class _Planner:
         self.warnings: list[str] = []
         self.seed = options.seed if options.seed is not None else (recipe.seed or 0)
         self.vocab_mode = options.vocab_mismatch or recipe.vocab_mismatch
-        self.compute_dtype = (
-            parse_dtype(options.dtype, "--dtype") if options.dtype else torch.float32
-        )
-        out = options.out_dtype or recipe.out_dtype or recipe.dtype
-        where = "--out-dtype" if options.out_dtype else "out_dtype" if recipe.out_dtype else "dtype"
-        self.out_dtype = parse_dtype(out, where) if out else None
+        self.compute_dtype = options.dtype
+        out = recipe.out_dtype or recipe.dtype
+        where = "out_dtype" if recipe.out_dtype else "dtype"
+        self.out_dtype = options.out_dtype or (parse_dtype(out, where) if out else None)
         self.config = dict(sources[self.reference].config)
 
     # -- top level -------------------------------------------------------------------------
@@ -436,10 +433,10 @@ class _Planner:
         return None
 
     def _update_dtype_in_config(self) -> None:
-        floating = [e.dtype for e in self.entries if e.dtype.is_floating_point]
-        if not floating:
+        dtype = config_dtype(self.entries)
+        if dtype is None:
             return
-        name = str(max(set(floating), key=floating.count)).removeprefix("torch.")
+        name = dtype.name
         keys = [k for k in ("torch_dtype", "dtype") if k in self.config] or ["dtype"]
         for key in keys:
             self.config[key] = name

@@ -2,7 +2,9 @@
 
 We read headers ourselves (8-byte length + JSON) so a plan can be made from headers alone, and
 read tensor bytes with positional reads into fresh buffers: nothing is memory-mapped, so
-pages of consumed inputs never accumulate in the process's resident set.
+pages of consumed inputs never accumulate in the process's resident set. Bytes are read into
+any writable buffer (:func:`read_into`), so reading needs no torch; :func:`read_rows` wraps
+them in a torch tensor.
 """
 
 from __future__ import annotations
@@ -11,27 +13,17 @@ import json
 import os
 import struct
 from dataclasses import dataclass
+from math import prod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from alloykit.dtypes import BY_CODE, DType
 from alloykit.errors import CheckpointError
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-}
-DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
+if TYPE_CHECKING:
+    import torch
+    from typing_extensions import Buffer
+
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
@@ -41,7 +33,7 @@ class TensorEntry:
 
     name: str
     path: Path
-    dtype: torch.dtype
+    dtype: DType
     shape: tuple[int, ...]
     start: int
     end: int
@@ -52,14 +44,12 @@ class TensorEntry:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return prod(self.shape)
 
-
-def dtype_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+    @property
+    def row_bytes(self) -> int:
+        """Bytes per row along dimension 0 (a 0-dimensional tensor is one row)."""
+        return self.dtype.itemsize * prod(self.shape[1:])
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
@@ -109,7 +99,7 @@ def _entry(path: Path, name: str, info: object, data_start: int, size: int) -> T
 
     if not isinstance(info, dict):
         raise bad("entry is not an object")
-    dtype = DTYPES.get(str(info.get("dtype")))
+    dtype = BY_CODE.get(str(info.get("dtype")))
     if dtype is None:
         raise bad(f"unsupported dtype {info.get('dtype')!r}")
     shape = info.get("shape")
@@ -123,10 +113,7 @@ def _entry(path: Path, name: str, info: object, data_start: int, size: int) -> T
     ):
         raise bad(f"invalid data_offsets {offsets!r}")
     begin, end = offsets
-    numel = 1
-    for d in shape:
-        numel *= d
-    if end < begin or end - begin != numel * dtype_size(dtype):
+    if end < begin or end - begin != prod(shape) * dtype.itemsize:
         raise bad(f"data_offsets {offsets} do not match shape {shape} and dtype {info['dtype']}")
     if data_start + end > size:
         raise bad(f"data runs past the end of the file ({data_start + end} > {size} bytes)")
@@ -138,35 +125,53 @@ def read_tensor(entry: TensorEntry) -> torch.Tensor:
     return read_rows(entry, 0, entry.shape[0] if entry.shape else 1)
 
 
+def read_into(
+    entry: TensorEntry, start: int, stop: int, buffer: Buffer, fd: int | None = None
+) -> int:
+    """Read rows ``[start, stop)`` (along dimension 0) of a tensor's bytes into the start of
+    ``buffer``, by positional reads; return the byte count.
+
+    ``buffer`` is anything writable and C-contiguous (a numpy array, a bytearray, a memoryview
+    of pinned memory), so bytes reach their final place without torch and without a copy.
+    ``fd``, a descriptor of ``entry.path`` the caller keeps open, saves an open and a close
+    per read for callers that read a file chunk by chunk.
+    """
+    nbytes = (stop - start) * entry.row_bytes
+    if not nbytes:
+        return 0
+    view = memoryview(buffer).cast("B")
+    if len(view) < nbytes:
+        raise ValueError(f"buffer of {len(view)} bytes for {nbytes} bytes of {entry.name!r}")
+    first = entry.start + start * entry.row_bytes
+    handle = os.open(entry.path, os.O_RDONLY) if fd is None else fd
+    try:
+        done = 0
+        while done < nbytes:
+            got = os.preadv(handle, [view[done:nbytes]], first + done)
+            if got <= 0:
+                raise CheckpointError(
+                    f"{entry.path}: unexpected end of file reading tensor {entry.name!r}",
+                    "the file is truncated; re-download it",
+                )
+            done += got
+    finally:
+        if fd is None:
+            os.close(handle)
+    return nbytes
+
+
 def read_rows(
     entry: TensorEntry, start: int, stop: int, into: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Rows ``[start, stop)`` (along dimension 0) of a tensor, by one positional read.
+    """Rows ``[start, stop)`` of a tensor as a torch tensor, by :func:`read_into`.
 
     ``into`` is a reusable byte buffer (e.g. pinned memory) of at least the rows' size; without
     it a new buffer is allocated. The result is a view of that buffer in the tensor's dtype.
     """
-    shape = entry.shape
-    rows = shape[0] if shape else 1
-    row_bytes = entry.nbytes // rows if rows else 0
-    nbytes = (stop - start) * row_bytes
+    import torch
+
+    nbytes = (stop - start) * entry.row_bytes
     buffer = torch.empty(nbytes, dtype=torch.uint8) if into is None else into[:nbytes]
-    if nbytes:
-        view = memoryview(buffer.numpy())
-        first = entry.start + start * row_bytes
-        fd = os.open(entry.path, os.O_RDONLY)
-        try:
-            done = 0
-            while done < nbytes:
-                got = os.preadv(fd, [view[done:]], first + done)
-                if got <= 0:
-                    raise CheckpointError(
-                        f"{entry.path}: unexpected end of file reading tensor {entry.name!r}",
-                        "the file is truncated; re-download it",
-                    )
-                done += got
-        finally:
-            os.close(fd)
-    if not shape:
-        return buffer.view(entry.dtype).reshape(())
-    return buffer.view(entry.dtype).reshape(stop - start, *shape[1:])
+    read_into(entry, start, stop, buffer.numpy())
+    rows = buffer.view(entry.dtype.torch)
+    return rows.reshape(()) if not entry.shape else rows.reshape(stop - start, *entry.shape[1:])

@@ -6,6 +6,9 @@ its final offset, from any thread. Work happens in ``OUT.partial/``; a journal o
 tensors (with CRC-32C checksums, or zlib's CRC-32 where the CPU lacks the crc32 instruction)
 lets an interrupted merge resume; ``commit`` fsyncs and renames
 the directory to ``OUT`` so that a half-written model never carries the final name.
+
+Rows arrive as raw bytes (:meth:`DirectorySink.write_bytes`, which needs no torch) or as torch
+tensors (:meth:`DirectorySink.write_rows`).
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import prod
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from alloykit import native
-from alloykit.checkpoint.safetensors_format import DTYPE_NAMES, dtype_size
+from alloykit.dtypes import DType, of_torch
 from alloykit.errors import OutputError
+
+if TYPE_CHECKING:
+    import torch
+    from typing_extensions import Buffer
 
 JOURNAL = ".alloykit-journal"
 FLUSH_BYTES = 256 * 1024**2
@@ -38,24 +44,36 @@ class OutputTensor:
     """An output tensor as the sink must lay it out."""
 
     name: str
-    dtype: torch.dtype
+    dtype: DType
     shape: tuple[int, ...]
 
     @property
     def nbytes(self) -> int:
-        n = dtype_size(self.dtype)
-        for d in self.shape:
-            n *= d
-        return n
+        return self.dtype.itemsize * prod(self.shape)
+
+    @property
+    def rows(self) -> int:
+        """Rows along dimension 0 (a 0-dimensional tensor is one row)."""
+        return self.shape[0] if self.shape else 1
+
+    @property
+    def row_bytes(self) -> int:
+        return self.dtype.itemsize * prod(self.shape[1:])
+
+    def check_rows(self, count: int, data: memoryview) -> None:
+        """Raw bytes handed to a sink must be ``count`` whole rows of this tensor."""
+        if len(data) != count * self.row_bytes:
+            raise RuntimeError(
+                f"sink: {count} rows of {self.name} given as {len(data)} bytes, "
+                f"planned {self.row_bytes} bytes a row"
+            )
 
 
 @dataclass(frozen=True)
 class _Slot:
     shard: int
     offset: int  # absolute offset in the shard file
-    nbytes: int
-    dtype: torch.dtype
-    shape: tuple[int, ...]
+    tensor: OutputTensor
 
 
 Checksum = Callable[[Any, int], int]
@@ -80,8 +98,19 @@ def fastest_checksum() -> str:
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     """The raw little-endian bytes of a CPU tensor, without a copy when it is contiguous."""
+    import torch
+
     flat = tensor.contiguous().reshape(-1)
     return memoryview(flat.view(torch.uint8).numpy())
+
+
+def raw_bytes(data: Buffer) -> memoryview:
+    """``data`` (bytes, a memoryview, a numpy array of any dtype) as a flat byte view: no copy
+    when it is C-contiguous."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view.cast("B")
 
 
 def plan_shards(tensors: list[OutputTensor], shard_bytes: int) -> list[list[OutputTensor]]:
@@ -161,9 +190,7 @@ class DirectorySink:
                 os.ftruncate(fd, data_start + sum(t.nbytes for t in shard))
             offset = data_start
             for tensor in shard:
-                self._slots[tensor.name] = _Slot(
-                    index, offset, tensor.nbytes, tensor.dtype, tensor.shape
-                )
+                self._slots[tensor.name] = _Slot(index, offset, tensor)
                 offset += tensor.nbytes
         journal_path = self.partial_dir / JOURNAL
         if not resumed:
@@ -172,28 +199,35 @@ class DirectorySink:
         return len(self.done)
 
     def write_rows(self, name: str, first_row: int, rows: torch.Tensor) -> None:
-        """Write rows ``first_row...`` of tensor ``name`` at their place (rows of one tensor
-        arrive in order; different tensors from any thread)."""
-        slot = self._slots[name]
-        if rows.dtype != slot.dtype or tuple(rows.shape[1:]) != slot.shape[1:]:
+        """Write rows ``first_row...`` of tensor ``name``, a torch tensor in the planned dtype,
+        at their place (see :meth:`write_bytes`)."""
+        planned = self._slots[name].tensor
+        if of_torch(rows.dtype) != planned.dtype or tuple(rows.shape[1:]) != planned.shape[1:]:
             raise RuntimeError(
                 f"sink: rows of {name} are {rows.dtype}{tuple(rows.shape)}, "
-                f"planned {slot.dtype}{slot.shape}"
+                f"planned {planned.dtype}{planned.shape}"
             )
+        count = rows.shape[0] if planned.shape else 1
+        self.write_bytes(name, first_row, tensor_bytes(rows.cpu()), count)
+
+    def write_bytes(self, name: str, first_row: int, data: Buffer, rows: int) -> None:
+        """Write ``rows`` rows of tensor ``name`` from row ``first_row`` on, given as raw
+        little-endian bytes (a memoryview, a numpy array), at their place; no torch needed.
+        Rows of one tensor arrive in order; different tensors from any thread."""
+        slot = self._slots[name]
         expected, crc = self._progress.get(name, (0, 0))
         if first_row != expected:
             raise RuntimeError(f"sink: {name} rows out of order ({first_row} after {expected})")
-        data = tensor_bytes(rows.cpu())
-        row_bytes = slot.nbytes // slot.shape[0] if slot.shape and slot.shape[0] else 0
-        offset = slot.offset + first_row * row_bytes
+        view = raw_bytes(data)
+        slot.tensor.check_rows(rows, view)
+        offset = slot.offset + first_row * slot.tensor.row_bytes
         fd = self._fds[slot.shard]
         written = 0
-        while written < len(data):
-            written += os.pwrite(fd, data[written:], offset + written)
-        count = rows.shape[0] if slot.shape else 1
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], offset + written)
         assert self._checksum is not None
-        self._progress[name] = (first_row + count, self._checksum(data, crc))
-        self._written(len(data))
+        self._progress[name] = (first_row + rows, self._checksum(view, crc))
+        self._written(len(view))
 
     def _written(self, nbytes: int) -> None:
         with self._journal_lock:
@@ -208,10 +242,10 @@ class DirectorySink:
 
     def finish(self, name: str) -> None:
         """Journal tensor ``name`` as complete (all its rows written)."""
-        slot = self._slots[name]
+        planned = self._slots[name].tensor
         rows, crc = self._progress.pop(name, (0, 0))
-        if rows != (slot.shape[0] if slot.shape else 1):
-            raise RuntimeError(f"sink: {name} finished with {rows} of {slot.shape} rows")
+        if rows != planned.rows:
+            raise RuntimeError(f"sink: {name} finished with {rows} of {planned.shape} rows")
         line = json.dumps({"name": name, self._checksum_kind: crc})
         with self._journal_lock:
             assert self._journal is not None
@@ -261,7 +295,7 @@ class DirectorySink:
         offset = 0
         for tensor in shard:
             entries[tensor.name] = {
-                "dtype": DTYPE_NAMES[tensor.dtype],
+                "dtype": tensor.dtype.code,
                 "shape": list(tensor.shape),
                 "data_offsets": [offset, offset + tensor.nbytes],
             }
@@ -303,7 +337,7 @@ class DirectorySink:
                 continue
             kind, expected = self._resume_checksums.get(name, ("", None))
             checksum = checksum_of(kind)
-            data = os.pread(self._fds[slot.shard], slot.nbytes, slot.offset)
+            data = os.pread(self._fds[slot.shard], slot.tensor.nbytes, slot.offset)
             if checksum is None or checksum(data, 0) != expected:
                 bad.append(name)
         self.done.difference_update(bad)
@@ -361,16 +395,31 @@ class StateDictSink:
         self._planned = {t.name: t for t in tensors}
         self._lock = threading.Lock()
 
-    def write_rows(self, name: str, first_row: int, rows: torch.Tensor) -> None:
+    def _tensor(self, name: str) -> torch.Tensor:
+        import torch
+
         with self._lock:
             tensor = self.tensors.get(name)
             if tensor is None:
                 planned = self._planned[name]
-                tensor = self.tensors[name] = torch.empty(planned.shape, dtype=planned.dtype)
+                tensor = self.tensors[name] = torch.empty(planned.shape, dtype=planned.dtype.torch)
+        return tensor
+
+    def write_rows(self, name: str, first_row: int, rows: torch.Tensor) -> None:
+        tensor = self._tensor(name)
         if tensor.dim():
             tensor[first_row : first_row + rows.shape[0]] = rows
         else:
             tensor.copy_(rows)
+
+    def write_bytes(self, name: str, first_row: int, data: Buffer, rows: int) -> None:
+        """Rows given as raw bytes (see :meth:`DirectorySink.write_bytes`), copied into the
+        tensor's memory."""
+        planned = self._planned[name]
+        view = raw_bytes(data)
+        planned.check_rows(rows, view)
+        start = first_row * planned.row_bytes
+        tensor_bytes(self._tensor(name))[start : start + len(view)] = view
 
     def finish(self, name: str) -> None:
         """Nothing to record: the tensor is complete in memory."""

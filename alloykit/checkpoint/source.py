@@ -13,13 +13,16 @@ import pickle
 import warnings
 import zipfile
 from dataclasses import dataclass, field
+from math import prod
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from alloykit.checkpoint.safetensors_format import TensorEntry, read_header, read_rows, read_tensor
+from alloykit.dtypes import DType, of_torch
 from alloykit.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -29,15 +32,12 @@ class TensorMeta:
     """Shape and dtype of an input tensor, known without reading it."""
 
     name: str
-    dtype: torch.dtype
+    dtype: DType
     shape: tuple[int, ...]
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return prod(self.shape)
 
 
 @dataclass
@@ -52,6 +52,13 @@ class ModelSource:
     _entries: dict[str, TensorEntry] = field(default_factory=dict, repr=False)
     _pickled: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
+    def entry(self, name: str) -> TensorEntry | None:
+        """Where tensor ``name`` is stored as it is to be merged: its place in a safetensors
+        file, to read with :func:`~alloykit.checkpoint.safetensors_format.read_into` (no
+        torch needed). None for tensors that must be computed whole by :meth:`read`
+        (pickles, derived tensors, adapters applied on read)."""
+        return self._entries.get(name)
+
     def read(self, name: str) -> torch.Tensor:
         """The tensor ``name`` as stored (original dtype, on CPU)."""
         entry = self._entries.get(name)
@@ -61,13 +68,13 @@ class ModelSource:
 
     def reads_rows(self, name: str) -> bool:
         """Whether :meth:`read_rows` reads only the rows asked for (else it reads it all)."""
-        return name in self._entries
+        return self.entry(name) is not None
 
     def read_rows(
         self, name: str, start: int, stop: int, into: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Rows ``[start, stop)`` of tensor ``name`` (see :func:`read_rows`)."""
-        entry = self._entries.get(name)
+        entry = self.entry(name)
         if entry is not None:
             return read_rows(entry, start, stop, into)
         whole = self.read(name)
@@ -75,7 +82,7 @@ class ModelSource:
 
     def nbytes(self, name: str) -> int:
         meta = self.tensors[name]
-        return meta.numel * torch.empty((), dtype=meta.dtype).element_size()
+        return meta.numel * meta.dtype.itemsize
 
 
 def open_source(
@@ -113,7 +120,8 @@ def open_source(
             for name, tensor in load_pickle(path, allow_pickle).items():
                 _add(source, reference, name, path)
                 source._pickled[name] = tensor
-                source.tensors[name] = TensorMeta(name, tensor.dtype, tuple(tensor.shape))
+                dtype = _dtype(path, name, tensor)
+                source.tensors[name] = TensorMeta(name, dtype, tuple(tensor.shape))
     if not source.tensors:
         raise CheckpointError(f"model {reference!r}: {location} holds no tensors")
     return source
@@ -125,6 +133,16 @@ def _add(source: ModelSource, reference: str, name: str, path: Path) -> None:
             f"model {reference!r}: tensor {name!r} appears in two files (second: {path.name})",
             "remove stray weight files from the model directory",
         )
+
+
+def _dtype(path: Path, name: str, tensor: torch.Tensor) -> DType:
+    try:
+        return of_torch(tensor.dtype)
+    except TypeError:
+        raise CheckpointError(
+            f"{path}: tensor {name!r} is {tensor.dtype}, which a merge cannot write",
+            "convert the checkpoint's tensors to a real dtype first",
+        ) from None
 
 
 def locate(reference: str, search_dirs: tuple[Path, ...]) -> Path:
@@ -215,6 +233,8 @@ def load_pickle(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
             f"{path}: is a pickle checkpoint, which can run code when loaded",
             "convert it to safetensors, or pass --allow-pickle to load it with weights_only=True",
         )
+    import torch
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not for users

@@ -47,7 +47,7 @@ def render_plan(plan: Plan, console: Console, *, peak_bytes: int) -> None:
     recipe = plan.recipe
     console.print(
         f"[bold]method[/] {plan.method.name}   [bold]seed[/] {plan.seed}   "
-        f"[bold]compute dtype[/] {str(plan.compute_dtype).removeprefix('torch.')}"
+        f"[bold]compute dtype[/] {plan.compute_dtype}"
     )
     if recipe.base_model:
         console.print(f"[bold]base[/] {recipe.base_model}")
@@ -56,9 +56,9 @@ def render_plan(plan: Plan, console: Console, *, peak_bytes: int) -> None:
     console.print()
     console.print("[bold]output tensors[/] (name  shape  dtype  ←  inputs  params)")
     for entry in plan.entries:
-        dtype = str(entry.dtype).removeprefix("torch.")
         console.print(
-            f"  {entry.name}  {list(entry.shape)}  {dtype}  ← {_inputs(entry)}  {_params(entry)}",
+            f"  {entry.name}  {list(entry.shape)}  {entry.dtype}  ← {_inputs(entry)}  "
+            f"{_params(entry)}",
             highlight=False,
             markup=False,
         )

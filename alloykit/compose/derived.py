@@ -15,6 +15,7 @@ import torch
 
 from alloykit.checkpoint.source import ModelSource, TensorMeta
 from alloykit.compose.upcycling import ExpertTransform
+from alloykit.dtypes import of_torch
 
 Maker = Callable[[], torch.Tensor]
 
@@ -36,7 +37,7 @@ def computed_source(reference: str, root: Path, tensors: dict[str, torch.Tensor]
         reference,
         root,
         {
-            name: (TensorMeta(name, t.dtype, tuple(t.shape)), lambda t=t: t)
+            name: (TensorMeta(name, of_torch(t.dtype), tuple(t.shape)), lambda t=t: t)
             for name, t in tensors.items()
         },
     )

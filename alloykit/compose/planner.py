@@ -36,7 +36,8 @@ from alloykit.compose.formats import (
 from alloykit.compose.gates import Prompts, degenerate_layers, gate_vectors
 from alloykit.compose.recipe import ExpertSpec, MoERecipe
 from alloykit.compose.upcycling import ExpertTransform
-from alloykit.plan import DroppedTensor, Plan, PlanEntry, PlanOptions, TensorRef, parse_dtype
+from alloykit.dtypes import F32, DType, parse_dtype
+from alloykit.plan import DroppedTensor, Plan, PlanEntry, PlanOptions, TensorRef, config_dtype
 from alloykit.planner import make_plan
 
 GATES = "(router weights)"
@@ -92,8 +93,8 @@ class _MoEPlanner:
         self.entries: list[PlanEntry] = []
         self.warnings: list[str] = []
         self.read_through: set[TensorRef] = set()  # real tensors read by derived sources
-        out = options.out_dtype or recipe.dense.out_dtype or recipe.dense.dtype
-        self.out_dtype = parse_dtype(out, "out_dtype") if out else None
+        out = recipe.dense.out_dtype or recipe.dense.dtype
+        self.out_dtype = options.out_dtype or (parse_dtype(out, "out_dtype") if out else None)
 
     def build(self) -> MoEPlan:
         recipe = self.recipe
@@ -276,7 +277,7 @@ class _MoEPlanner:
             for projection, name in mlp.names.items():
                 rows, cols = self.base.tensors[name].shape
                 shape = (rows, 0) if projection == "down_proj" else (0, cols)
-                tensors[name] = torch.zeros(shape, dtype=self.base.tensors[name].dtype)
+                tensors[name] = torch.zeros(shape, dtype=self.base.tensors[name].dtype.torch)
         self.sources[SHARED] = computed_source(SHARED, self.base.root, tensors)
         return SHARED
 
@@ -351,7 +352,7 @@ class _MoEPlanner:
         if fmt.shared is SharedPolicy.ONE_GATED:
             routers.append((fmt.shared_gate(mlp.prefix), dtype))
         if fmt.score_bias:
-            routers.append((fmt.router_bias(mlp.prefix), torch.float32))  # as transformers keeps it
+            routers.append((fmt.router_bias(mlp.prefix), F32))  # as transformers keeps it
         for name, router_dtype in routers:
             self._add(name, TensorRef(GATES, name), router_dtype)
         for expert, reference in enumerate(expert_refs):
@@ -361,7 +362,7 @@ class _MoEPlanner:
             for projection, name in mlp.names.items():
                 self._add(fmt.shared_expert(mlp.prefix, projection), TensorRef(shared_ref, name))
 
-    def _add(self, out_name: str, ref: TensorRef, dtype: torch.dtype | None = None) -> None:
+    def _add(self, out_name: str, ref: TensorRef, dtype: DType | None = None) -> None:
         meta = self.sources[ref.model].tensors[ref.name]
         self.entries.append(
             PlanEntry(
@@ -392,8 +393,7 @@ class _MoEPlanner:
             num_layers=len(self.mlps),
         )
         config = build_config(fmt, self.base.config, shape)
-        floating = [e.dtype for e in self.entries if e.dtype.is_floating_point]
-        config["dtype"] = str(max(set(floating), key=floating.count)).removeprefix("torch.")
+        config["dtype"] = str(config_dtype(self.entries))
         window = self.base.config.get("sliding_window")
         if fmt.model_type == "glm4_moe" and self.model_type == "mistral" and window:
             self.warnings.append(

@@ -124,7 +124,9 @@ class _Inputs:
         if size > engine.HOLD_BYTES:
             return
         metas = [src.tensors[ref.name] for src, ref in zip(sources, self.refs, strict=True)]
-        dtypes = {self.held[i].dtype if i in self.held else m.dtype for i, m in enumerate(metas)}
+        dtypes = {
+            self.held[i].dtype if i in self.held else m.dtype.torch for i, m in enumerate(metas)
+        }
         same_shape = {m.shape for m in metas} == {tuple(self.entry.shape)}
         if self.entry.shape and same_shape and len(dtypes) == 1:
             self._hold_stacked(sources, dtypes.pop())
@@ -165,12 +167,12 @@ class _Inputs:
         (CPU, float32 compute, the kernels built): see :attr:`StreamingMerge.reads_stored`."""
         if not (native.available() and self.device.type == "cpu" and self.entry.shape):
             return False
-        if self.plan.compute_dtype != torch.float32:
+        if self.plan.compute_dtype.torch != torch.float32:
             return False
         for slot, ref in enumerate(self.refs):
             held = self.held.get(slot)
             meta = self.plan.sources[ref.model].tensors[ref.name]
-            if (held.dtype if held is not None else meta.dtype) != torch.bfloat16:
+            if (held.dtype if held is not None else meta.dtype.torch) != torch.bfloat16:
                 return False
         return True
 
@@ -180,7 +182,7 @@ class _Inputs:
         if stored:
             yield from self._stored_chunks(step, check=check)
             return
-        entry, dtype = self.entry, self.plan.compute_dtype
+        entry, dtype = self.entry, self.plan.compute_dtype.torch
         total = entry.merged_rows
         shape = (total, *entry.shape[1:]) if entry.shape else ()
         count = len(entry.inputs)
@@ -269,7 +271,7 @@ def _merging(plan: Plan, entry: PlanEntry, device: torch.device) -> StreamingMer
     if method.streaming is None:
         return KernelMerge(method.kernel, params)
     shape = (entry.merged_rows, *entry.shape[1:]) if entry.shape else ()
-    return method.streaming(shape, plan.compute_dtype, **params)
+    return method.streaming(shape, plan.compute_dtype.torch, **params)
 
 
 def merge_entry(
@@ -303,11 +305,11 @@ def merge_entry(
             checked = True
         for chunk in inputs.chunks(step, check=not checked, stored=stored):
             merged = merging.merge(chunk)
-            out = inputs.staging.output(merged.shape, entry.dtype)
+            out = inputs.staging.output(merged.shape, entry.dtype.torch)
             if native.converts(merged, out):  # narrowed and checked in one pass
                 finite = native.narrow_bf16(merged, out)
             else:
-                finite, out = _all_finite(merged), merged.to(entry.dtype).cpu()
+                finite, out = _all_finite(merged), merged.to(entry.dtype.torch).cpu()
             if not finite:
                 raise NonFiniteError(
                     f"merging {entry.name!r} with {entry.method!r} produced NaN or infinite values",
@@ -330,8 +332,8 @@ def _copy_tail(plan: Plan, entry: PlanEntry, inputs: _Inputs, sink: Sink, step: 
     lead = len(entry.inputs) if entry.base is not None else 0
     for start in range(entry.common_rows, entry.shape[0], step):
         stop = min(start + step, entry.shape[0])
-        rows = inputs.rows(lead, start, stop).to(plan.compute_dtype)
-        sink.write_rows(entry.name, start, rows.to(entry.dtype))
+        rows = inputs.rows(lead, start, stop).to(plan.compute_dtype.torch)
+        sink.write_rows(entry.name, start, rows.to(entry.dtype.torch))
 
 
 @contextmanager

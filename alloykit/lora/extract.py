@@ -17,6 +17,7 @@ import torch
 
 from alloykit.arch.layers import Section, section_of, sort_key, tied_embeddings
 from alloykit.checkpoint.source import ModelSource, open_source
+from alloykit.dtypes import parse_dtype
 from alloykit.engine.tensors import resolve_device
 from alloykit.errors import AlloyError, PlanError
 from alloykit.lora.adapter import (
@@ -30,7 +31,7 @@ from alloykit.lora.adapter import (
 from alloykit.lora.factorize import RankRule, SvdMethod, factorize
 from alloykit.lora.report import Capture, TensorReport, adapter_card
 from alloykit.lora.writer import AdapterWriter
-from alloykit.plan import parse_dtype, tensor_seed
+from alloykit.plan import tensor_seed
 
 EMBEDDING_MODES = ("full", "low-rank")
 
@@ -144,7 +145,7 @@ def extract_adapter(
         raise AlloyError(
             f"--embeddings: unknown value {options.embeddings!r}", "use full or low-rank"
         )
-    factor_dtype = parse_dtype(options.dtype, "--dtype")
+    factor_dtype = parse_dtype(options.dtype, "--dtype").torch
     device = resolve_device(options.device)
     tuned = open_source(str(model), allow_pickle=options.allow_pickle)
     source = open_source(str(base), allow_pickle=options.allow_pickle)

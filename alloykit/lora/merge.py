@@ -22,6 +22,7 @@ import torch
 
 from alloykit.arch.layers import sort_key
 from alloykit.checkpoint.source import ModelSource, open_source
+from alloykit.dtypes import parse_dtype
 from alloykit.engine.tensors import resolve_device
 from alloykit.errors import AlloyError, CheckpointError
 from alloykit.lora.adapter import PREFIX, Layout, LoraAdapter, adapter_config, open_adapter
@@ -32,7 +33,7 @@ from alloykit.lora.source import check_adapter_fits
 from alloykit.lora.writer import AdapterWriter
 from alloykit.methods import REQUIRED, BasePolicy, Method, Scope, get_method, method_names
 from alloykit.methods.task_vectors import METHODS as TASK_VECTOR_METHODS
-from alloykit.plan import parse_dtype, tensor_seed
+from alloykit.plan import tensor_seed
 
 DELTA_METHODS = ("linear", *(m.name for m in TASK_VECTOR_METHODS), "sce")
 CONCATENABLE = ("linear", "task_arithmetic")  # linear in their inputs
@@ -84,7 +85,7 @@ def merge_adapters(
         if options.svd not in {m.value for m in SvdMethod}:
             raise AlloyError(f"--svd: unknown value {options.svd!r}", "use exact or randomized")
         rule = RankRule(options.rank, options.energy, options.max_rank, SvdMethod(options.svd))
-    factor_dtype = parse_dtype(options.dtype, "--dtype")
+    factor_dtype = parse_dtype(options.dtype, "--dtype").torch
     device = resolve_device(options.device)
     base = open_source(options.base, allow_pickle=options.allow_pickle) if options.base else None
     opened = [

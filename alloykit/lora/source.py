@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from alloykit.checkpoint.safetensors_format import TensorEntry
 from alloykit.checkpoint.source import ModelSource, open_source
 from alloykit.errors import CheckpointError
 from alloykit.lora.adapter import LoraAdapter, open_adapter
@@ -41,11 +42,11 @@ class AdaptedSource(ModelSource):
             tensor = (tensor.float() + self.adapter.delta(name)).to(tensor.dtype)
         return tensor
 
-    def reads_rows(self, name: str) -> bool:
+    def entry(self, name: str) -> TensorEntry | None:
         """Tensors the adapter leaves alone stream from the base's files; the others are
         computed whole by :meth:`read`."""
         touched = name in self.adapter.full or name in self.adapter.modules
-        return not touched and super().reads_rows(name)
+        return None if touched else super().entry(name)
 
 
 def split_reference(reference: str) -> tuple[str, str]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from alloykit.checkpoint.safetensors_format import DTYPE_NAMES
 from alloykit.checkpoint.sink import check_output_dir, publish_directory, tensor_bytes
+from alloykit.dtypes import of_torch
 from alloykit.lora.adapter import CONFIG_FILE, WEIGHTS_FILE
 
 SPOOL = ".adapter-spool"
@@ -62,7 +62,7 @@ class AdapterWriter:
         self._spool.write(data)
         end = self._offset + len(data)
         self._header[key] = {
-            "dtype": DTYPE_NAMES[tensor.dtype],
+            "dtype": of_torch(tensor.dtype).code,
             "shape": list(tensor.shape),
             "data_offsets": [self._offset, end],
         }

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from alloykit import native
 from alloykit.checkpoint.safetensors_format import read_header, read_tensor
 from alloykit.checkpoint.sink import JOURNAL, DirectorySink, OutputTensor, plan_shards
+from alloykit.dtypes import F32, of_torch
 from alloykit.errors import CheckpointError, OutputError
 
 
@@ -55,7 +56,7 @@ def test_huge_declared_header_is_a_checkpoint_error(tmp_path: Path) -> None:
 
 
 def test_shards_split_greedily_in_order() -> None:
-    tensors = [OutputTensor(f"t{i}", torch.float32, (10,)) for i in range(5)]  # 40 bytes each
+    tensors = [OutputTensor(f"t{i}", F32, (10,)) for i in range(5)]  # 40 bytes each
     shards = plan_shards(tensors, 100)
     assert [[t.name for t in s] for s in shards] == [["t0", "t1"], ["t2", "t3"], ["t4"]]
 
@@ -68,7 +69,7 @@ def _sink(out: Path, tensors: list[OutputTensor], **kwargs) -> DirectorySink:
 
 def test_directory_sink_writes_loadable_shards_out_of_order(tmp_path: Path) -> None:
     data = {f"t{i}": torch.randn(4, i + 1).to(torch.bfloat16) for i in range(6)}
-    layout = [OutputTensor(n, t.dtype, tuple(t.shape)) for n, t in data.items()]
+    layout = [OutputTensor(n, of_torch(t.dtype), tuple(t.shape)) for n, t in data.items()]
     out = tmp_path / "out"
     sink = _sink(out, layout)
     sink.open()
@@ -87,7 +88,7 @@ def test_directory_sink_writes_loadable_shards_out_of_order(tmp_path: Path) -> N
 
 
 def test_partial_directory_never_carries_the_final_name(tmp_path: Path) -> None:
-    layout = [OutputTensor("a", torch.float32, (2,)), OutputTensor("b", torch.float32, (2,))]
+    layout = [OutputTensor("a", F32, (2,)), OutputTensor("b", F32, (2,))]
     out = tmp_path / "out"
     sink = _sink(out, layout)
     sink.open()
@@ -98,7 +99,7 @@ def test_partial_directory_never_carries_the_final_name(tmp_path: Path) -> None:
 
 
 def test_resume_skips_journaled_tensors_and_rewrites_corrupt_ones(tmp_path: Path) -> None:
-    layout = [OutputTensor(n, torch.float32, (3,)) for n in ("a", "b", "c")]
+    layout = [OutputTensor(n, F32, (3,)) for n in ("a", "b", "c")]
     out = tmp_path / "out"
     first = _sink(out, layout)
     first.open()
@@ -124,7 +125,7 @@ def test_resume_skips_journaled_tensors_and_rewrites_corrupt_ones(tmp_path: Path
 
 
 def test_resume_with_a_different_plan_starts_over(tmp_path: Path) -> None:
-    layout = [OutputTensor("a", torch.float32, (3,))]
+    layout = [OutputTensor("a", F32, (3,))]
     out = tmp_path / "out"
     first = DirectorySink(out, layout, shard_bytes=64, fingerprint="one")
     first.open()
@@ -139,14 +140,14 @@ def test_existing_nonempty_output_is_refused_without_force(tmp_path: Path) -> No
     out.mkdir()
     (out / "keep.txt").write_text("x")
     with pytest.raises(OutputError, match="--force"):
-        _sink(out, [OutputTensor("a", torch.float32, (1,))]).open()
+        _sink(out, [OutputTensor("a", F32, (1,))]).open()
 
 
 def test_force_replaces_existing_output(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("x")
-    sink = _sink(out, [OutputTensor("a", torch.float32, (1,))], force=True)
+    sink = _sink(out, [OutputTensor("a", F32, (1,))], force=True)
     sink.open()
     sink.write("a", torch.ones(1))
     sink.commit()
@@ -187,7 +188,7 @@ def test_a_journal_is_verified_with_the_checksum_it_records(
     journal's tensors with the checksum the journal names, and still finds a corrupt one."""
     if written_with == "crc32c" and not native.available():
         pytest.skip("alloykit's C kernels are not built here")
-    layout = [OutputTensor(n, torch.float32, (64,)) for n in ("a", "b")]
+    layout = [OutputTensor(n, F32, (64,)) for n in ("a", "b")]
     out = tmp_path / "out"
     with monkeypatch.context() as patched:
         patched.setattr("alloykit.checkpoint.sink.fastest_checksum", lambda: written_with)

@@ -57,8 +57,10 @@ def lane_calls(monkeypatch) -> list[str]:
 def test_the_lane_gives_the_torch_paths_bits(
     llama_bf16, method, chunk_elements, out_dtype, lane_calls
 ):
-    recipe = _recipe(method, llama_bf16, normalize=False) if method != "model_stock" else (
-        _recipe(method, llama_bf16)
+    recipe = (
+        _recipe(method, llama_bf16, normalize=False)
+        if method != "model_stock"
+        else (_recipe(method, llama_bf16))
     )
     options = {"chunk_elements": chunk_elements, "out_dtype": out_dtype}
     lane = alloykit.merge_to_state_dict(recipe, **options)
