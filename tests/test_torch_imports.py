@@ -1,9 +1,8 @@
-"""Planning needs no torch: only the method registry and the kernel bindings may import it.
+"""Planning needs no torch: importing alloykit, opening checkpoints by headers, reading bytes
+and planning (``alloykit merge --dry-run``) never import it.
 
-Importing torch takes about 3 s, more than a small merge. Those two packages are being made
-torch-free; once they are, importing alloykit, opening checkpoints by headers, reading and
-writing bytes and planning (``alloykit merge --dry-run``) import no torch at all, and this test
-holds with no exception.
+Importing torch takes about 3 s, more than a small merge; the merges the stored lane runs do
+without it too (tests/e2e/test_stored_lane.py).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED = ("alloykit.methods", "alloykit.native")
 
 SCRIPT = """
 import builtins, json, sys
@@ -48,11 +46,11 @@ for name in model.tensors:
     safetensors_format.read_into(entry, 0, 1, np.empty(entry.nbytes, np.uint8))
 alloykit.plan(sys.argv[3])
 app(["merge", sys.argv[3], "--dry-run"], standalone_mode=False)
-print(json.dumps(sorted(i for i in importers if i.startswith("alloykit"))))
+print(json.dumps(sorted(importers)), "torch" in sys.modules)
 """
 
 
-def test_only_the_registry_and_kernel_bindings_import_torch_while_planning(llama, tmp_path):
+def test_planning_imports_no_torch(llama, tmp_path):
     recipe = tmp_path / "linear.yaml"
     models = [{"model": str(llama[f"ft{i}"]), "parameters": {"weight": 1.0}} for i in (1, 2)]
     recipe.write_text(yaml.safe_dump({"merge_method": "linear", "models": models}))
@@ -64,5 +62,6 @@ def test_only_the_registry_and_kernel_bindings_import_torch_while_planning(llama
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    importers = json.loads(result.stdout.splitlines()[-1])
-    assert [i for i in importers if not i.startswith(ALLOWED)] == []
+    importers, imported = result.stdout.splitlines()[-1].rsplit(" ", 1)
+    assert json.loads(importers) == []
+    assert imported == "False"

@@ -17,7 +17,6 @@ import torch
 from alloykit import native
 from alloykit.methods.linear import broadcast_weights
 from alloykit.methods.registry import register_streaming
-from alloykit.methods.stored import weight_divisor
 from alloykit.methods.step_choices import SIGN_RULE_ALIASES, RescaleMode, SignRule, Sparsification
 from alloykit.methods.steps import (
     KEPT_BITS_BYTES,
@@ -30,6 +29,7 @@ from alloykit.methods.steps import (
     survivor_bytes,
     weighted_sum,
 )
+from alloykit.methods.stored import weight_divisor
 from alloykit.methods.streaming import Chunk, Observer, StreamingFactory, StreamingMerge
 from alloykit.methods.task_vector_settings import METHODS, TaskVectorMethod
 
