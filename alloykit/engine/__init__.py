@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from alloykit import native
 from alloykit.dtypes import F32
 from alloykit.errors import AlloyError
+from alloykit.quiet_imports import collector_paused
 
 if TYPE_CHECKING:
     from alloykit.methods.stored import StoredMerge
@@ -202,7 +203,8 @@ def _torch_path(
     plan: Plan, options: EngineOptions, chunk_elements: int
 ) -> Callable[[PlanEntry, Sink], None]:
     """``merge(entry, sink)`` by the torch path (importing torch)."""
-    from alloykit.engine import tensors
+    with collector_paused():
+        from alloykit.engine import tensors
 
     device = tensors.resolve_device(options.device)
     staging = tensors.Staging()
