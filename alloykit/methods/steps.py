@@ -10,8 +10,6 @@ and for every chunking.
 
 from __future__ import annotations
 
-import ctypes
-import struct
 import threading
 
 import numpy as np
@@ -20,42 +18,22 @@ import torch
 from alloykit import native
 from alloykit.methods.selection import TopK, ordered_bits
 from alloykit.methods.step_choices import RescaleMode, SignRule, Sparsification
-
-L1_EPS = 1e-7
-"""Below this L1 norm a task vector is left unscaled (mergekit's tolerance)."""
-KEPT_BITS_BYTES = 64 * 1024**2
-"""Most bytes of survivor bitmasks (one bit per entry and model) that the random sparsifiers
-of one tensor keep from their measuring pass for the merge pass (``l1`` rescaling): 3 models'
-masks of a 170M-entry tensor. Past it they draw again."""
-
-
-def as_decimal(value: float) -> float:
-    """The shortest decimal that rounds to the same float32 as ``value``.
-
-    Per-model parameters reach kernels as float32, so a recipe's ``density: 0.7`` arrives as
-    0.699999988. Counts such as ``int(density * numel)`` must use the value the user wrote.
-    """
-    single = struct.unpack("f", struct.pack("f", value))[0]
-    for digits in range(1, 10):
-        candidate = float(f"{single:.{digits}g}")
-        if struct.unpack("f", struct.pack("f", candidate))[0] == single:
-            return candidate
-    return single
+from alloykit.methods.thinning import (  # noqa: F401  (re-exported: the steps' one namespace)
+    KEPT_BITS_BYTES,
+    L1_EPS,
+    Thinning,
+    UniformDraws,
+    as_decimal,
+    check_della,
+    l1_factor,
+    model_seed,
+    survivor_bytes,
+)
 
 
 def per_model(values: torch.Tensor) -> list[float]:
     """A per-model parameter ``[n]`` as Python decimals (see :func:`as_decimal`)."""
     return [as_decimal(v) for v in values.tolist()]
-
-
-def model_seed(seed: int, index: int) -> int:
-    """The seed of input model ``index``'s random draws for a tensor whose seed is ``seed``."""
-    return (seed + (index + 1) * 0x9E3779B97F4A7C15) % 2**63
-
-
-def survivor_bytes(numel: int) -> int:
-    """Bytes of one model's survivor bitmask for a tensor of ``numel`` entries."""
-    return -(-numel // 8)
 
 
 def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
@@ -79,74 +57,13 @@ def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) 
     return (relative * (2 * epsilon) + (density - epsilon)).reshape(delta.shape)
 
 
-def check_della(density: float, epsilon: float) -> None:
-    if density - epsilon <= 0 or density + epsilon >= 1:
-        raise ValueError(
-            f"della needs 0 < density - epsilon and density + epsilon < 1; "
-            f"got density={density:g}, epsilon={epsilon:g}"
-        )
-
-
-def l1_factor(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-    """The factor restoring an L1 norm ``before`` from ``after`` (1 when either is ~0).
-
-    mergekit 0.1.5's ``rescale``; ``L1_EPS`` is its tolerance.
-    """
-    usable = (before >= L1_EPS) & (after >= L1_EPS)
-    return torch.where(usable, before / after.clamp(min=L1_EPS), 1.0)
-
-
-class UniformDraws:
-    """Uniform [0, 1) float32 numbers from numpy's PCG64 seeded with ``seed``, consumed in
-    order, into one reused buffer.
-
-    numpy's PCG64 on CPU is about three times faster than torch's CPU generator (random masks
-    are the main cost of DARE and DELLA), gives the same numbers on every device, and gives
-    the same sequence whether a tensor's entries are drawn at once or chunk by chunk.
-    """
-
-    _buffers = threading.local()  # one per thread, shared by all draws: no allocation churn
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self._generator: np.random.Generator | None = None
-        self._state: native.Pcg64 | None = None
-
-    @property
-    def generator(self) -> np.random.Generator:
-        if self._generator is None:
-            self._generator = np.random.Generator(np.random.PCG64(self.seed))
-        return self._generator
-
-    @property
-    def state(self) -> native.Pcg64:
-        """The same stream for the fused kernels, which draw as they go (a scan uses either
-        this or :meth:`next`, never both)."""
-        if self._state is None:
-            self._state = native.Pcg64.seeded(self.seed)
-        return self._state
-
-    def next(self, like: torch.Tensor) -> torch.Tensor:
-        """The next ``like.numel()`` numbers shaped like ``like``, valid until the thread's
-        next draw."""
-        count = like.numel()
-        buffer = getattr(self._buffers, "array", None)
-        if buffer is None or buffer.size < count:
-            buffer = self._buffers.array = np.empty(count, dtype=np.float32)
-        out = buffer[:count]
-        self.generator.random(count, dtype=np.float32, out=out)
-        return torch.from_numpy(out).reshape(like.shape).to(like.device)
-
-
-class Sparsifier:
+class Sparsifier(Thinning):
     """Thins one model's task vector, fed in chunks in row order, and rescales the survivors.
 
-    ``density >= 1`` keeps the task vector as it is and ``density <= 0`` zeroes it, without
-    drawing random numbers. Magnitude and Breadcrumbs masks need the whole tensor's cut-offs
-    (:class:`~alloykit.methods.selection.TopK`: :meth:`count` / :meth:`settle` passes); ``l1``
-    rescaling needs the whole tensor's L1 norms before and after (a :meth:`measure` pass).
-    Random methods draw one uniform number per entry, in flat order, from a generator seeded
-    with ``seed`` that restarts with every scan, so chunking never changes the draws.
+    The state the fused kernels need (draws, survivor bits, L1 norms) is :class:`Thinning`'s;
+    this adds magnitude and Breadcrumbs masks, which need the whole tensor's cut-offs
+    (:class:`~alloykit.methods.selection.TopK`: :meth:`count` / :meth:`settle` passes), and
+    the same thinning as torch operations on chunks (:meth:`apply`, :meth:`measure`).
     """
 
     def __init__(
@@ -162,43 +79,23 @@ class Sparsifier:
         seed: int = 0,
         record_survivors: bool = True,
     ) -> None:
-        self.method = method
-        self.density = density
-        self.epsilon = epsilon
-        self.seed = seed
-        self.identity = density >= 1 or numel == 0
-        self.zero = not self.identity and density <= 0
-        thinning = not (self.identity or self.zero)
-        self.rescale_mode = rescale_mode if thinning else None
         self.selection: TopK | None = None
+        super().__init__(
+            method, numel, density=density, epsilon=epsilon, rescale_mode=rescale_mode,
+            seed=seed, record_survivors=record_survivors,
+        )  # fmt: skip
+        thinning = not (self.identity or self.zero)
         if thinning and method is Sparsification.MAGNITUDE:
             self.selection = TopK(numel, [max(1, int(density * numel))], dtype)
         elif thinning and method is Sparsification.BREADCRUMBS:
             keep = int(density * numel)
             top = min(int(gamma * numel), numel - keep)
             self.selection = TopK(numel, [top + keep, top], dtype)
-        elif thinning and method is Sparsification.DELLA:
-            check_della(density, epsilon)
-        self.random = thinning and method in (Sparsification.RANDOM, Sparsification.DELLA)
-        self.draws: UniformDraws | None = None
-        self.l1 = torch.ones(())
-        self._l1_sums: torch.Tensor | None = None
-        self.numel = numel
-        self.record_survivors = record_survivors and survivor_bytes(numel) <= KEPT_BITS_BYTES
-        self.kept_bits: torch.Tensor | None = None
-        """The measuring pass's survivors, one bit per entry (fused kernels only): with ``l1``
-        rescaling the merge pass keeps the same entries, and reading them back is far cheaper
-        than drawing (and, for DELLA, ranking) again."""
-        self._bits_measured = 0
         self.start_scan()
 
     @property
     def levels(self) -> int:
         return self.selection.levels if self.selection is not None else 0
-
-    @property
-    def needs_l1(self) -> bool:
-        return self.rescale_mode is RescaleMode.L1
 
     def count(self, delta: torch.Tensor) -> None:
         """Count a chunk's magnitudes (``delta`` may be overwritten)."""
@@ -211,10 +108,9 @@ class Sparsifier:
 
     def start_scan(self) -> None:
         """Restart the draws and the hand-out of tied entries for another pass over the chunks."""
+        super().start_scan()
         if self.selection is not None:
             self.selection.start_scan()
-        if self.random:
-            self.draws = UniformDraws(self.seed)
 
     def count_deltas(self, x: torch.Tensor, base: torch.Tensor) -> None:
         """:meth:`count` for the fused kernels: the task vector is ``x - base``."""
@@ -225,21 +121,13 @@ class Sparsifier:
         self, x: torch.Tensor, base: torch.Tensor, slot: int = 0, offset: int = 0
     ) -> native.Keep:
         """The thinning of a measuring pass's chunk at flat index ``offset`` for the fused
-        kernels (:func:`measure_deltas`); a random sparsifier also records its survivors in
-        :attr:`kept_bits`."""
-        keep = self.native_keep(x, base, 1.0, slot)
-        if self.random and self.record_survivors:
-            if self.kept_bits is None:
-                self.kept_bits = torch.zeros(survivor_bytes(self.numel), dtype=torch.uint8)
-            keep.mask, keep.mask_offset = self.kept_bits.data_ptr(), offset
-            self._bits_measured += x.numel()
-        return keep
+        kernels (:func:`measure_deltas`); a random sparsifier also records its survivors."""
+        return self.record(self.native_keep(x, base, 1.0, slot), offset, x.numel())
 
     def measured(self, keep: native.Keep, before: float, after: float) -> None:
         """Add a chunk's L1 norms before and after thinning, measured by the fused kernels."""
         self.native_done(keep)
-        sums = torch.tensor([before, after], dtype=torch.float64)
-        self._l1_sums = sums if self._l1_sums is None else self._l1_sums.add_(sums)
+        self.add_l1(before, after)
 
     def native_keep(
         self,
@@ -249,42 +137,27 @@ class Sparsifier:
         slot: int = 0,
         offset: int | None = None,
     ) -> native.Keep:
-        """This chunk's thinning for the fused kernels (see ``ak_keep`` in kernels.c); DELLA's
-        probabilities go to the calling thread's scratch buffer ``slot``. A merge pass passes
-        the chunk's flat ``offset``: survivors recorded by the measuring pass are read back."""
-        keep = native.Keep(weight=weight, probability=self.density, factor=1.0)
-        if self.identity:
-            keep.mode = native.KeepMode.ALL
-            return keep
-        if self.zero:
-            keep.mode = native.KeepMode.NONE
-            return keep
-        if self.rescale_mode is RescaleMode.KEEP_RATE:
-            keep.rescale = native.Rescale.PROBABILITY
-        elif self.rescale_mode is RescaleMode.L1:
-            keep.rescale = native.Rescale.FACTOR
-            keep.factor = float(self.l1)
-        if self.selection is not None:
-            bands = 2 if self.method is Sparsification.BREADCRUMBS else 1
-            keep.mode = native.KeepMode.BAND if bands == 2 else native.KeepMode.TOP
-            for which in range(bands):
-                keep.cut[which], all_equal, keep.left[which] = self.selection.native_cut(which)
-                keep.all_equal[which] = int(all_equal)
-            return keep
-        if offset is not None and self.kept_bits is not None:
-            keep.mode = native.KeepMode.MASK
-            keep.mask, keep.mask_offset = self.kept_bits.data_ptr(), offset
-            return keep
-        assert self.draws is not None
-        keep.mode = native.KeepMode.RANDOM
-        keep.draws = ctypes.pointer(self.draws.state)
-        width = x.shape[-1] if x.dim() else 1
-        if self.method is Sparsification.DELLA and width > 1:
+        """This chunk's thinning for the fused kernels (:meth:`Thinning.keep`, plus magnitude
+        cut-offs, and DELLA's probabilities in the calling thread's scratch buffer ``slot``)."""
+        if self.selection is None or self.identity or self.zero:
+            if self.method is not Sparsification.DELLA or not self.random:
+                return self.keep(weight, offset=offset)
+            if offset is not None and self.kept_bits is not None:
+                return self.keep(weight, offset=offset)  # read back: nothing to rank
+            width = x.shape[-1] if x.dim() else 1
+            if width == 1:
+                return self.keep(weight, offset=offset)
             check_della(self.density, self.epsilon)
             probabilities = native.scratch.get(slot, x.numel())
             span, low = 2 * self.epsilon, self.density - self.epsilon
             native.della_probabilities(x, base, width, span, low, probabilities)
-            keep.probabilities = probabilities.data_ptr()
+            return self.keep(weight, offset=offset, probabilities=probabilities.data_ptr())
+        keep = self.keep(weight, by_magnitude=True)
+        bands = 2 if self.method is Sparsification.BREADCRUMBS else 1
+        keep.mode = native.KeepMode.BAND if bands == 2 else native.KeepMode.TOP
+        for which in range(bands):
+            keep.cut[which], all_equal, keep.left[which] = self.selection.native_cut(which)
+            keep.all_equal[which] = int(all_equal)
         return keep
 
     def native_done(self, keep: native.Keep) -> None:
@@ -299,22 +172,9 @@ class Sparsifier:
         assert isinstance(keep, torch.Tensor)  # only thinning sparsifiers measure
         # summed in float64, as the fused kernel sums: both paths then get the same float32
         # factor (a last-bit difference could flip a sign election that cancels exactly)
-        sums = torch.stack(
-            [
-                torch.linalg.vector_norm(delta, 1, dtype=torch.float64),
-                torch.linalg.vector_norm(keep.mul_(delta), 1, dtype=torch.float64),
-            ]
-        )
-        # one running total: small tensors kept per chunk would fragment the heap
-        self._l1_sums = sums if self._l1_sums is None else self._l1_sums.add_(sums)
-
-    def settle_l1(self) -> None:
-        assert self._l1_sums is not None
-        before, after = self._l1_sums.float()
-        self.l1 = l1_factor(before, after)
-        self._l1_sums = None
-        if self._bits_measured != self.numel:  # some chunks took the torch path
-            self.kept_bits = None
+        before = torch.linalg.vector_norm(delta, 1, dtype=torch.float64)
+        after = torch.linalg.vector_norm(keep.mul_(delta), 1, dtype=torch.float64)
+        self.add_l1(float(before), float(after))
 
     def apply(self, delta: torch.Tensor) -> torch.Tensor:
         """Thin (and rescale) a chunk of the task vector, in place; returns ``delta``."""
@@ -344,10 +204,24 @@ class Sparsifier:
         assert self.draws is not None
         if self.method is Sparsification.DELLA:
             probability = della_keep_probability(delta, self.density, self.epsilon)
-        draws = self.draws.next(delta)
+        draws = _draws_like(self.draws, delta)
         # sign(p - u) is exact (a correctly rounded difference keeps its sign): 1 where u < p
         keep = draws.neg_().add_(probability).sign_().clamp_(min=0)
         return keep, probability
+
+
+_draw_buffers = threading.local()  # one per thread, shared by all draws: no allocation churn
+
+
+def _draws_like(draws: UniformDraws, like: torch.Tensor) -> torch.Tensor:
+    """The next ``like.numel()`` numbers of ``draws`` shaped like ``like``, valid until the
+    thread's next draw."""
+    count = like.numel()
+    buffer = getattr(_draw_buffers, "array", None)
+    if buffer is None or buffer.size < count:
+        buffer = _draw_buffers.array = np.empty(count, dtype=np.float32)
+    numbers = draws.numbers(buffer[:count])
+    return torch.from_numpy(numbers).reshape(like.shape).to(like.device)
 
 
 def measure_deltas(

@@ -226,11 +226,11 @@ def test_the_measuring_pass_records_the_survivors_the_merge_keeps(name: str) -> 
         plain = _measured(name, kwargs, tensors, base, step=9)
     for m, (fused, torch_path) in enumerate(zip(merge.sparsifiers, plain.sparsifiers, strict=True)):
         assert fused.kept_bits is not None
-        bits = np.unpackbits(fused.kept_bits.numpy(), bitorder="little")[: base.numel()]
+        bits = np.unpackbits(fused.kept_bits, bitorder="little")[: base.numel()]
         keep, _ = torch_path._keep(tensors[m] - base)  # the torch path's fresh scan
         assert torch.equal(torch.from_numpy(bits).bool(), keep.reshape(-1).bool())
     for sparsifier in merge.sparsifiers:
-        sparsifier.kept_bits.zero_()  # nothing survives: the merge must give the base back
+        sparsifier.kept_bits[:] = 0  # nothing survives: the merge must give the base back
     merged = merge.merge(Chunk(tensors.clone(), base.clone(), 0, tuple(base.shape)))
     assert torch.equal(merged, base)
 
@@ -238,12 +238,12 @@ def test_the_measuring_pass_records_the_survivors_the_merge_keeps(name: str) -> 
 def test_survivors_past_the_memory_cap_are_drawn_again(monkeypatch) -> None:
     """Masks over ``KEPT_BITS_BYTES`` (all models together) are not kept: the merge pass
     draws again, with the same result."""
-    from alloykit.methods import steps, task_vectors
+    from alloykit.methods import task_vectors, thinning
 
     tensors, base = _fine_tunes(5, 6, 40)
     kwargs = kernel_params("dare_ties", 3, seed=2, density=0.4, rescale_mode="l1")
     kept = _merge("dare_ties", kwargs, tensors, base, 2)
-    monkeypatch.setattr(steps, "KEPT_BITS_BYTES", 2 * 30)  # room for two models' 30 bytes
+    monkeypatch.setattr(thinning, "KEPT_BITS_BYTES", 2 * 30)  # room for two models' 30 bytes
     monkeypatch.setattr(task_vectors, "KEPT_BITS_BYTES", 2 * 30)
     merge = _measured("dare_ties", kwargs, tensors, base, 2)
     assert all(s.kept_bits is None for s in merge.sparsifiers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,9 +104,10 @@ def test_l1_rescale_restores_the_l1_norm() -> None:
 
 
 def test_l1_rescale_leaves_near_zero_tensors_alone() -> None:
-    assert l1_factor(torch.tensor(1e-9), torch.tensor(1e-9)).item() == 1.0
-    assert l1_factor(torch.tensor(2.0), torch.tensor(0.0)).item() == 1.0
-    assert l1_factor(torch.tensor(2.0), torch.tensor(0.5)).item() == 4.0
+    assert l1_factor(1e-9, 1e-9) == 1.0
+    assert l1_factor(2.0, 0.0) == 1.0
+    assert l1_factor(2.0, 0.5) == 4.0
+    assert l1_factor(1.0, 3.0) == float(np.float32(1.0) / np.float32(3.0))  # in float32
 
 
 @pytest.mark.parametrize("method", list(Sparsification))
