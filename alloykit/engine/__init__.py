@@ -8,7 +8,8 @@ tensors, and the working set of a chunk stays in the CPU's caches. Whole-tensor 
 
 Two paths merge a tensor: the torch path (:mod:`alloykit.engine.tensors`, every method and
 device) and the stored lane (:mod:`alloykit.engine.stored`: bfloat16 inputs as stored, merged
-on CPU by the fused kernels over numpy buffers, for linear, task arithmetic and Model Stock).
+on CPU by the fused kernels over numpy buffers, for linear, task arithmetic, DARE and Model
+Stock).
 Both give the same bits; torch is imported only when some tensor needs its path, so a merge
 the lane covers starts without torch's 3-second import.
 

@@ -1,9 +1,9 @@
 """The stored lane: tensors whose inputs are all bfloat16 in safetensors files, merged on CPU in
 float32 by the fused kernels over numpy buffers, with no torch at all.
 
-Why a lane of its own: for linear, task arithmetic and Model Stock the kernels read bfloat16
-as stored and do all the arithmetic, so torch only costs: its import (about 3 s here, as long
-as reading and writing a whole 1.1B model) and, per chunk, the views, staging lookups and
+Why a lane of its own: for linear, task arithmetic, DARE and Model Stock the kernels read
+bfloat16 as stored and do all the arithmetic, so torch only costs: its import (about 3 s here,
+as long as reading and writing a whole 1.1B model) and, per chunk, the views, staging lookups and
 small tensor operations the general path makes under the GIL (about 2 s of a 1.1B linear
 merge). The lane reads rows with positional reads on descriptors kept open, into per-thread
 buffers, and writes the merged rows at their place (docs/engine.md has the measurements).
@@ -50,7 +50,11 @@ def lane_merge(plan: Plan, entry: PlanEntry) -> StoredMerge | None:
         if stored is None or stored.dtype != BF16 or stored.shape != entry.shape:
             return None
     per_model = {name: [float(v) for v in values] for name, values in entry.per_model.items()}
-    return stored_merge(entry.method, per_model, dict(entry.globals), len(entry.inputs))
+    numel = entry.shape[0] * entry.row_numel
+    return stored_merge(
+        entry.method, per_model, dict(entry.globals), len(entry.inputs), numel=numel,
+        seed=entry.seed,
+    )  # fmt: skip
 
 
 def _refs(entry: PlanEntry) -> list:
@@ -151,12 +155,9 @@ class _Inputs:
             address = values.ctypes.data
             base = address + 2 * count * stride if self.entry.base is not None else None
             out = self.buffers.get("out", numel, np.float32)
-            yield (
-                start,
-                rows,
-                StoredChunk(address, count, stride, base, numel, out.ctypes.data),
-                out,
-            )
+            offset = start * self.row_numel
+            chunk = StoredChunk(address, count, stride, base, numel, out.ctypes.data, offset)
+            yield start, rows, chunk, out
 
     def fail_non_finite(self, slot: int, values: np.ndarray) -> None:
         ref = self.refs[slot]

@@ -1,9 +1,9 @@
 """Merges of bfloat16 inputs as stored, on memory addresses, by the fused kernels: the methods'
 forms for the engine's torch-free lane (:mod:`alloykit.engine.stored`).
 
-Linear, task arithmetic and Model Stock are one fused loop each over bfloat16 values as
-stored (:mod:`alloykit.native`): torch adds nothing to them but its import, about 3 s here,
-as long as reading and writing a 1.1B model. Each merge below computes what the method's
+Linear, task arithmetic, DARE and Model Stock are fused loops over bfloat16 values as stored
+(:mod:`alloykit.native`): torch adds nothing to them but its import, about 3 s here, as long
+as reading and writing a 1.1B model. Each merge below computes what the method's
 torch path computes on stored chunks, call for call to the same kernels with the same
 arguments (the scalars come from the functions here, which the torch paths call too), so the
 two give the same bits; tests compare them.
@@ -19,6 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from alloykit import native
+from alloykit.methods import thinning
+from alloykit.methods.step_choices import SignRule, Sparsification
+from alloykit.methods.task_vector_settings import METHODS, TaskVectorMethod, TaskVectorOptions
+from alloykit.methods.thinning import Thinning, as_decimal, model_seed, survivor_bytes
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class StoredChunk:
     base: int | None  # address
     numel: int
     out: int  # address of ``numel`` float32 values
+    offset: int = 0  # flat index of the chunk's first value in the whole tensor
 
 
 StoredObserver = Callable[[StoredChunk], None]
@@ -91,23 +96,80 @@ class LinearOfStored(StoredMerge):
         )  # fmt: skip
 
 
-class TaskArithmeticOfStored(StoredMerge):
-    """``base + scale · Σ weight_m · (model_m − base)``, over the weights' sum with
-    ``normalize``: task arithmetic without sparsification or sign election."""
+class TaskVectorsOfStored(StoredMerge):
+    """``base + scale · combine(weight_m · thin_m(model_m − base))``: the task-vector methods
+    whose thinning is random or none (task arithmetic, DARE with or without sign election),
+    as :class:`~alloykit.methods.task_vectors.TaskVectorMerge` computes them with the fused
+    kernels. Magnitude cut-offs (TIES, Breadcrumbs) and DELLA's ranks take the torch path."""
 
-    def __init__(self, weights: Sequence[float], *, normalize: bool, scale: float) -> None:
+    def __init__(
+        self,
+        weights: Sequence[float],
+        options: TaskVectorOptions,
+        *,
+        densities: Sequence[float] = (),
+        numel: int = 0,
+    ) -> None:
         self.weights = [float(w) for w in np.asarray(weights, dtype=np.float32)]
-        self.normalize = normalize
-        self.scale = scale
+        self.options = options
+        self.thinnings: list[Thinning] = []
+        if options.sparsification is not None:
+            if options.sparsification is not Sparsification.RANDOM:
+                raise ValueError(f"{options.sparsification} thinning takes the torch path")
+            n = len(self.weights)
+            bits = n * survivor_bytes(numel) <= thinning.KEPT_BITS_BYTES  # all models, or none
+            self.thinnings = [
+                Thinning(
+                    options.sparsification, numel, density=densities[m],
+                    rescale_mode=options.rescale_mode, seed=model_seed(options.seed, m),
+                    record_survivors=bits,
+                )
+                for m in range(n)
+            ]  # fmt: skip
+        self.sign = {
+            None: native.SignVote.NONE,
+            SignRule.TOTAL: native.SignVote.TOTAL,
+            SignRule.FREQUENCY: native.SignVote.FREQUENCY,
+        }[options.sign_rule]
+        self.divide_by = 1.0
+        if options.sign_rule is None:
+            self.divide_by = weight_divisor(self.weights, options.normalize)
+
+    def passes(self) -> Iterator[StoredObserver]:
+        measured = [(m, t) for m, t in enumerate(self.thinnings) if t.needs_l1]
+        if measured:
+            self._start_scan()
+
+            def measure(chunk: StoredChunk) -> None:
+                assert chunk.base is not None
+                keeps = [t.record(t.keep(1.0), chunk.offset, chunk.numel) for _, t in measured]
+                models = [chunk.models + 2 * m * chunk.stride for m, _ in measured]
+                norms = native.l1_norms_at(models, chunk.base, True, chunk.numel, keeps)
+                for (_, t), (before, after) in zip(measured, norms, strict=True):
+                    t.add_l1(before, after)
+
+            yield measure
+            for _, t in measured:
+                t.settle_l1()
+        self._start_scan()
+
+    def _start_scan(self) -> None:
+        for t in self.thinnings:
+            t.start_scan()
 
     def merge(self, chunk: StoredChunk) -> None:
         assert chunk.base is not None
-        keeps = [native.Keep(mode=native.KeepMode.ALL, weight=w) for w in self.weights]
+        if self.thinnings:
+            keeps = [
+                t.keep(w, offset=chunk.offset)
+                for t, w in zip(self.thinnings, self.weights, strict=True)
+            ]
+        else:
+            keeps = [native.Keep(mode=native.KeepMode.ALL, weight=w) for w in self.weights]
         native.task_vectors_at(
-            chunk.models, chunk.base, True, chunk.numel, chunk.stride, keeps,
-            sign=native.SignVote.NONE, normalize=self.normalize,
-            divide_by=weight_divisor(self.weights, self.normalize), scale=self.scale,
-            out=chunk.out,
+            chunk.models, chunk.base, True, chunk.numel, chunk.stride, keeps, sign=self.sign,
+            normalize=self.options.normalize, divide_by=self.divide_by,
+            scale=self.options.scale, out=chunk.out,
         )  # fmt: skip
 
 
@@ -117,7 +179,7 @@ class ModelStockOfStored(StoredMerge):
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self.merging: TaskArithmeticOfStored | None = None
+        self.merging: TaskVectorsOfStored | None = None
 
     def passes(self) -> Iterator[StoredObserver]:
         totals = [0.0] * (self.count + self.count * (self.count - 1) // 2)
@@ -133,7 +195,8 @@ class ModelStockOfStored(StoredMerge):
         yield observe
         ratio = stock_ratio(totals, self.count)
         weight = float(np.float32(ratio / self.count))
-        self.merging = TaskArithmeticOfStored([weight] * self.count, normalize=False, scale=1.0)
+        plain = TaskVectorOptions(None, None, None, normalize=False, scale=1.0, seed=0)
+        self.merging = TaskVectorsOfStored([weight] * self.count, plain)
 
     def merge(self, chunk: StoredChunk) -> None:
         assert self.merging is not None, "the statistics pass runs first"
@@ -143,35 +206,52 @@ class ModelStockOfStored(StoredMerge):
 Scalars = dict[str, object]
 
 
-def _linear(per_model: dict[str, Sequence[float]], globals_: Scalars, count: int):
+def _linear(
+    per_model: dict[str, list[float]], globals_: Scalars, count: int, numel: int, seed: int
+):
     return LinearOfStored(per_model["weight"], bool(globals_["normalize"]))
 
 
-def _task_arithmetic(per_model: dict[str, Sequence[float]], globals_: Scalars, count: int):
-    scale = float(globals_["lambda"])  # type: ignore[arg-type]
-    return TaskArithmeticOfStored(
-        per_model["weight"], normalize=bool(globals_["normalize"]), scale=scale
-    )
-
-
-def _model_stock(per_model: dict[str, Sequence[float]], globals_: Scalars, count: int):
+def _model_stock(
+    per_model: dict[str, list[float]], globals_: Scalars, count: int, numel: int, seed: int
+):
     return None if globals_.get("filter_wise") else ModelStockOfStored(count)
+
+
+def _task_vectors(settings: TaskVectorMethod) -> Callable[..., StoredMerge | None]:
+    def factory(
+        per_model: dict[str, list[float]], globals_: Scalars, count: int, numel: int, seed: int
+    ) -> StoredMerge | None:
+        if settings.sparsification not in (None, Sparsification.RANDOM):
+            return None
+        options = settings.options({**globals_, "seed": seed})
+        # densities as the torch path sees them: float32, then the decimal the user wrote
+        densities = [as_decimal(float(np.float32(d))) for d in per_model.get("density", ())]
+        return TaskVectorsOfStored(per_model["weight"], options, densities=densities, numel=numel)
+
+    return factory
 
 
 STORED_MERGES: dict[str, Callable[..., StoredMerge | None]] = {
     "linear": _linear,
-    "task_arithmetic": _task_arithmetic,
     "model_stock": _model_stock,
+    **{settings.name: _task_vectors(settings) for settings in METHODS},
 }
-"""The methods the lane runs, each a factory ``(per_model, globals, count)`` of its merge of
-one tensor, or ``None`` where the parameters need the torch path."""
+"""The methods the lane may run, each a factory ``(per_model, globals, count, numel, seed)``
+of its merge of one tensor, or ``None`` where the parameters need the torch path."""
 
 
 def stored_merge(
-    method: str, per_model: dict[str, Sequence[float]], globals_: Scalars, count: int
+    method: str,
+    per_model: dict[str, list[float]],
+    globals_: Scalars,
+    count: int,
+    *,
+    numel: int = 0,
+    seed: int = 0,
 ) -> StoredMerge | None:
     """The lane's merge of one tensor by ``method``, or ``None`` where it has none."""
     factory = STORED_MERGES.get(method)
     if factory is None or not 0 < count <= native.MAX_MODELS:
         return None
-    return factory(per_model, globals_, count)
+    return factory(per_model, globals_, count, numel, seed)

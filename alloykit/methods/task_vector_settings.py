@@ -8,12 +8,26 @@ torch. :mod:`alloykit.methods.task_vectors` builds the merge from the same setti
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from alloykit.methods.contract import BasePolicy, Method, Param, Scope
 from alloykit.methods.step_choices import SIGN_RULE_ALIASES, RescaleMode, SignRule, Sparsification
 
 KERNEL_MODULE = "alloykit.methods.task_vectors"
+
+
+@dataclass(frozen=True)
+class TaskVectorOptions:
+    """What a recipe's global parameters make of a method's settings for one merge."""
+
+    sparsification: Sparsification | None
+    rescale_mode: RescaleMode | None  # None: survivors are not scaled back up
+    sign_rule: SignRule | None  # None: no sign election
+    normalize: bool
+    scale: float
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,22 @@ class TaskVectorMethod:
     @property
     def random(self) -> bool:
         return self.sparsification in (Sparsification.RANDOM, Sparsification.DELLA)
+
+    def options(self, params: Mapping[str, Any]) -> TaskVectorOptions:
+        """This method's settings applied to a recipe's parameters: what both the torch path
+        and the torch-free lane merge with."""
+        rule = params.get("consensus_method") if self.sign_election else None
+        sparse = self.sparsification is not None
+        return TaskVectorOptions(
+            sparsification=self.sparsification,
+            rescale_mode=RescaleMode(params["rescale_mode"])
+            if sparse and params["rescale"]
+            else None,
+            sign_rule=None if rule is None else SIGN_RULE_ALIASES[rule],
+            normalize=params["normalize"],
+            scale=params["lambda"],
+            seed=params.get("seed", 0),
+        )
 
     def params(self) -> tuple[Param, ...]:
         sparse = self.sparsification is not None

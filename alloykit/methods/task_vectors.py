@@ -17,7 +17,7 @@ import torch
 from alloykit import native
 from alloykit.methods.linear import broadcast_weights
 from alloykit.methods.registry import register_streaming
-from alloykit.methods.step_choices import SIGN_RULE_ALIASES, RescaleMode, SignRule, Sparsification
+from alloykit.methods.step_choices import RescaleMode, SignRule, Sparsification
 from alloykit.methods.steps import (
     KEPT_BITS_BYTES,
     Sparsifier,
@@ -199,22 +199,20 @@ def streaming_of(method: TaskVectorMethod) -> StreamingFactory:
     """The streaming factory of ``method``: its settings applied to a recipe's parameters."""
 
     def streaming(shape: tuple[int, ...], dtype: torch.dtype, **params: Any) -> TaskVectorMerge:
-        rule = params.get("consensus_method") if method.sign_election else None
-        sparse = method.sparsification is not None
-        mode = RescaleMode(params["rescale_mode"]) if sparse and params["rescale"] else None
+        options = method.options(params)
         return TaskVectorMerge(
             shape,
             dtype,
             weight=params["weight"],
-            sparsification=method.sparsification,
+            sparsification=options.sparsification,
             density=params.get("density"),
             gamma=params.get("gamma"),
             epsilon=params.get("epsilon"),
-            rescale_mode=mode,
-            sign_rule=None if rule is None else SIGN_RULE_ALIASES[rule],
-            normalize=params["normalize"],
-            scale=params["lambda"],
-            seed=params.get("seed", 0),
+            rescale_mode=options.rescale_mode,
+            sign_rule=options.sign_rule,
+            normalize=options.normalize,
+            scale=options.scale,
+            seed=options.seed,
         )
 
     return streaming

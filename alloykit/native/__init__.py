@@ -270,6 +270,22 @@ def take_back(keeps: list[Keep], array: ctypes.Array[Keep]) -> None:
         kept.left[0], kept.left[1] = updated.left[0], updated.left[1]
 
 
+def l1_norms_at(
+    models: list[int], base: int, bf16: bool, numel: int, keeps: list[Keep]
+) -> list[tuple[float, float]]:
+    """L1 norms of each task vector ``models[m] - base`` (addresses of ``numel`` values)
+    before and after thinning by ``keeps[m]`` (not rescaled), measured together so that the
+    models' generators draw side by side."""
+    n = len(models)
+    sums = (ctypes.c_double * (2 * n))()
+    pointers = (ctypes.c_void_p * n)(*models)
+    array = (Keep * n)(*keeps)
+    if loaded().ak_l1_norms(pointers, base, int(bf16), numel, n, array, sums):
+        raise MemoryError("l1 norms: no memory for a block's draws")
+    take_back(keeps, array)
+    return [(sums[2 * m], sums[2 * m + 1]) for m in range(n)]
+
+
 def offset_products_at(
     x: int, base: int, bf16: bool, numel: int, stride: int, n: int
 ) -> list[float]:

@@ -74,17 +74,10 @@ def count_digits(
 def l1_norms(
     xs: list[torch.Tensor], base: torch.Tensor, keeps: list[Keep]
 ) -> list[tuple[float, float]]:
-    """L1 norms of each ``xs[m] - base`` before and after thinning by ``keeps[m]`` (not
-    rescaled), measured together so that the models' generators draw side by side."""
-    n = len(xs)
-    sums = (ctypes.c_double * (2 * n))()
-    pointers = (ctypes.c_void_p * n)(*(_ptr(x) for x in xs))
-    array = (Keep * n)(*keeps)
-    flag = int(_bf16(base, *xs))
-    if native.loaded().ak_l1_norms(pointers, _ptr(base), flag, base.numel(), n, array, sums):
-        raise MemoryError("l1 norms: no memory for a block's draws")
-    native.take_back(keeps, array)
-    return [(sums[2 * m], sums[2 * m + 1]) for m in range(n)]
+    """L1 norms of each ``xs[m] - base`` before and after thinning by ``keeps[m]`` (see
+    :func:`alloykit.native.l1_norms_at`)."""
+    flag = _bf16(base, *xs)
+    return native.l1_norms_at([_ptr(x) for x in xs], _ptr(base), flag, base.numel(), keeps)
 
 
 def task_vectors(

@@ -1,5 +1,6 @@
-"""The torch-free lane (alloykit.engine.stored): bfloat16 merges by linear, task arithmetic and
-Model Stock give the torch path's bits, whatever the chunking, and run without torch."""
+"""The torch-free lane (alloykit.engine.stored): bfloat16 merges by linear, task arithmetic,
+DARE and Model Stock give the torch path's bits, whatever the chunking, and run without
+torch."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from safetensors.torch import load_file
 import alloykit
 from alloykit.engine import stored
 
-LANE_METHODS = ("linear", "task_arithmetic", "model_stock")
+LANE_METHODS = ("linear", "task_arithmetic", "dare_ties", "dare_linear", "model_stock")
 
 
 def _recipe(method: str, models: dict[str, Path], **parameters: object) -> dict:
@@ -34,6 +35,9 @@ def _recipe(method: str, models: dict[str, Path], **parameters: object) -> dict:
     if method == "model_stock":
         for item in recipe["models"]:
             item["parameters"] = {}
+    if method.startswith("dare"):
+        for i, item in enumerate(recipe["models"]):
+            item["parameters"]["density"] = 0.4 + 0.1 * i
     return recipe
 
 
@@ -83,11 +87,15 @@ def test_linear_and_task_arithmetic_with_normalize_in_the_lane(llama_bf16, norma
     assert lane_calls
 
 
-def test_model_stock_holds_small_inputs_and_reads_large_ones_per_pass(
-    llama_bf16, monkeypatch, lane_calls
+@pytest.mark.parametrize("method", ["model_stock", "dare_ties"])
+def test_inputs_held_or_read_per_pass_give_the_same_merge(
+    llama_bf16, monkeypatch, lane_calls, method
 ):
-    """Held whole or read again for each pass, the inputs give the same merge."""
-    recipe = _recipe("model_stock", llama_bf16)
+    """Two-pass merges (Model Stock; DARE with l1 rescaling) hold small tensors' inputs whole;
+    read again for each pass instead, they give the same merge."""
+    recipe = _recipe(
+        method, llama_bf16, **({"rescale_mode": "l1"} if method != "model_stock" else {})
+    )
     held = alloykit.merge_to_state_dict(recipe, chunk_elements=37)
     monkeypatch.setattr("alloykit.engine.HOLD_BYTES", 0)
     read_per_pass = alloykit.merge_to_state_dict(recipe, chunk_elements=37)
@@ -171,3 +179,12 @@ def test_a_linear_merge_of_bfloat16_checkpoints_does_not_import_torch(llama_bf16
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
     assert (tmp_path / "out" / "config.json").is_file()
+
+
+def test_dare_in_the_lane_is_the_same_for_any_thread_count(llama_bf16, lane_calls):
+    recipe = _recipe("dare_ties", llama_bf16, rescale_mode="l1")
+    one = alloykit.merge_to_state_dict(recipe, threads=1, chunk_elements=100)
+    two = alloykit.merge_to_state_dict(recipe, threads=2, chunk_elements=100)
+    assert lane_calls
+    for name, tensor in one.items():
+        assert torch.equal(two[name], tensor), name

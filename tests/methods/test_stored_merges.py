@@ -1,5 +1,5 @@
 """The lane's merges (alloykit.methods.stored) against the methods' torch paths, on tensors:
-the same bits for linear, task arithmetic and Model Stock of bfloat16 inputs."""
+the same bits for linear, task arithmetic, DARE and Model Stock of bfloat16 inputs."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from alloykit.methods.stored import (
     LinearOfStored,
     ModelStockOfStored,
     StoredChunk,
-    TaskArithmeticOfStored,
+    TaskVectorsOfStored,
     stock_ratio,
     stored_merge,
     weight_divisor,
 )
 from alloykit.methods.streaming import Chunk
+from alloykit.methods.task_vector_settings import METHODS
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the kernels are not built")
 
@@ -86,13 +87,65 @@ def test_task_arithmetic_in_the_lane_is_the_torch_paths(case, scale):
     count, numel, seed, normalize = case
     models, base, weights = _random(count, numel, seed)
     out = np.empty(numel, dtype=np.float32)
-    merging = TaskArithmeticOfStored(weights, normalize=normalize, scale=scale)
-    merging.merge(_chunk_of(models, base, out))
+    settings = {m.name: m for m in METHODS}["task_arithmetic"]
+    options = settings.options({"normalize": normalize, "lambda": scale, "rescale": False})
+    TaskVectorsOfStored(weights, options).merge(_chunk_of(models, base, out))
     expected = _torch_merge(
         "task_arithmetic", models, base, weight=torch.tensor(weights, dtype=torch.float32),
         density=torch.ones(count), normalize=normalize, rescale=False, **{"lambda": scale},
         int8_mask=False,
     )  # fmt: skip
+    assert torch.equal(torch.from_numpy(out), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    inputs,
+    st.sampled_from(["dare_ties", "dare_linear"]),
+    st.sampled_from(["l1", "keep_rate"]),
+    st.sampled_from(["sum", "count"]),
+    st.integers(1, 4),  # chunks
+)
+def test_dare_in_the_lane_is_the_torch_paths(case, method, rescale_mode, consensus, chunks):
+    """Same draws, same survivors (read back from the measuring pass's bits with l1), same
+    bits out, fed in chunks as the engine feeds them."""
+    count, numel, seed, normalize = case
+    models, base, weights = _random(count, numel, seed)
+    densities = [0.3 + 0.1 * m for m in range(count)]
+    params = {
+        "normalize": normalize, "lambda": 1.0, "rescale": True, "rescale_mode": rescale_mode,
+        "consensus_method": consensus, "int8_mask": False,
+    }  # fmt: skip
+    factory = stored_merge(
+        method, {"weight": weights, "density": densities}, params, count, numel=numel, seed=seed
+    )
+    torch_merge = get_method(method).streaming(
+        (numel,), torch.float32, weight=torch.tensor(weights), density=torch.tensor(densities),
+        seed=seed, **params,
+    )  # fmt: skip
+    bounds = [numel * c // chunks for c in range(chunks + 1)]
+    pieces = list(itertools.pairwise(bounds))
+    out = np.empty(numel, dtype=np.float32)
+
+    def lane_chunk(a: int, b: int) -> StoredChunk:
+        part = models[:, a:b].contiguous()
+        keep_alive.append(part)
+        return StoredChunk(
+            part.data_ptr(), count, b - a, base[a:b].data_ptr(), b - a, out[a:].ctypes.data, a
+        )
+
+    keep_alive: list[torch.Tensor] = []
+    for observe in factory.passes():
+        for a, b in pieces:
+            observe(lane_chunk(a, b))
+    for observe in torch_merge.passes():
+        for a, b in pieces:
+            observe(Chunk(models[:, a:b].contiguous(), base[a:b], a, (numel,), stored=True))
+    expected = torch.empty(numel)
+    for a, b in pieces:
+        factory.merge(lane_chunk(a, b))
+        chunk = Chunk(models[:, a:b].contiguous(), base[a:b], a, (numel,), stored=True)
+        expected[a:b] = torch_merge.merge(chunk)
     assert torch.equal(torch.from_numpy(out), expected)
 
 
@@ -148,6 +201,7 @@ def test_the_weight_divisor_is_the_float32_sum_in_model_order():
 
 def test_the_lane_declines_what_needs_the_torch_path():
     assert stored_merge("ties", {"weight": [1.0]}, {}, 1) is None
+    assert stored_merge("della", {"weight": [1.0]}, {}, 1) is None
     assert stored_merge("model_stock", {}, {"filter_wise": True}, 2) is None
     assert stored_merge("linear", {"weight": [1.0] * 65}, {"normalize": True}, 65) is None
     assert isinstance(
