@@ -183,7 +183,7 @@ def execute(
 
         def run(entry: PlanEntry, reserved: int) -> None:
             try:
-                merging = lane.get(entry.name)
+                merging = lane.pop(entry.name, None)  # its state (survivor bits) goes with it
                 if merging is not None:
                     stored.merge_entry(
                         plan, entry, merging, sink, chunk_elements=chunk_elements,
