@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -46,15 +47,16 @@ class StoredChunk:
 StoredObserver = Callable[[StoredChunk], None]
 
 
-class StoredMerge:
+class StoredMerge(ABC):
     """One tensor's merge in the lane: statistics passes, then the merge of each chunk (the
     same protocol as :class:`~alloykit.methods.streaming.StreamingMerge`)."""
 
     def passes(self) -> Iterator[StoredObserver]:
         return iter(())
 
+    @abstractmethod
     def merge(self, chunk: StoredChunk) -> None:
-        raise NotImplementedError
+        """Write the merged rows of ``chunk`` (float32) at ``chunk.out``."""
 
 
 def weight_divisor(weights: Sequence[float], normalize: bool) -> float:
