@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from alloykit.checkpoint.card import InputHashes, model_card
 from alloykit.checkpoint.model_files import (
     copy_carried,
-    copy_tokenizer,
     write_chat_template,
     write_config,
 )
@@ -28,6 +27,7 @@ from alloykit.plan import Plan, PlanEntry, PlanOptions
 from alloykit.planner import make_plan
 from alloykit.recipe import load_recipe
 from alloykit.recipe.model import Recipe
+from alloykit.vocab.output import write_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -147,8 +147,7 @@ def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
         write_config(the_plan.config, directory)
         reference = the_plan.sources[the_plan.reference]
         copy_carried(reference, directory)
-        tokenizer = the_plan.tokenizer_source or the_plan.reference
-        copy_tokenizer(the_plan.sources[tokenizer], directory)
+        write_tokenizer(the_plan, directory)
         recipe = the_plan.recipe
         if recipe.chat_template:
             search = (recipe.source_file.parent,) if recipe.source_file else ()

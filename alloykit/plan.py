@@ -19,6 +19,7 @@ from alloykit.checkpoint.source import ModelSource
 from alloykit.dtypes import F32, DType
 from alloykit.methods import Method, get_method
 from alloykit.recipe.model import Recipe, Scalar
+from alloykit.vocab.plan import VocabularyPlan
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Plan:
     seed: int
     notes: list[str] = field(default_factory=list)
     description: str | None = None  # what the plan builds, when more than its merge method
+    vocabulary: VocabularyPlan | None = None  # the output vocabulary, when the models' differ
 
     @property
     def output_bytes(self) -> int:
@@ -134,6 +136,8 @@ class Plan:
                 digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         for entry in self.entries:
             digest.update(f"{entry.name}{entry.shape}{entry.dtype}".encode())
+        if self.vocabulary is not None:
+            digest.update(self.vocabulary.digest().encode())
         return digest.hexdigest()
 
 

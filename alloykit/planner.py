@@ -19,7 +19,9 @@ from alloykit.arch.layers import (
     sort_key,
     tied_embeddings,
 )
-from alloykit.checkpoint.source import ModelSource, open_source
+from alloykit.arch.vocab import is_vocab_tensor, set_config_vocab_size
+from alloykit.checkpoint.derived import DerivedSource
+from alloykit.checkpoint.source import ModelSource, locate, open_source
 from alloykit.dtypes import parse_dtype
 from alloykit.errors import PlanError
 from alloykit.methods import BasePolicy, get_method
@@ -34,6 +36,8 @@ from alloykit.plan import (
 )
 from alloykit.recipe.model import ModelInput, Recipe, Scalar
 from alloykit.recipe.resolve import resolve_parameters
+from alloykit.vocab.plan import VocabularyPlan, plan_vocabulary
+from alloykit.vocab.source import add_vocab_tensor
 
 
 def open_sources(recipe: Recipe, allow_pickle: bool) -> dict[str, ModelSource]:
@@ -69,6 +73,8 @@ class _Planner:
         where = "out_dtype" if recipe.out_dtype else "dtype"
         self.out_dtype = options.out_dtype or (parse_dtype(out, where) if out else None)
         self.config = dict(sources[self.reference].config)
+        self.derived: dict[str, DerivedSource] = {}
+        self.vocabulary = self._plan_vocabulary()
 
     # -- top level -------------------------------------------------------------------------
     def build(self) -> Plan:
@@ -78,8 +84,11 @@ class _Planner:
             self._plan_models()
         self._account_unused()
         self._update_dtype_in_config()
+        if self.vocabulary is not None:
+            set_config_vocab_size(self.config, self.vocabulary.rows)
+            self.sources.update(self.derived)
         tokenizer = self.recipe.tokenizer_source
-        if tokenizer == "base":
+        if tokenizer in ("base", "union"):
             tokenizer = self.recipe.base_model or self.reference
         return Plan(
             recipe=self.recipe,
@@ -93,6 +102,34 @@ class _Planner:
             tokenizer_source=tokenizer or self.reference,
             compute_dtype=self.compute_dtype,
             seed=self.seed,
+            vocabulary=self.vocabulary,
+        )
+
+    def _plan_vocabulary(self) -> VocabularyPlan | None:
+        """The output vocabulary when the recipe names a tokenizer (see :mod:`alloykit.vocab`)."""
+        settings = self.recipe.tokenizer
+        if settings is None:
+            return None
+        rows = {ref: _vocab_rows(source) for ref, source in self.sources.items()}
+        models = [ref for ref, count in rows.items() if count is not None]
+        if not models:
+            return None
+        base = self.recipe.base_model or self.reference
+        named = base if settings.source in ("base", "union") else settings.source
+        if named in self.sources:
+            root = self.sources[named].root
+        else:
+            search = (self.recipe.source_file.parent,) if self.recipe.source_file else ()
+            root = locate(named, search)
+            root = root if root.is_dir() else root.parent
+        return plan_vocabulary(
+            settings,
+            roots={m: self.sources[m].root for m in models},
+            configs={m: self.sources[m].config for m in models},
+            row_counts={m: rows[m] for m in models if rows[m] is not None},
+            base=base if base in models else models[0],
+            source_root=root,
+            source_reference=named,
         )
 
     def _split_base(
@@ -296,9 +333,13 @@ class _Planner:
             TensorRef(base[0].model, self._resolve_name(base[0].model, base[1])) if base else None
         )
         everyone = [*refs, *([base_ref] if base_ref else [])]
-        metas = [self.sources[r.model].tensors[r.name] for r in everyone]
+        if self._in_output_vocabulary(out_name, everyone):
+            self.used.update(everyone)
+            refs, base_ref = self._relaid(out_name, refs, base_ref, slice_index)
+            everyone = [*refs, *([base_ref] if base_ref else [])]
+        metas = [self._meta(r) for r in everyone]
         shape, common_rows = self._output_shape(out_name, everyone, metas, base_ref)
-        lead_meta = self.sources[(base_ref or refs[0]).model].tensors[(base_ref or refs[0]).name]
+        lead_meta = self._meta(base_ref or refs[0])
         floating = lead_meta.dtype.is_floating_point
         out_dtype = self.out_dtype if (self.out_dtype and floating) else lead_meta.dtype
         self.used.update(everyone)
@@ -353,6 +394,40 @@ class _Planner:
                 common_rows=common_rows,
             )
         )
+
+    def _meta(self, ref: TensorRef) -> Any:
+        source = self.derived.get(ref.model) or self.sources[ref.model]
+        return source.tensors[ref.name]
+
+    def _in_output_vocabulary(self, out_name: str, refs: list[TensorRef]) -> bool:
+        """Whether the tensor has one row per token of the models' vocabularies."""
+        if self.vocabulary is None:
+            return False
+        for ref in refs:
+            meta = self.sources[ref.model].tensors[ref.name]
+            count = self.vocabulary.row_counts.get(ref.model)
+            if not is_vocab_tensor(out_name, meta.shape) or meta.shape[0] != count:
+                return False
+        return True
+
+    def _relaid(
+        self,
+        out_name: str,
+        refs: list[TensorRef],
+        base_ref: TensorRef | None,
+        slice_index: int | None,
+    ) -> tuple[list[TensorRef], TensorRef | None]:
+        """The inputs of ``out_name`` laid out in the output vocabulary (derived tensors)."""
+        assert self.vocabulary is not None
+        everyone = [*refs, *([base_ref] if base_ref else [])]
+        models = list(dict.fromkeys(r.model for r in everyone))
+        base = self.recipe.base_model_for(slice_index)
+        layout = self.vocabulary.layout(models, base if base in models else None)
+        inputs = {r.model: r.name for r in everyone}
+        derived = add_vocab_tensor(self.derived, self.sources, out_name, inputs, layout)
+        relaid = [TensorRef(derived[r.model], out_name) for r in refs]
+        base_relaid = TensorRef(derived[base_ref.model], out_name) if base_ref else None
+        return relaid, base_relaid
 
     def _resolve_name(self, model: str, name: str) -> str:
         if name in self.sources[model].tensors:
@@ -445,6 +520,15 @@ class _Planner:
             for key in ("torch_dtype", "dtype"):
                 if key in text:
                     text[key] = name
+
+
+def _vocab_rows(source: ModelSource) -> int | None:
+    """Rows of the model's first vocabulary tensor (its input embeddings), if it has one."""
+    for name in sorted(source.tensors, key=sort_key):
+        meta = source.tensors[name]
+        if is_vocab_tensor(name, meta.shape):
+            return meta.shape[0]
+    return None
 
 
 def _depth(name: str, num_layers: int) -> float:

@@ -30,11 +30,13 @@ def write_config(config: dict[str, Any], directory: Path) -> None:
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def copy_tokenizer(source: ModelSource, directory: Path) -> list[str]:
-    """Copy the tokenizer files of ``source``; return the names copied."""
+def copy_tokenizer(source: ModelSource | Path, directory: Path) -> list[str]:
+    """Copy the tokenizer files of ``source`` (a model, or its directory); return the names
+    copied."""
+    root = source if isinstance(source, Path) else source.root
     copied = []
     for name in TOKENIZER_FILES:
-        path = source.root / name
+        path = root / name
         if path.is_file():
             shutil.copyfile(path, directory / name)
             copied.append(name)

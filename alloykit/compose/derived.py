@@ -3,32 +3,21 @@
 An MoE plan reads three kinds of tensors that are in no checkpoint: router weights computed
 before the merge, an expert's MLP transformed on the way (noise, Drop-Upcycling), and several
 shared experts laid side by side as one wider MLP. A :class:`DerivedSource` presents them to
-the engine like any other model, so they stream through the same workers, budget and sink.
+the engine like any other model (:mod:`alloykit.checkpoint.derived`), so they stream through
+the same workers, budget and sink.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from alloykit.checkpoint.derived import DerivedSource, Maker
 from alloykit.checkpoint.source import ModelSource, TensorMeta
 from alloykit.compose.upcycling import ExpertTransform
 from alloykit.dtypes import of_torch
-
-Maker = Callable[[], torch.Tensor]
-
-
-class DerivedSource(ModelSource):
-    """A model whose tensors are computed on read; it has no files of its own."""
-
-    def __init__(self, reference: str, root: Path, tensors: dict[str, tuple[TensorMeta, Maker]]):
-        super().__init__(reference, root, [], {}, {n: meta for n, (meta, _) in tensors.items()})
-        self._makers = {name: make for name, (_, make) in tensors.items()}
-
-    def read(self, name: str) -> torch.Tensor:
-        return self._makers[name]()
 
 
 def computed_source(reference: str, root: Path, tensors: dict[str, torch.Tensor]) -> DerivedSource:

@@ -11,13 +11,8 @@ from alloykit.recipe.document import RecipeDocument, build_located, fail, read_d
 from alloykit.recipe.model import ModelInput, Recipe, SliceSpec
 from alloykit.recipe.parameters import parse_parameters
 from alloykit.recipe.reference import parse_reference
-from alloykit.recipe.schema import (
-    ModelEntrySchema,
-    RecipeSchema,
-    SliceSchema,
-    TokenizerSchema,
-    parse_schema,
-)
+from alloykit.recipe.schema import ModelEntrySchema, SliceSchema, parse_schema
+from alloykit.recipe.tokenizer import parse_tokenizer
 from alloykit.recipe.validate import check_recipe
 
 
@@ -70,7 +65,7 @@ def _build(document: RecipeDocument, seed: int | None) -> Recipe:
         parameters=parse_parameters(schema.parameters, "parameters", method, "top"),
         dtype=schema.dtype,
         out_dtype=schema.out_dtype,
-        tokenizer_source=_tokenizer_source(schema, base_model),
+        tokenizer=parse_tokenizer(schema, base_model),
         chat_template=schema.chat_template,
         vocab_mismatch=schema.vocab_mismatch,
         seed=seed if seed is not None else schema.seed,
@@ -143,45 +138,3 @@ def _slice(piece: SliceSchema, path: str, method: Method) -> SliceSpec:
         key_path=path,
         base_model=base_model,
     )
-
-
-def _tokenizer_source(schema: RecipeSchema, base_model: str | None) -> str | None:
-    if schema.tokenizer is not None and schema.tokenizer_source is not None:
-        fail(
-            "tokenizer",
-            "give either tokenizer_source: or tokenizer:, not both",
-            "keep tokenizer_source:",
-        )
-    if schema.tokenizer is not None:
-        _check_tokenizer_block(schema.tokenizer)
-        raw, path = schema.tokenizer.source, "tokenizer.source"
-    else:
-        raw, path = schema.tokenizer_source, "tokenizer_source"
-    if raw is None:
-        return None
-    if raw == "union":
-        fail(
-            path,
-            "union is not supported yet",
-            "use base (the base model's tokenizer) or a model reference; models whose "
-            "vocabularies differ can be merged with vocab_mismatch: common_rows",
-        )
-    if raw == "base":
-        if base_model is None:
-            fail(
-                path,
-                "base needs a base_model",
-                "set base_model:, or name the model whose tokenizer to use",
-            )
-        return "base"
-    return parse_reference(raw, path)
-
-
-def _check_tokenizer_block(block: TokenizerSchema) -> None:
-    for key in ("tokens", "pad_to_multiple_of"):
-        if getattr(block, key) is not None:
-            fail(
-                f"tokenizer.{key}",
-                "is not supported yet",
-                "only tokenizer: {source: ...} is supported; remove this key",
-            )

@@ -77,6 +77,33 @@ class SliceSpec:
 
 
 @dataclass(frozen=True)
+class TokenSource:
+    """Where one output token's embedding row comes from (a ``tokenizer.tokens`` entry).
+
+    ``kind``: ``model`` (``model``'s row for this token), ``zero``, ``model_token`` (``model``'s
+    row for ``token`` or for row ``token_id``), or ``auto`` (the rule for tokens without an
+    entry: see :mod:`alloykit.vocab.rows`). ``force`` gives every model this row, even the
+    models that have the token.
+    """
+
+    kind: Literal["model", "zero", "model_token", "auto"]
+    model: str | None = None
+    token: str | None = None
+    token_id: int | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """The output tokenizer: ``union``, ``base`` or a model reference, plus mergekit's
+    per-token embedding sources and padding of the vocabulary rows."""
+
+    source: str
+    tokens: dict[str, TokenSource] = field(default_factory=dict)
+    pad_to_multiple_of: int | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated merge recipe."""
 
@@ -87,12 +114,17 @@ class Recipe:
     parameters: Parameters
     dtype: str | None = None
     out_dtype: str | None = None
-    tokenizer_source: str | None = None  # None | "base" | a model reference
+    tokenizer: TokenizerSettings | None = None
     chat_template: str | None = None
     vocab_mismatch: Literal["error", "common_rows"] = "error"
     seed: int | None = None
     source_file: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # the YAML as given, for the model card
+
+    @property
+    def tokenizer_source(self) -> str | None:
+        """``union``, ``base``, a model reference, or None (the reference model's files)."""
+        return self.tokenizer.source if self.tokenizer is not None else None
 
     def base_model_for(self, slice_index: int | None) -> str | None:
         """The base model of one slice (its own ``base_model`` if set), or of the recipe."""

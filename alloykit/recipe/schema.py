@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from alloykit.recipe.document import fail
 
 # mergekit keys that are recognised only to be refused with a precise message.
-UNSUPPORTED_KEYS = frozenset({"modules", "residual_weight", "tokens", "pad_to_multiple_of"})
+UNSUPPORTED_KEYS = frozenset({"modules", "residual_weight"})
 
 
 class _Schema(BaseModel):

@@ -352,7 +352,7 @@ def test_recipe_file_not_found_names_the_path(tmp_path, out):
     assert_refused(result, out, str(recipe), "not found")
 
 
-def test_union_tokenizer_source_is_refused_with_its_key(llama, tmp_path, out):
+def test_union_tokenizer_of_models_without_tokenizer_files_is_refused(llama, tmp_path, out):
     recipe = ties_recipe(llama["base"], llama["ft1"], tokenizer_source="union")
     result = merge(write_recipe(tmp_path, recipe), out)
     assert_refused(result, out, "tokenizer_source", "union")

@@ -228,21 +228,10 @@ def test_layer_range_needs_two_numbers():
     assert error_of(recipe).message.startswith("slices[0].sources[0].layer_range: ")
 
 
-def test_union_tokenizer_is_not_supported_yet():
-    error = error_of({"merge_method": "linear", "models": ["a"], "tokenizer_source": "union"})
-    assert error.message == "tokenizer_source: union is not supported yet"
-    assert error.hint
-
-
-def test_tokenizer_block_defaults_to_union_as_in_mergekit():
-    error = error_of({"merge_method": "linear", "models": ["a"], "tokenizer": {}})
-    assert error.message == "tokenizer.source: union is not supported yet"
-
-
-def test_tokenizer_block_sub_keys_other_than_source_are_refused():
-    recipe = {"merge_method": "linear", "models": ["a"], "tokenizer": {"source": "base"}}
-    recipe["tokenizer"]["tokens"] = {"<|im_start|>": {"source": "a"}}
-    assert error_of(recipe).message == "tokenizer.tokens: is not supported yet"
+def test_tokenizer_source_and_tokenizer_block_together():
+    recipe = {"merge_method": "linear", "models": ["a"], "tokenizer_source": "union"}
+    recipe["tokenizer"] = {"source": "union"}
+    assert error_of(recipe).message.startswith("tokenizer: give either tokenizer_source:")
 
 
 def test_base_tokenizer_needs_a_base_model():

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from alloykit.recipe import ConditionalValue, load_recipe
+from alloykit.recipe.model import TokenizerSettings, TokenSource
 
 LINEAR_SOUP = """
 models:
@@ -269,6 +270,37 @@ def test_tokenizer_block_with_source_is_accepted():
         {"merge_method": "linear", "models": ["a"], "tokenizer": {"source": "org/tok"}}
     )
     assert recipe.tokenizer_source == "org/tok"
+
+
+def test_tokenizer_block_defaults_to_union_as_in_mergekit():
+    recipe = load_recipe({"merge_method": "linear", "models": ["a"], "tokenizer": {}})
+    assert recipe.tokenizer == TokenizerSettings("union")
+
+
+def test_tokenizer_block_keeps_token_sources_and_padding():
+    tokens = {
+        "<|im_start|>": {"source": "a"},
+        "<|im_end|>": {"source": {"kind": "model_token", "model": "b", "token_id": 2}},
+        "<pad>": {"source": {"kind": "zero"}, "force": True},
+        "<new>": None,
+    }
+    recipe = load_recipe(
+        {
+            "merge_method": "linear",
+            "models": ["a", "b"],
+            "tokenizer": {"source": "b", "tokens": tokens, "pad_to_multiple_of": 64},
+        }
+    )
+    assert recipe.tokenizer == TokenizerSettings(
+        "b",
+        {
+            "<|im_start|>": TokenSource("model", model="a"),
+            "<|im_end|>": TokenSource("model_token", model="b", token_id=2),
+            "<pad>": TokenSource("zero", force=True),
+            "<new>": TokenSource("auto"),
+        },
+        64,
+    )
 
 
 def test_recipe_is_read_from_a_path(tmp_path: Path):
