@@ -87,6 +87,7 @@ class _Planner:
         if self.vocabulary is not None:
             set_config_vocab_size(self.config, self.vocabulary.rows)
             self.sources.update(self.derived)
+            self.warnings.append(self.vocabulary.summary())
         tokenizer = self.recipe.tokenizer_source
         if tokenizer in ("base", "union"):
             tokenizer = self.recipe.base_model or self.reference

@@ -58,6 +58,16 @@ class VocabularyPlan:
             )
         return self.layouts[key]
 
+    def summary(self) -> str:
+        """One line for the plan: what the output vocabulary is and what it changes."""
+        source = self.settings.source
+        padded = f", padded to {self.rows} rows" if self.rows > len(self.vocab) else ""
+        return (
+            f"tokenizer {source}: {len(self.vocab)} tokens{padded}; embeddings and output "
+            "head laid out in its vocabulary before merging (a model lacking a token takes "
+            "the row of the model that has it, else the base's, else their mean, else zeros)"
+        )
+
     def digest(self) -> str:
         """Identifies the output vocabulary (part of the plan's fingerprint)."""
         text = repr((sorted(self.vocab.items()), self.rows, sorted(self.settings.tokens)))

@@ -286,3 +286,29 @@ def test_bad_tokenizer_block_names_the_key(tokenizer, message):
     with pytest.raises(RecipeError) as caught:
         alloykit.plan(linear(Path("nowhere-a"), tokenizer=tokenizer))
     assert caught.value.message.startswith(message)
+
+
+def test_plan_says_the_vocabulary_is_laid_out_again(models):
+    plan = alloykit.plan(
+        linear(models["a"], models["b"], tokenizer={"source": "union", "pad_to_multiple_of": 4})
+    )
+    assert any(w.startswith("tokenizer union: 6 tokens, padded to 8 rows") for w in plan.warnings)
+    assert {tuple(e.shape) for e in plan.entries if e.name in VOCAB_TENSORS} == {(8, 32)}
+
+
+def test_slices_lay_out_the_first_and_last_slices_vocabulary_tensors(models):
+    slices = [
+        {"sources": [{"model": str(models["a"]), "layer_range": [0, 2]}]},
+        {"sources": [{"model": str(models["b"]), "layer_range": [2, 4]}]},
+    ]
+    recipe = {"merge_method": "passthrough", "slices": slices, "tokenizer_source": "union"}
+    merged = alloykit.merge_to_state_dict(recipe)
+    a, b = tensors_of(models["a"]), tensors_of(models["b"])
+    # embeddings from a (first slice): y is b's token, which no model of that slice has
+    torch.testing.assert_close(merged[EMBED][:5], a[EMBED])
+    assert not merged[EMBED][5].any()
+    # head from b (last slice): laid out in the union's ids
+    expected_head = torch.stack([b[HEAD][i] for i in (0, 2, 1, 3)])
+    torch.testing.assert_close(merged[HEAD][:4], expected_head)
+    assert not merged[HEAD][4].any()
+    torch.testing.assert_close(merged[HEAD][5], b[HEAD][4])
