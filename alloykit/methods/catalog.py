@@ -201,6 +201,68 @@ SCE = Method(
     "weights sum below 1e-6).",
 )
 
+RAM_REFERENCE = (
+    "Behavior Knowledge Merge in Reinforced Agentic Models, Yuan et al. 2026, arXiv:2601.13572"
+)
+EPSILON = Param(
+    "epsilon",
+    float,
+    Scope.GLOBAL,
+    1e-5,
+    minimum=0.0,
+    doc="a task-vector entry counts as changed where its magnitude exceeds this",
+)
+
+RAM = (
+    Method(
+        name="ram",
+        summary="Reinforced Agent Merging: average the updates several models share, keep "
+        "each model's unique updates whole.",
+        reference=RAM_REFERENCE,
+        params=(EPSILON,),
+        base=BasePolicy.REQUIRED,
+        kernel_module="alloykit.methods.ram",
+        streams=True,
+    ),
+    Method(
+        name="ramplus_tl",
+        summary="RAM+ (tensor-local): RAM with each model's unique updates scaled up by its "
+        "ratio of shared to unique updates in the tensor.",
+        reference=RAM_REFERENCE,
+        params=(
+            Param("r", float, Scope.GLOBAL, 0.1, minimum=0.0, doc="rescaling strength"),
+            Param(
+                "alpha",
+                float,
+                Scope.GLOBAL,
+                0.2,
+                minimum=0.0,
+                doc="cap on the shared-to-unique ratio",
+            ),
+            EPSILON,
+        ),
+        base=BasePolicy.REQUIRED,
+        kernel_module="alloykit.methods.ram",
+        streams=True,
+        notes="The ratio is counted per tensor, as mergekit's ramplus_tl does (the paper's "
+        "RAM+ counts over the whole model): unique updates are scaled by "
+        "1 + r·min(shared/unique, alpha).",
+    ),
+)
+
+ARCEE_FUSION = Method(
+    name="arcee_fusion",
+    summary="Take the other model's change only where its importance (|change| × KL of the "
+    "rows' softmax) is an outlier: at least median + 1.5·IQR.",
+    reference="Arcee Fusion, Arcee AI 2025, in mergekit (https://arcee.ai; no paper)",
+    params=(),
+    base=BasePolicy.REQUIRED,
+    kernel_module="alloykit.methods.arcee_fusion",
+    max_models=1,
+    notes="Quantiles are exact for every tensor (mergekit estimates them from a random "
+    "sample of 1e6 entries in larger tensors).",
+)
+
 CATALOG: tuple[Method, ...] = (
     *LINEAR,
     NEARSWAP,
@@ -208,6 +270,8 @@ CATALOG: tuple[Method, ...] = (
     *SPHERICAL,
     MODEL_STOCK,
     SCE,
+    *RAM,
+    ARCEE_FUSION,
     *(method.contract() for method in task_vector_settings.METHODS),
 )
 """Every method alloykit offers, each with the module whose import attaches its kernel."""

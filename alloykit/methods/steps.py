@@ -308,3 +308,26 @@ def weighted_sum(weighted: torch.Tensor, weights: torch.Tensor, normalize: bool)
         return merged
     total = weights.sum()
     return merged / torch.where(total.abs() < 1e-8, 1.0, total)
+
+
+def changed_entries(deltas: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which task-vector entries changed (``|delta| > epsilon``, per model) and how many
+    models changed each entry (RAM's shared/unique split, arXiv:2601.13572)."""
+    changed = deltas.abs() > epsilon
+    return changed, changed.sum(dim=0, keepdim=True)
+
+
+def shared_mean_unique_kept(
+    deltas: torch.Tensor,
+    changed: torch.Tensor,
+    counts: torch.Tensor,
+    unique_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sum over models of: entries only one model changed (times that model's
+    ``unique_scale``, shape ``[n]``), plus the mean of each entry over the models that changed
+    it, where several did. Unchanged entries (``|delta| <= epsilon``) count as zero."""
+    kept = deltas * changed
+    unique = kept * (counts == 1)
+    if unique_scale is not None:
+        unique = unique * unique_scale.reshape(-1, *([1] * (deltas.dim() - 1)))
+    return (unique + kept * (counts > 1) / counts.clamp(min=1)).sum(dim=0)

@@ -26,6 +26,9 @@ MERGEKIT_METHODS = {
     "sce",
     "model_stock",
     "nearswap",
+    "arcee_fusion",
+    "ram",
+    "ramplus_tl",
 }
 
 METHODS = all_methods()
@@ -88,6 +91,9 @@ def test_kernel_accepts_declared_parameters(method) -> None:
         ("model_stock", BasePolicy.REQUIRED, 2, None),
         ("sce", BasePolicy.REQUIRED, 1, None),
         ("ties", BasePolicy.REQUIRED, 1, None),
+        ("ram", BasePolicy.REQUIRED, 1, None),
+        ("ramplus_tl", BasePolicy.REQUIRED, 1, None),
+        ("arcee_fusion", BasePolicy.REQUIRED, 1, 1),
     ],
 )
 def test_base_policy_and_counts_follow_mergekit(name, policy, min_models, max_models) -> None:

@@ -38,6 +38,8 @@ FIXED_POINT_CASES = {
     "karcher": {},
     "model_stock": {},
     "sce": {},
+    "ram": {},
+    "ramplus_tl": {},
 }
 
 

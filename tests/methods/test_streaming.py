@@ -31,6 +31,8 @@ CASES: dict[str, dict] = {
     "della_linear": {"density": 0.4, "epsilon": 0.1},
     "sce": {"select_topk": 0.5},
     "sce all": {},
+    "ram": {"epsilon": 0.3},
+    "ramplus_tl": {"r": 0.5, "alpha": 2.0, "epsilon": 0.3},
 }
 REDUCING = {"slerp", "model_stock", "ties l1", "dare_linear l1", "sce", "sce all"}
 """Cases whose whole-tensor sums are added chunk by chunk: equal up to float rounding."""
