@@ -74,12 +74,24 @@ def laid_out(
     out = torch.zeros((layout.rows, *own.shape[1:]), dtype=torch.float32)
     kept = index >= 0
     out[kept] = own[index[kept]].to(torch.float32)
-    for row in (index == DEFAULT).nonzero().flatten().tolist():
-        picks = layout.defaults[row]
-        for other, other_row in picks:
-            out[row] += tensor(other)[other_row].to(torch.float32)
-        if len(picks) > 1:
-            out[row] /= len(picks)
+    wanted = (index == DEFAULT).nonzero().flatten().tolist()
+    picks = [layout.defaults[row] for row in wanted]
+    for position in range(max((len(p) for p in picks), default=0)):
+        # the k-th pick of every row at once, model by model: each row still adds its picks
+        # in order, as one running sum (mergekit's order: the same float32 result)
+        by_model: dict[str, tuple[list[int], list[int]]] = {}
+        for row, row_picks in zip(wanted, picks, strict=True):
+            if position < len(row_picks):
+                other, other_row = row_picks[position]
+                targets, origins = by_model.setdefault(other, ([], []))
+                targets.append(row)
+                origins.append(other_row)
+        for other, (targets, origins) in by_model.items():
+            out[targets] += tensor(other)[origins].to(torch.float32)
+    averaged = [row for row, row_picks in zip(wanted, picks, strict=True) if len(row_picks) > 1]
+    if averaged:
+        counts = torch.tensor([len(layout.defaults[row]) for row in averaged], dtype=torch.float32)
+        out[averaged] /= counts.reshape(-1, *([1] * (out.dim() - 1)))
     padding = index == PADDING
     if padding.any():
         out[padding] = out[~padding].mean(dim=0)
