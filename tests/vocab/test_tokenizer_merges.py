@@ -312,3 +312,23 @@ def test_slices_lay_out_the_first_and_last_slices_vocabulary_tensors(models):
     torch.testing.assert_close(merged[HEAD][:4], expected_head)
     assert not merged[HEAD][4].any()
     torch.testing.assert_close(merged[HEAD][5], b[HEAD][4])
+
+
+def test_a_model_with_only_a_slow_tokenizer_joins_the_union(models, tmp_path):
+    """vocab.json + merges.txt and no tokenizer.json: transformers converts it (no remote code)."""
+    slow = tmp_path / "slow"
+    build_model("llama", slow, seed=5, vocab_size=5)
+    (slow / "vocab.json").write_text(json.dumps({"[UNK]": 0, "a": 1, "b": 2, "ab": 3, "q": 4}))
+    (slow / "merges.txt").write_text("#version: 0.2\na b\n")
+    (slow / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "GPT2Tokenizer", "unk_token": "[UNK]"})
+    )
+    recipe = linear(models["a"], slow, tokenizer_source="union")
+    merged = alloykit.merge_to_state_dict(recipe)
+    a, s = tensors_of(models["a"]), tensors_of(slow)
+    for name in VOCAB_TENSORS:
+        assert merged[name].shape[0] == 7  # a's five tokens, then ab and q
+        torch.testing.assert_close(merged[name][1], (a[name][1] + s[name][1]) / 2)
+        torch.testing.assert_close(merged[name][3], a[name][3])  # c: only a has it
+        torch.testing.assert_close(merged[name][5], s[name][3])  # ab
+        torch.testing.assert_close(merged[name][6], s[name][4])  # q
