@@ -332,3 +332,24 @@ def test_a_model_with_only_a_slow_tokenizer_joins_the_union(models, tmp_path):
         torch.testing.assert_close(merged[name][3], a[name][3])  # c: only a has it
         torch.testing.assert_close(merged[name][5], s[name][3])  # ab
         torch.testing.assert_close(merged[name][6], s[name][4])  # q
+
+
+def test_cli_merge_with_a_larger_tokenizer_and_common_rows_gives_a_model_that_runs(
+    models, tmp_path
+):
+    import yaml
+    from typer.testing import CliRunner
+
+    from alloykit.cli import app
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        yaml.safe_dump(linear(models["a"], models["base"], tokenizer_source=str(models["base"])))
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["merge", str(recipe), str(out), "--vocab-mismatch", "common_rows"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(vocab_of(out)) == written(out)[EMBED].shape[0] == 6
+    assert_loads_and_runs_on(out, "z x a")
