@@ -28,5 +28,10 @@ class DerivedSource(ModelSource):
         super().__init__(reference, root, [], {}, {n: meta for n, (meta, _) in tensors.items()})
         self._makers = {name: make for name, (_, make) in tensors.items()}
 
+    def add(self, meta: TensorMeta, make: Maker) -> None:
+        """One more tensor, made by ``make`` when read."""
+        self.tensors[meta.name] = meta
+        self._makers[meta.name] = make
+
     def read(self, name: str) -> torch.Tensor:
         return self._makers[name]()

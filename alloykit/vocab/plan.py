@@ -37,7 +37,6 @@ class VocabularyPlan:
     vocab: dict[str, int]  # output token → row
     rows: int  # output rows (tokens, then padding)
     model_vocabs: dict[str, dict[str, int]]  # token → row, for ids below each model's size
-    full_vocabs: dict[str, dict[str, int]]  # every token of each model's tokenizer
     row_counts: dict[str, int]
     template: Path  # the tokenizer files the output's start from
     tokenizer: Tokenizer | None  # the output tokenizer when it differs from ``template``'s
@@ -105,7 +104,9 @@ def plan_vocabulary(
         m: {t: i for t, i in vocab.items() if i < _usable_rows(configs[m], row_counts[m])}
         for m, vocab in full.items()
     }
-    output = _output_tokenizer(settings, source_root, source_reference, tokenizers, base, limited)
+    output, extended = _output_tokenizer(
+        settings, source_root, source_reference, tokenizers, base, limited
+    )
     template = source_root if settings.source != "union" else roots[base]
     vocab = vocabulary(output)
     rows = max(vocab.values(), default=-1) + 1
@@ -113,16 +114,14 @@ def plan_vocabulary(
         rows = -(-rows // settings.pad_to_multiple_of) * settings.pad_to_multiple_of
     if _unchanged(settings, vocab, limited, row_counts):
         return None
-    extended = len(vocab) != len(vocabulary(load_tokenizer(template, source_reference)))
     return VocabularyPlan(
         settings=settings,
         vocab=vocab,
         rows=rows,
         model_vocabs=limited,
-        full_vocabs=full,
         row_counts=dict(row_counts),
         template=template,
-        tokenizer=output if extended or settings.source == "union" else None,
+        tokenizer=output if extended else None,
     )
 
 
@@ -152,7 +151,8 @@ def _output_tokenizer(
     tokenizers: Mapping[str, Tokenizer],
     base: str,
     limited: Mapping[str, dict[str, int]],
-) -> Tokenizer:
+) -> tuple[Tokenizer, bool]:
+    """The output tokenizer, and whether it has tokens its source's files lack."""
     from tokenizers import Tokenizer
 
     if settings.source == "union":
@@ -161,8 +161,8 @@ def _output_tokenizer(
     else:
         output = load_tokenizer(source_root, source_reference)
     have = vocabulary(output)
-    output.add_tokens([token for token in settings.tokens if token not in have])
-    return output
+    added = output.add_tokens([token for token in settings.tokens if token not in have])
+    return output, settings.source == "union" or added > 0
 
 
 def _add_union(

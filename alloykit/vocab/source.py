@@ -38,10 +38,9 @@ def add_vocab_tensor(
         meta = sources[model].tensors[name]
         if reference not in derived:
             derived[reference] = DerivedSource(reference, sources[model].root, {})
-        source = derived[reference]
         shape = (layout.rows, *meta.shape[1:])
-        source.tensors[out_name] = TensorMeta(out_name, meta.dtype, shape)
-        source._makers[out_name] = _maker(sources, inputs, model, layout)
+        laid = TensorMeta(out_name, meta.dtype, shape)
+        derived[reference].add(laid, _maker(sources, inputs, model, layout))
         references[model] = reference
     return references
 
