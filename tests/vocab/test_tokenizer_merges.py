@@ -353,3 +353,17 @@ def test_cli_merge_with_a_larger_tokenizer_and_common_rows_gives_a_model_that_ru
     assert result.exit_code == 0, result.output
     assert len(vocab_of(out)) == written(out)[EMBED].shape[0] == 6
     assert_loads_and_runs_on(out, "z x a")
+
+
+def test_a_model_merged_with_its_reordered_twin_is_itself(models, tmp_path):
+    """The twin lists the same tokens in another order, with its rows moved to match: laid
+    out in the union's vocabulary, the two are the same model."""
+    order = [3, 0, 4, 2, 1]  # twin id i holds a's token order[i]
+    tokens = ["[UNK]", "a", "b", "c", "x"]
+    twin = tiny_model(tmp_path / "twin", [tokens[i] for i in order], seed=1)
+    a = tensors_of(models["a"])
+    tensors = {n: t[order].clone() if n in VOCAB_TENSORS else t for n, t in a.items()}
+    save_file(tensors, twin / "model.safetensors", metadata={"format": "pt"})
+    merged = alloykit.merge_to_state_dict(linear(models["a"], twin, tokenizer_source="union"))
+    for name, tensor in a.items():
+        torch.testing.assert_close(merged[name], tensor, rtol=0, atol=0)
