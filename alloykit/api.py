@@ -34,12 +34,20 @@ if TYPE_CHECKING:
 
 RecipeLike = Recipe | str | Path | dict[str, Any]
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_MERGEKIT_BILLIONS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*b\s*$", re.IGNORECASE)
 
 
 def parse_size(text: str | int) -> int:
-    """``"5GB"`` / ``"500M"`` / ``1000000`` → bytes (decimal units, as Hugging Face uses)."""
+    """``"5GB"`` / ``"500M"`` / ``1000000`` → bytes (decimal units, as Hugging Face uses).
+
+    A lone ``B`` after a number is mergekit's billion (``--out-shard-size 5B`` is its default,
+    5·10⁹ bytes), not bytes: no one means a 5-byte shard or budget.
+    """
     if isinstance(text, int):
         return text
+    billions = _MERGEKIT_BILLIONS.match(text)
+    if billions:
+        return int(float(billions[1]) * 10**9)
     match = _SIZE.match(text)
     if not match:
         raise AlloyError(f"invalid size {text!r}", "use e.g. 5GB, 500MB or a number of bytes")
@@ -66,6 +74,8 @@ class MergeOptions:
     hash_inputs: bool = False  # SHA-256 of every input file in the model card
     fsync: bool = True  # flush the output to disk before it takes its final name
     stored_lane: bool = True  # False: no tensor takes the torch-free lane (for comparisons)
+    copy_tokenizer: bool = True  # tokenizer files (and the recipe's chat template) to the output
+    write_model_card: bool = True  # README.md describing the merge
     on_done: Callable[[PlanEntry], None] | None = field(default=None, repr=False)
 
     def plan_options(self) -> PlanOptions:
@@ -147,22 +157,26 @@ def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
         write_config(the_plan.config, directory)
         reference = the_plan.sources[the_plan.reference]
         copy_carried(reference, directory)
-        tokenizer = the_plan.tokenizer_source or the_plan.reference
-        copy_tokenizer(the_plan.sources[tokenizer], directory)
         recipe = the_plan.recipe
-        if recipe.chat_template:
-            search = (recipe.source_file.parent,) if recipe.source_file else ()
-            write_chat_template(recipe.chat_template, directory, search)
-        card = model_card(
-            recipe_yaml=recipe.raw,
-            method=the_plan.description or the_plan.method.name,
-            reference=the_plan.reference,
-            version=__version__,
-            seed=the_plan.seed,
-            hashes=hashes.result(),
-            dropped=len(the_plan.dropped),
-        )
-        (directory / "README.md").write_text(card)
+        if opts.copy_tokenizer:
+            tokenizer = the_plan.tokenizer_source or the_plan.reference
+            copy_tokenizer(the_plan.sources[tokenizer], directory)
+            if recipe.chat_template:
+                search = (recipe.source_file.parent,) if recipe.source_file else ()
+                write_chat_template(recipe.chat_template, directory, search)
+        if opts.write_model_card:
+            card = model_card(
+                recipe_yaml=recipe.raw,
+                method=the_plan.description or the_plan.method.name,
+                reference=the_plan.reference,
+                version=__version__,
+                seed=the_plan.seed,
+                hashes=hashes.result(),
+                dropped=len(the_plan.dropped),
+            )
+            (directory / "README.md").write_text(card)
+        else:
+            hashes.cancel()
         return sink.commit()
     except AlloyError:
         hashes.cancel()
