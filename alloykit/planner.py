@@ -61,7 +61,7 @@ class _Planner:
         self.entries: list[PlanEntry] = []
         self.used: set[TensorRef] = set()
         self.dropped: list[DroppedTensor] = []
-        self.warnings: list[str] = []
+        self.warnings: list[str] = list(recipe.warnings)
         self.seed = options.seed if options.seed is not None else (recipe.seed or 0)
         self.vocab_mode = options.vocab_mismatch or recipe.vocab_mismatch
         self.compute_dtype = options.dtype

@@ -93,6 +93,7 @@ class Recipe:
     seed: int | None = None
     source_file: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # the YAML as given, for the model card
+    warnings: tuple[str, ...] = ()  # accepted as mergekit does, worth telling the user
 
     def base_model_for(self, slice_index: int | None) -> str | None:
         """The base model of one slice (its own ``base_model`` if set), or of the recipe."""
