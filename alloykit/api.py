@@ -161,9 +161,8 @@ def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
         if opts.copy_tokenizer:
             tokenizer = the_plan.tokenizer_source or the_plan.reference
             copy_tokenizer(the_plan.sources[tokenizer], directory)
-            if recipe.chat_template:
-                search = (recipe.source_file.parent,) if recipe.source_file else ()
-                write_chat_template(recipe.chat_template, directory, search)
+            if the_plan.chat_template is not None:
+                write_chat_template(the_plan.chat_template, directory)
         if opts.write_model_card:
             card = model_card(
                 recipe_yaml=recipe.raw,

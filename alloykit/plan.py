@@ -95,6 +95,7 @@ class Plan:
     seed: int
     notes: list[str] = field(default_factory=list)
     description: str | None = None  # what the plan builds, when more than its merge method
+    chat_template: str | None = None  # Jinja text to install, resolved from the recipe's value
 
     @property
     def output_bytes(self) -> int:

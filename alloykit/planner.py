@@ -19,6 +19,7 @@ from alloykit.arch.layers import (
     sort_key,
     tied_embeddings,
 )
+from alloykit.checkpoint.chat_templates import resolve_chat_template
 from alloykit.checkpoint.source import ModelSource, open_source
 from alloykit.dtypes import parse_dtype
 from alloykit.errors import PlanError
@@ -93,7 +94,21 @@ class _Planner:
             tokenizer_source=tokenizer or self.reference,
             compute_dtype=self.compute_dtype,
             seed=self.seed,
+            chat_template=self._chat_template(),
         )
+
+    def _chat_template(self) -> str | None:
+        value = self.recipe.chat_template
+        if not value:
+            return None
+        search = (self.recipe.source_file.parent,) if self.recipe.source_file else ()
+        roots = [self.sources[ref].root for ref in self.recipe.model_references()]
+        text = resolve_chat_template(value, search, roots)
+        if text is None:
+            self.warnings.append(
+                "chat_template: auto found no chat template in the input models; none written"
+            )
+        return text
 
     def _split_base(
         self, inputs: list[ModelInput], where: str, slice_index: int | None = None
