@@ -7,6 +7,7 @@ covers never pays for the import (about 3 s).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alloykit.checkpoint.card import InputHashes, model_card
+from alloykit.checkpoint.load_check import changes_layout, check_loads
 from alloykit.checkpoint.model_files import (
     copy_carried,
     copy_tokenizer,
@@ -28,6 +30,7 @@ from alloykit.plan import Plan, PlanEntry, PlanOptions
 from alloykit.planner import make_plan
 from alloykit.recipe import load_recipe
 from alloykit.recipe.model import Recipe
+from alloykit.recipe.multi import MergeStep
 
 if TYPE_CHECKING:
     import torch
@@ -76,6 +79,7 @@ class MergeOptions:
     stored_lane: bool = True  # False: no tensor takes the torch-free lane (for comparisons)
     copy_tokenizer: bool = True  # tokenizer files (and the recipe's chat template) to the output
     write_model_card: bool = True  # README.md describing the merge
+    check_loads: bool = True  # the output's config and tensors must agree for transformers
     on_done: Callable[[PlanEntry], None] | None = field(default=None, repr=False)
 
     def plan_options(self) -> PlanOptions:
@@ -176,7 +180,8 @@ def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
             (directory / "README.md").write_text(card)
         else:
             hashes.cancel()
-        return sink.commit()
+        check = opts.check_loads and changes_layout(the_plan)
+        return sink.commit(check_loads if check else None)
     except AlloyError:
         hashes.cancel()
         sink.abort(keep_for_resume=False)
@@ -196,3 +201,70 @@ def merge_to_state_dict(
     sink = StateDictSink([OutputTensor(e.name, e.dtype, e.shape) for e in the_plan.entries])
     execute(the_plan, sink, opts.engine_options(), on_done=opts.on_done)
     return {e.name: sink.tensors[e.name] for e in the_plan.entries}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What happened to one merge of a multi-document recipe."""
+
+    step: MergeStep
+    out: Path
+    built: bool  # False: an earlier run's output was kept (lazy)
+
+
+def intermediate_dir_for(out: Path | None, recipe_path: Path, steps_have_final: bool) -> Path:
+    """Where named merges go by default: OUT itself when every merge is named (mergekit-multi's
+    intermediate directory), else ``OUT.intermediate`` beside OUT."""
+    if out is None:
+        return recipe_path.with_suffix(".intermediate")
+    return out.with_name(out.name + ".intermediate") if steps_have_final else out
+
+
+def merge_steps(
+    recipe_path: Path,
+    out: Path | None,
+    options: MergeOptions,
+    *,
+    intermediate_dir: Path | None = None,
+    lazy: bool = True,
+    on_step: Callable[[MergeStep, Path, Plan | None], None] | None = None,
+) -> list[StepResult]:
+    """Run a multi-document recipe (mergekit-multi): each named merge into
+    ``intermediate_dir/<name>``, the unnamed one into ``out``, in dependency order.
+
+    With ``lazy`` a named merge whose output directory is complete is kept, not rebuilt; an
+    interrupted one resumes from its ``.partial`` directory. ``on_step`` sees each step's plan
+    before it runs (None for a kept one).
+    """
+    from alloykit.recipe.multi import load_steps
+
+    probe = load_steps(recipe_path, Path("."))
+    has_final = any(step.name is None for step in probe)
+    if has_final and out is None:
+        raise AlloyError(
+            "missing OUT directory for the unnamed (final) merge",
+            f"alloykit merge {recipe_path} OUT/",
+        )
+    directory = (intermediate_dir or intermediate_dir_for(out, recipe_path, has_final)).absolute()
+    results = []
+    for step in load_steps(recipe_path, directory):
+        target = out if step.name is None else directory / step.name
+        assert target is not None
+        if lazy and step.name is not None and (target / "config.json").is_file():
+            if on_step is not None:
+                on_step(step, target, None)
+            results.append(StepResult(step, target, built=False))
+            continue
+        try:
+            recipe = load_recipe(step.recipe, seed=options.seed, source_file=recipe_path)
+            force = options.force or (step.name is not None and not lazy)
+            step_options = dataclasses.replace(options, force=force)
+            check_output_dir(target.absolute(), force)
+            the_plan = plan(recipe, step_options)
+            if on_step is not None:
+                on_step(step, target, the_plan)
+            write_plan(the_plan, target, step_options)
+        except AlloyError as error:
+            raise type(error)(f"{step.label}: {error.message}", error.hint) from None
+        results.append(StepResult(step, target, built=True))
+    return results

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from alloykit.cli.documents import merge_documents
 from alloykit.cli.guard import guarded, is_tty
 from alloykit.cli.lora import lora_app
 from alloykit.cli.mergekit_flags import (
@@ -37,11 +38,14 @@ from alloykit.cli.mergekit_flags import (
 )
 from alloykit.cli.options import (
     AllowPickle,
+    CheckLoads,
     Debug,
     DryRun,
     Force,
     Fsync,
     HashInputs,
+    IntermediateDir,
+    Lazy,
     MemoryBudget,
     OutDir,
     OutDtype,
@@ -96,6 +100,9 @@ def merge(
     vocab_mismatch: Annotated[str | None, typer.Option(help="error | common_rows")] = None,
     hash_inputs: HashInputs = False,
     fsync: Fsync = True,
+    check_loads: CheckLoads = True,
+    intermediate_dir: IntermediateDir = None,
+    lazy: Lazy = True,
     copy_tokenizer: CopyTokenizer = True,
     write_model_card: WriteModelCard = True,
     verbose: Verbose = 0,
@@ -126,6 +133,7 @@ def merge(
     from alloykit.checkpoint.sink import check_output_dir
     from alloykit.engine import check_device
     from alloykit.errors import AlloyError
+    from alloykit.recipe.multi import is_multi_document
 
     flags = MergekitFlags(
         cuda=cuda,
@@ -154,12 +162,16 @@ def merge(
             fsync=fsync,
             copy_tokenizer=copy_tokenizer,
             write_model_card=write_model_card,
+            check_loads=check_loads,
         )
         if vocab_mismatch not in (None, "error", "common_rows"):
             raise AlloyError(
                 f"--vocab-mismatch: unknown value {vocab_mismatch!r}", "use error or common_rows"
             )
         check_device(options.device)
+        if recipe.is_file() and is_multi_document(recipe):
+            merge_documents(recipe, out, options, intermediate_dir, lazy, dry_run, quiet, console)
+            return
         if out is None and not dry_run:
             raise AlloyError(
                 "missing OUT directory", "alloykit merge RECIPE.yml OUT/ (or --dry-run)"

@@ -21,15 +21,21 @@ from alloykit.recipe.schema import (
 from alloykit.recipe.validate import check_recipe
 
 
-def load_recipe(source: str | Path | dict[str, Any], *, seed: int | None = None) -> Recipe:
+def load_recipe(
+    source: str | Path | dict[str, Any],
+    *,
+    seed: int | None = None,
+    source_file: Path | None = None,
+) -> Recipe:
     """Read, validate and normalise a merge recipe.
 
     ``source`` is a path to a YAML file, YAML text, or an already parsed mapping. ``seed``
     overrides the recipe's own ``seed:``. Every problem (syntax, unknown keys, unknown method
     or parameter, out-of-range values, missing base model, ...) raises :class:`RecipeError`
-    with a one-line message naming the file, line and key path, and a hint.
+    with a one-line message naming the file, line and key path, and a hint. ``source_file``
+    names the file a mapping came from (one document of a multi-document recipe).
     """
-    document = read_document(source)
+    document = read_document(source, source_file)
     return build_located(document, lambda: _build(document, seed))
 
 
