@@ -7,6 +7,7 @@ covers never pays for the import (about 3 s).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alloykit.checkpoint.card import InputHashes, model_card
+from alloykit.checkpoint.load_check import changes_layout, check_loads
 from alloykit.checkpoint.model_files import (
     copy_carried,
     write_chat_template,
@@ -28,18 +30,27 @@ from alloykit.planner import make_plan
 from alloykit.recipe import load_recipe
 from alloykit.recipe.model import Recipe
 from alloykit.vocab.output import write_tokenizer
+from alloykit.recipe.multi import MergeStep
 
 if TYPE_CHECKING:
     import torch
 
 RecipeLike = Recipe | str | Path | dict[str, Any]
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_MERGEKIT_BILLIONS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*b\s*$", re.IGNORECASE)
 
 
 def parse_size(text: str | int) -> int:
-    """``"5GB"`` / ``"500M"`` / ``1000000`` → bytes (decimal units, as Hugging Face uses)."""
+    """``"5GB"`` / ``"500M"`` / ``1000000`` → bytes (decimal units, as Hugging Face uses).
+
+    A lone ``B`` after a number is mergekit's billion (``--out-shard-size 5B`` is its default,
+    5·10⁹ bytes), not bytes: no one means a 5-byte shard or budget.
+    """
     if isinstance(text, int):
         return text
+    billions = _MERGEKIT_BILLIONS.match(text)
+    if billions:
+        return int(float(billions[1]) * 10**9)
     match = _SIZE.match(text)
     if not match:
         raise AlloyError(f"invalid size {text!r}", "use e.g. 5GB, 500MB or a number of bytes")
@@ -66,6 +77,9 @@ class MergeOptions:
     hash_inputs: bool = False  # SHA-256 of every input file in the model card
     fsync: bool = True  # flush the output to disk before it takes its final name
     stored_lane: bool = True  # False: no tensor takes the torch-free lane (for comparisons)
+    copy_tokenizer: bool = True  # tokenizer files (and the recipe's chat template) to the output
+    write_model_card: bool = True  # README.md describing the merge
+    check_loads: bool = True  # the output's config and tensors must agree for transformers
     on_done: Callable[[PlanEntry], None] | None = field(default=None, repr=False)
 
     def plan_options(self) -> PlanOptions:
@@ -147,22 +161,26 @@ def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
         write_config(the_plan.config, directory)
         reference = the_plan.sources[the_plan.reference]
         copy_carried(reference, directory)
-        write_tokenizer(the_plan, directory)
         recipe = the_plan.recipe
-        if recipe.chat_template:
-            search = (recipe.source_file.parent,) if recipe.source_file else ()
-            write_chat_template(recipe.chat_template, directory, search)
-        card = model_card(
-            recipe_yaml=recipe.raw,
-            method=the_plan.description or the_plan.method.name,
-            reference=the_plan.reference,
-            version=__version__,
-            seed=the_plan.seed,
-            hashes=hashes.result(),
-            dropped=len(the_plan.dropped),
-        )
-        (directory / "README.md").write_text(card)
-        return sink.commit()
+        if opts.copy_tokenizer:
+            write_tokenizer(the_plan, directory)
+            if the_plan.chat_template is not None:
+                write_chat_template(the_plan.chat_template, directory)
+        if opts.write_model_card:
+            card = model_card(
+                recipe_yaml=recipe.raw,
+                method=the_plan.description or the_plan.method.name,
+                reference=the_plan.reference,
+                version=__version__,
+                seed=the_plan.seed,
+                hashes=hashes.result(),
+                dropped=len(the_plan.dropped),
+            )
+            (directory / "README.md").write_text(card)
+        else:
+            hashes.cancel()
+        check = opts.check_loads and changes_layout(the_plan)
+        return sink.commit(check_loads if check else None)
     except AlloyError:
         hashes.cancel()
         sink.abort(keep_for_resume=False)
@@ -182,3 +200,70 @@ def merge_to_state_dict(
     sink = StateDictSink([OutputTensor(e.name, e.dtype, e.shape) for e in the_plan.entries])
     execute(the_plan, sink, opts.engine_options(), on_done=opts.on_done)
     return {e.name: sink.tensors[e.name] for e in the_plan.entries}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What happened to one merge of a multi-document recipe."""
+
+    step: MergeStep
+    out: Path
+    built: bool  # False: an earlier run's output was kept (lazy)
+
+
+def intermediate_dir_for(out: Path | None, recipe_path: Path, steps_have_final: bool) -> Path:
+    """Where named merges go by default: OUT itself when every merge is named (mergekit-multi's
+    intermediate directory), else ``OUT.intermediate`` beside OUT."""
+    if out is None:
+        return recipe_path.with_suffix(".intermediate")
+    return out.with_name(out.name + ".intermediate") if steps_have_final else out
+
+
+def merge_steps(
+    recipe_path: Path,
+    out: Path | None,
+    options: MergeOptions,
+    *,
+    intermediate_dir: Path | None = None,
+    lazy: bool = True,
+    on_step: Callable[[MergeStep, Path, Plan | None], None] | None = None,
+) -> list[StepResult]:
+    """Run a multi-document recipe (mergekit-multi): each named merge into
+    ``intermediate_dir/<name>``, the unnamed one into ``out``, in dependency order.
+
+    With ``lazy`` a named merge whose output directory is complete is kept, not rebuilt; an
+    interrupted one resumes from its ``.partial`` directory. ``on_step`` sees each step's plan
+    before it runs (None for a kept one).
+    """
+    from alloykit.recipe.multi import load_steps
+
+    probe = load_steps(recipe_path, Path("."))
+    has_final = any(step.name is None for step in probe)
+    if has_final and out is None:
+        raise AlloyError(
+            "missing OUT directory for the unnamed (final) merge",
+            f"alloykit merge {recipe_path} OUT/",
+        )
+    directory = (intermediate_dir or intermediate_dir_for(out, recipe_path, has_final)).absolute()
+    results = []
+    for step in load_steps(recipe_path, directory):
+        target = out if step.name is None else directory / step.name
+        assert target is not None
+        if lazy and step.name is not None and (target / "config.json").is_file():
+            if on_step is not None:
+                on_step(step, target, None)
+            results.append(StepResult(step, target, built=False))
+            continue
+        try:
+            recipe = load_recipe(step.recipe, seed=options.seed, source_file=recipe_path)
+            force = options.force or (step.name is not None and not lazy)
+            step_options = dataclasses.replace(options, force=force)
+            check_output_dir(target.absolute(), force)
+            the_plan = plan(recipe, step_options)
+            if on_step is not None:
+                on_step(step, target, the_plan)
+            write_plan(the_plan, target, step_options)
+        except AlloyError as error:
+            raise type(error)(f"{step.label}: {error.message}", error.hint) from None
+        results.append(StepResult(step, target, built=True))
+    return results

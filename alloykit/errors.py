@@ -40,3 +40,10 @@ class OutputError(AlloyError):
 
 class NonFiniteError(AlloyError):
     """An input tensor holds NaN or infinity."""
+
+
+class OutputMismatchError(AlloyError):
+    """The written config and tensors disagree (transformers would drop or miss weights): a
+    defect of alloykit, not of the input, so the exit code is that of an internal failure."""
+
+    exit_code = 1

@@ -97,6 +97,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     description: str | None = None  # what the plan builds, when more than its merge method
     vocabulary: VocabularyPlan | None = None  # the output vocabulary, when the models' differ
+    chat_template: str | None = None  # Jinja text to install, resolved from the recipe's value
 
     @property
     def output_bytes(self) -> int:

@@ -7,19 +7,24 @@ are resolved per tensor with mergekit's precedence, filters and gradients
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from alloykit.arch.layers import (
     Section,
+    config_holders,
     count_layers,
+    in_tower,
     layer_config_keys,
-    layer_count_key,
     parse_layer_name,
     section_of,
+    set_layer_count,
     sort_key,
+    stack_layer,
     tied_embeddings,
 )
 from alloykit.arch.vocab import is_vocab_tensor, set_config_vocab_size
+from alloykit.checkpoint.chat_templates import resolve_chat_template
 from alloykit.checkpoint.derived import DerivedSource
 from alloykit.checkpoint.source import ModelSource, locate, open_source
 from alloykit.dtypes import parse_dtype
@@ -65,14 +70,14 @@ class _Planner:
         self.entries: list[PlanEntry] = []
         self.used: set[TensorRef] = set()
         self.dropped: list[DroppedTensor] = []
-        self.warnings: list[str] = []
+        self.warnings: list[str] = list(recipe.warnings)
         self.seed = options.seed if options.seed is not None else (recipe.seed or 0)
         self.vocab_mode = options.vocab_mismatch or recipe.vocab_mismatch
         self.compute_dtype = options.dtype
         out = recipe.out_dtype or recipe.dtype
         where = "out_dtype" if recipe.out_dtype else "dtype"
         self.out_dtype = options.out_dtype or (parse_dtype(out, where) if out else None)
-        self.config = dict(sources[self.reference].config)
+        self.config = copy.deepcopy(sources[self.reference].config)
         self.derived: dict[str, DerivedSource] = {}
         self.vocabulary = self._plan_vocabulary()
 
@@ -104,6 +109,7 @@ class _Planner:
             compute_dtype=self.compute_dtype,
             seed=self.seed,
             vocabulary=self.vocabulary,
+            chat_template=self._chat_template(),
         )
 
     def _plan_vocabulary(self) -> VocabularyPlan | None:
@@ -132,6 +138,19 @@ class _Planner:
             source_root=root,
             source_reference=named,
         )
+
+    def _chat_template(self) -> str | None:
+        value = self.recipe.chat_template
+        if not value:
+            return None
+        search = (self.recipe.source_file.parent,) if self.recipe.source_file else ()
+        roots = [self.sources[ref].root for ref in self.recipe.model_references()]
+        text = resolve_chat_template(value, search, roots)
+        if text is None:
+            self.warnings.append(
+                "chat_template: auto found no chat template in the input models; none written"
+            )
+        return text
 
     def _split_base(
         self, inputs: list[ModelInput], where: str, slice_index: int | None = None
@@ -250,7 +269,7 @@ class _Planner:
     ) -> None:
         lead = (base or inputs[0]).model
         for name in sorted(self.sources[lead].tensors, key=sort_key):
-            if section_of(name) is section:
+            if _slice_section(name) is section:
                 self._add_entry(
                     name,
                     [(m, name) for m in inputs],
@@ -274,7 +293,7 @@ class _Planner:
         lead_names = [
             n
             for n in sorted(self.sources[lead.model].tensors, key=sort_key)
-            if (p := parse_layer_name(n)) is not None and p.index == lead_layer
+            if (p := stack_layer(n)) is not None and p.index == lead_layer
         ]
         if not lead_names:
             raise PlanError(
@@ -303,18 +322,22 @@ class _Planner:
             self._add_entry(out_name, refs, base_ref, t, slice_index)
 
     def _renumber_config(self, layer_map: list[tuple[str, int]]) -> None:
+        """Per-layer lists (``layer_types``, ...) follow the slices, at the top level and in a
+        nested ``text_config``; every layer count the config keeps becomes the new depth."""
         reference_layers = count_layers(self.config, self.sources[self.reference].tensors)
-        for key in layer_config_keys(self.config, reference_layers):
-            values = []
-            for model, layer in layer_map:
-                own = self.sources[model].config.get(key)
-                values.append(
-                    own[layer]
-                    if isinstance(own, list) and layer < len(own)
-                    else self.config[key][min(layer, reference_layers - 1)]
-                )
-            self.config[key] = values
-        self.config[layer_count_key(self.config)] = len(layer_map)
+        theirs = {model: config_holders(src.config) for model, src in self.sources.items()}
+        for index, holder in enumerate(config_holders(self.config)):
+            for key in layer_config_keys(holder, reference_layers):
+                values = []
+                for model, layer in layer_map:
+                    own = theirs[model][index].get(key) if index < len(theirs[model]) else None
+                    values.append(
+                        own[layer]
+                        if isinstance(own, list) and layer < len(own)
+                        else holder[key][min(layer, reference_layers - 1)]
+                    )
+                holder[key] = values
+        set_layer_count(self.config, len(layer_map))
 
     def _layer_count(self, model: str) -> int:
         source = self.sources[model]
@@ -530,6 +553,12 @@ def _vocab_rows(source: ModelSource) -> int | None:
         if is_vocab_tensor(name, meta.shape):
             return meta.shape[0]
     return None
+
+
+def _slice_section(name: str) -> Section:
+    """Where a tensor goes in a slice recipe: a multimodal tower (vision, audio) is taken whole
+    with the embeddings, from the first slice's models; slices select language blocks."""
+    return Section.PRE if in_tower(name) else section_of(name)
 
 
 def _depth(name: str, num_layers: int) -> float:

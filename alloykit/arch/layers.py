@@ -19,6 +19,9 @@ _LAYER = re.compile(
 )
 _EMBEDDING_HINTS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings")
 _LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+_DECODER_COUNT_KEYS = ("num_decoder_layers",)  # T5: the decoder's own count, beside num_layers
+_NESTED_CONFIGS = ("text_config", "language_config", "llm_config")
+_TOWER_HINTS = ("vision", "visual", "image", "audio", "multi_modal_projector")
 _TIE_DEFAULT_TRUE = {"gpt2", "gemma", "gemma2", "gemma3_text", "bert", "roberta", "gpt_neo", "phi"}
 
 
@@ -49,6 +52,19 @@ def parse_layer_name(name: str) -> LayerName | None:
     return LayerName(match["prefix"], int(match["index"]), match["rest"])
 
 
+def in_tower(name: str) -> bool:
+    """Whether ``name`` belongs to a multimodal model's encoder tower or projector (vision,
+    audio), which layer slicing leaves whole: slices select blocks of the language stack."""
+    lowered = name.lower()
+    return any(hint in lowered for hint in _TOWER_HINTS)
+
+
+def stack_layer(name: str) -> LayerName | None:
+    """The layer of a block of the model's main (language) stack; None outside it, towers
+    included."""
+    return None if in_tower(name) else parse_layer_name(name)
+
+
 def section_of(name: str) -> Section:
     if parse_layer_name(name) is not None:
         return Section.LAYER
@@ -65,20 +81,36 @@ def sort_key(name: str) -> tuple[int, int, str]:
 
 
 def count_layers(config: dict[str, Any], names: Iterable[str]) -> int:
-    """Number of blocks: from config.json when it says, else from the tensor names."""
-    for key in _LAYER_COUNT_KEYS:
-        value = config.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    indices = [layer.index for n in names if (layer := parse_layer_name(n)) is not None]
+    """Blocks of the main stack: from config.json (or its ``text_config``) when it says, else
+    from the tensor names."""
+    for holder in config_holders(config):
+        for key in _LAYER_COUNT_KEYS:
+            value = holder.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    indices = [layer.index for n in names if (layer := stack_layer(n)) is not None]
     return max(indices) + 1 if indices else 0
 
 
-def layer_count_key(config: dict[str, Any]) -> str:
-    for key in _LAYER_COUNT_KEYS:
-        if key in config:
-            return key
-    return "num_hidden_layers"
+def config_holders(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config and its nested language-model configs (Llava's and Qwen2-VL's
+    ``text_config``), each of which may keep a layer count and per-layer lists."""
+    nested = [config[key] for key in _NESTED_CONFIGS if isinstance(config.get(key), dict)]
+    return [config, *nested]
+
+
+def set_layer_count(config: dict[str, Any], count: int) -> None:
+    """Write ``count`` blocks wherever the config keeps the main stack's depth: top level,
+    nested ``text_config``, and T5's ``num_decoder_layers`` (slices take both stacks' blocks)."""
+    keys = (*_LAYER_COUNT_KEYS, *_DECODER_COUNT_KEYS)
+    found = False
+    for holder in config_holders(config):
+        for key in keys:
+            if isinstance(holder.get(key), int):
+                holder[key] = count
+                found = True
+    if not found:
+        config["num_hidden_layers"] = count
 
 
 def layer_config_keys(config: dict[str, Any], num_layers: int) -> list[str]:

@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from alloykit.checkpoint.source import ModelSource, locate
-from alloykit.errors import CheckpointError
+from alloykit.checkpoint.source import ModelSource
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -53,34 +52,12 @@ def copy_carried(source: ModelSource, directory: Path) -> list[str]:
     return copied
 
 
-def write_chat_template(template: str, directory: Path, search_dirs: tuple[Path, ...]) -> None:
-    """Install a chat template given inline (Jinja text) or taken from another model."""
-    if "{{" in template or "{%" in template:
-        text = template
-    else:
-        root = locate(template, search_dirs)
-        root = root if root.is_dir() else root.parent
-        text = _template_of(root)
-        if text is None:
-            raise CheckpointError(
-                f"chat_template: model {template!r} has no chat template",
-                "give the Jinja template text inline, or name a model that has one",
-            )
-    (directory / "chat_template.jinja").write_text(text)
+def write_chat_template(text: str, directory: Path) -> None:
+    """Install a chat template (resolved by :mod:`alloykit.checkpoint.chat_templates`) as
+    ``chat_template.jinja``, which transformers prefers to the copied tokenizer config's."""
+    (directory / "chat_template.jinja").write_text(text, encoding="utf-8")
     config_path = directory / "tokenizer_config.json"
     if config_path.exists():
         config = json.loads(config_path.read_text())
         config.pop("chat_template", None)
         config_path.write_text(json.dumps(config, indent=2) + "\n")
-
-
-def _template_of(root: Path) -> str | None:
-    jinja = root / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text()
-    config_path = root / "tokenizer_config.json"
-    if config_path.is_file():
-        template = json.loads(config_path.read_text()).get("chat_template")
-        if isinstance(template, str):
-            return template
-    return None

@@ -258,8 +258,9 @@ class DirectorySink:
         self.write_rows(name, 0, tensor if tensor.dim() else tensor.reshape(()))
         self.finish(name)
 
-    def commit(self) -> Path:
-        """Write the shard index, fsync everything, and rename ``OUT.partial`` to ``OUT``."""
+    def commit(self, check: Callable[[Path], None] | None = None) -> Path:
+        """Write the shard index, fsync everything, and rename ``OUT.partial`` to ``OUT``;
+        ``check`` sees the complete ``OUT.partial`` first and may refuse it by raising."""
         missing = [name for name in self._slots if name not in self.done]
         if missing:
             raise RuntimeError(f"sink: {len(missing)} tensors never written, e.g. {missing[0]}")
@@ -269,6 +270,8 @@ class DirectorySink:
         index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
         (self.partial_dir / INDEX).write_text(json.dumps(index, indent=2) + "\n")
         self._close()
+        if check is not None:
+            check(self.partial_dir)
         (self.partial_dir / JOURNAL).unlink()
         return publish_directory(self.partial_dir, self.out_dir, durable=self.durable)
 

@@ -10,15 +10,42 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from alloykit.cli.documents import merge_documents
 from alloykit.cli.guard import guarded, is_tty
 from alloykit.cli.lora import lora_app
+from alloykit.cli.mergekit_flags import (
+    AllowCrimes,
+    AsyncWrite,
+    CloneTensors,
+    CopyTokenizer,
+    Cuda,
+    GpuRich,
+    LazyUnpickle,
+    LoraMergeCache,
+    LoraMergeDtype,
+    LowCpuMemory,
+    MergekitFlags,
+    MultiGpu,
+    NumThreads,
+    Quiet,
+    ReadToGpu,
+    SafeSerialization,
+    TransformersCache,
+    TrustRemoteCode,
+    Verbose,
+    WriteModelCard,
+    WriteThreads,
+)
 from alloykit.cli.options import (
     AllowPickle,
+    CheckLoads,
     Debug,
     DryRun,
     Force,
     Fsync,
     HashInputs,
+    IntermediateDir,
+    Lazy,
     MemoryBudget,
     OutDir,
     OutDtype,
@@ -49,14 +76,17 @@ def merge(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (alloykit or mergekit format).")],
     out: OutDir = None,
     dry_run: DryRun = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda[:N] or auto.")] = "cpu",
     threads: Threads = 2,
     dtype: Annotated[str | None, typer.Option(help="Compute dtype (default float32).")] = None,
     out_dtype: OutDtype = None,
     out_shard_size: OutShardSize = "5GB",
     memory_budget: MemoryBudget = "1GB",
     seed: Annotated[
-        int | None, typer.Option(help="Seed for random methods (default: recipe's, else 0).")
+        int | None,
+        typer.Option(
+            "--seed", "--random-seed", help="Seed for random methods (default: recipe's, else 0)."
+        ),
     ] = None,
     force: Force = False,
     allow_pickle: AllowPickle = False,
@@ -70,58 +100,113 @@ def merge(
     vocab_mismatch: Annotated[str | None, typer.Option(help="error | common_rows")] = None,
     hash_inputs: HashInputs = False,
     fsync: Fsync = True,
+    check_loads: CheckLoads = True,
+    intermediate_dir: IntermediateDir = None,
+    lazy: Lazy = True,
+    copy_tokenizer: CopyTokenizer = True,
+    write_model_card: WriteModelCard = True,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+    cuda: Cuda = False,
+    gpu_rich: GpuRich = False,
+    num_threads: NumThreads = None,
+    transformers_cache: TransformersCache = None,
+    trust_remote_code: TrustRemoteCode = False,
+    safe_serialization: SafeSerialization = True,
+    multi_gpu: MultiGpu = False,
+    lora_merge_cache: LoraMergeCache = None,
+    lazy_unpickle: LazyUnpickle = False,
+    allow_crimes: AllowCrimes = False,
+    low_cpu_memory: LowCpuMemory = False,
+    read_to_gpu: ReadToGpu = False,
+    clone_tensors: CloneTensors = False,
+    async_write: AsyncWrite = False,
+    write_threads: WriteThreads = None,
+    lora_merge_dtype: LoraMergeDtype = None,
     debug: Debug = False,
 ) -> None:
-    """Merge checkpoints as a recipe says, into OUT (written atomically)."""
+    """Merge checkpoints as a recipe says, into OUT (written atomically).
+
+    mergekit-yaml's flags are accepted too (see docs/mergekit.md).
+    """
     from alloykit.api import MergeOptions, plan, write_plan
     from alloykit.checkpoint.sink import check_output_dir
     from alloykit.engine import check_device
     from alloykit.errors import AlloyError
+    from alloykit.recipe.multi import is_multi_document
 
-    options = MergeOptions(
-        device=device,
-        threads=threads,
-        dtype=dtype,
-        out_dtype=out_dtype,
-        out_shard_size=out_shard_size,
-        seed=seed,
-        force=force,
-        allow_pickle=allow_pickle,
-        drop_unmapped=drop_unmapped,
-        vocab_mismatch=vocab_mismatch,
-        memory_budget=memory_budget,
-        hash_inputs=hash_inputs,
-        fsync=fsync,
+    flags = MergekitFlags(
+        cuda=cuda,
+        gpu_rich=gpu_rich,
+        safe_serialization=safe_serialization,
+        trust_remote_code=trust_remote_code,
+        multi_gpu=multi_gpu,
+        lora_merge_cache=lora_merge_cache,
+        num_threads=num_threads,
+        transformers_cache=transformers_cache,
     )
-    with guarded(debug):
+    with guarded(debug), flags.hub_cache():
+        options = MergeOptions(
+            device=flags.device(device),
+            threads=flags.threads(threads),
+            dtype=dtype,
+            out_dtype=out_dtype,
+            out_shard_size=out_shard_size,
+            seed=seed,
+            force=force,
+            allow_pickle=allow_pickle,
+            drop_unmapped=drop_unmapped,
+            vocab_mismatch=vocab_mismatch,
+            memory_budget=memory_budget,
+            hash_inputs=hash_inputs,
+            fsync=fsync,
+            copy_tokenizer=copy_tokenizer,
+            write_model_card=write_model_card,
+            check_loads=check_loads,
+        )
         if vocab_mismatch not in (None, "error", "common_rows"):
             raise AlloyError(
                 f"--vocab-mismatch: unknown value {vocab_mismatch!r}", "use error or common_rows"
             )
-        check_device(device)
+        check_device(options.device)
+        if recipe.is_file() and is_multi_document(recipe):
+            merge_documents(recipe, out, options, intermediate_dir, lazy, dry_run, quiet, console)
+            return
         if out is None and not dry_run:
             raise AlloyError(
                 "missing OUT directory", "alloykit merge RECIPE.yml OUT/ (or --dry-run)"
             )
         if out is not None and not dry_run:
             check_output_dir(out.absolute(), force)
+        if not quiet:
+            for note in flags.notes():
+                console.print(f"note: {note}", highlight=False, markup=False)
         the_plan = plan(recipe, options)
-        if dry_run:
-            engine = options.engine_options()
+        if not copy_tokenizer and the_plan.recipe.chat_template:
+            the_plan.warnings.append(
+                "chat_template is not written: --no-copy-tokenizer leaves the tokenizer out"
+            )
+        engine = options.engine_options()
+        if dry_run or verbose:
             peak = the_plan.estimated_peak_bytes(
                 engine.threads, engine.budget_bytes, engine.chunk_size()
             )
             render_plan(the_plan, console, peak_bytes=peak)
+        if dry_run:
             return
-        for warning in the_plan.warnings:
-            console.print(f"[yellow]warning:[/] {warning}", markup=True)
+        if not verbose:
+            for warning in the_plan.warnings:
+                console.print(f"[yellow]warning:[/] {warning}", markup=True)
         assert out is not None
-        written = _with_progress(the_plan, options, lambda: write_plan(the_plan, out, options))
-        size = human_bytes(the_plan.output_bytes)
-        console.print(f"wrote {written} ({len(the_plan.entries)} tensors, {size})")
+        written = _with_progress(
+            the_plan, options, lambda: write_plan(the_plan, out, options), quiet=quiet
+        )
+        if not quiet:
+            size = human_bytes(the_plan.output_bytes)
+            console.print(f"wrote {written} ({len(the_plan.entries)} tensors, {size})")
 
 
-def _with_progress(the_plan, options, work):
+def _with_progress(the_plan, options, work, *, quiet: bool = False):
     """Run ``work`` under a progress bar of bytes written, tensors done and ETA (TTY only)."""
     from rich.progress import (
         BarColumn,
@@ -143,7 +228,7 @@ def _with_progress(the_plan, options, work):
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        disable=not is_tty(),
+        disable=quiet or not is_tty(),
         console=Console(stderr=True),
         transient=False,
     )

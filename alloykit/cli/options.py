@@ -33,3 +33,27 @@ Fsync = Annotated[
         "power cut (atomic either way for a crash or Ctrl-C of alloykit).",
     ),
 ]
+CheckLoads = Annotated[
+    bool,
+    typer.Option(
+        "--check-loads/--no-check-loads",
+        help="Before committing OUT, check that transformers finds every tensor its config "
+        "implies and no other (meta device: nothing is allocated).",
+    ),
+]
+IntermediateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--intermediate-dir",
+        "-I",
+        help="Multi-document recipes: where named merges are written (default: OUT when every "
+        "merge is named, else OUT.intermediate).",
+    ),
+]
+Lazy = Annotated[
+    bool,
+    typer.Option(
+        "--lazy/--no-lazy",
+        help="Multi-document recipes: keep named merges already built (default) or rebuild them.",
+    ),
+]

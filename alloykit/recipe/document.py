@@ -19,7 +19,7 @@ _KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, except that a key repeated in one mapping is an error.
 
     PyYAML silently keeps the last value, which hides mistakes such as two ``parameters:``.
@@ -68,10 +68,13 @@ def fail(key_path: str, message: str, hint: str | None = None) -> NoReturn:
     raise error
 
 
-def read_document(source: str | Path | dict[str, Any]) -> RecipeDocument:
-    """Accept a YAML file path, YAML text or an already parsed mapping."""
+def read_document(
+    source: str | Path | dict[str, Any], source_file: Path | None = None
+) -> RecipeDocument:
+    """Accept a YAML file path, YAML text or an already parsed mapping (``source_file``: the
+    file a mapping came from, against which its relative paths resolve)."""
     if isinstance(source, dict):
-        return RecipeDocument(copy.deepcopy(source))
+        return RecipeDocument(copy.deepcopy(source), source_file)
     if isinstance(source, Path):
         return _parse(_read_file(source), source)
     if not isinstance(source, str):
@@ -107,7 +110,7 @@ def _read_file(path: Path) -> str:
 def _parse(text: str, path: Path | None) -> RecipeDocument:
     label = str(path) if path is not None else "recipe text"
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{label}, line {mark.line + 1}" if mark is not None else label

@@ -16,19 +16,26 @@ from alloykit.recipe.tokenizer import parse_tokenizer
 from alloykit.recipe.validate import check_recipe
 
 
-def load_recipe(source: str | Path | dict[str, Any], *, seed: int | None = None) -> Recipe:
+def load_recipe(
+    source: str | Path | dict[str, Any],
+    *,
+    seed: int | None = None,
+    source_file: Path | None = None,
+) -> Recipe:
     """Read, validate and normalise a merge recipe.
 
     ``source`` is a path to a YAML file, YAML text, or an already parsed mapping. ``seed``
     overrides the recipe's own ``seed:``. Every problem (syntax, unknown keys, unknown method
     or parameter, out-of-range values, missing base model, ...) raises :class:`RecipeError`
-    with a one-line message naming the file, line and key path, and a hint.
+    with a one-line message naming the file, line and key path, and a hint. ``source_file``
+    names the file a mapping came from (one document of a multi-document recipe).
     """
-    document = read_document(source)
+    document = read_document(source, source_file)
     return build_located(document, lambda: _build(document, seed))
 
 
 def _build(document: RecipeDocument, seed: int | None) -> Recipe:
+    warnings: list[tuple[str, str]] = []
     schema = parse_schema(document.data)
     if schema.modules is not None:
         fail(
@@ -51,18 +58,20 @@ def _build(document: RecipeDocument, seed: int | None) -> Recipe:
     models = slices = None
     if schema.models:
         models = tuple(
-            _model_input(entry, f"models[{i}]", method) for i, entry in enumerate(schema.models)
+            _model_input(entry, f"models[{i}]", method, warnings)
+            for i, entry in enumerate(schema.models)
         )
     else:
         slices = tuple(
-            _slice(piece, f"slices[{i}]", method) for i, piece in enumerate(schema.slices or ())
+            _slice(piece, f"slices[{i}]", method, warnings)
+            for i, piece in enumerate(schema.slices or ())
         )
     recipe = Recipe(
         merge_method=method.name,
         base_model=base_model,
         models=models,
         slices=slices,
-        parameters=parse_parameters(schema.parameters, "parameters", method, "top"),
+        parameters=parse_parameters(schema.parameters, "parameters", method, "top", warnings),
         dtype=schema.dtype,
         out_dtype=schema.out_dtype,
         tokenizer=parse_tokenizer(schema, base_model),
@@ -71,9 +80,15 @@ def _build(document: RecipeDocument, seed: int | None) -> Recipe:
         seed=seed if seed is not None else schema.seed,
         source_file=document.source_file,
         raw=document.data,
+        warnings=tuple(_located(document, key_path, text) for key_path, text in warnings),
     )
     check_recipe(recipe, method)
     return recipe
+
+
+def _located(document: RecipeDocument, key_path: str, text: str) -> str:
+    where = document.locate(key_path)
+    return f"{where}: {key_path}: {text}" if where else f"{key_path}: {text}"
 
 
 def _method(name: str) -> Method:
@@ -90,15 +105,21 @@ def _method(name: str) -> Method:
         )
 
 
-def _model_input(entry: ModelEntrySchema, path: str, method: Method) -> ModelInput:
+def _model_input(
+    entry: ModelEntrySchema, path: str, method: Method, warnings: list[tuple[str, str]]
+) -> ModelInput:
     return ModelInput(
         model=parse_reference(entry.model, f"{path}.model"),
-        parameters=parse_parameters(entry.parameters, f"{path}.parameters", method, "model"),
+        parameters=parse_parameters(
+            entry.parameters, f"{path}.parameters", method, "model", warnings
+        ),
         key_path=path,
     )
 
 
-def _slice(piece: SliceSchema, path: str, method: Method) -> SliceSpec:
+def _slice(
+    piece: SliceSchema, path: str, method: Method, warnings: list[tuple[str, str]]
+) -> SliceSpec:
     if piece.residual_weight is not None:
         fail(
             f"{path}.residual_weight",
@@ -121,7 +142,7 @@ def _slice(piece: SliceSchema, path: str, method: Method) -> SliceSpec:
             ModelInput(
                 model=parse_reference(source.model, f"{where}.model"),
                 parameters=parse_parameters(
-                    source.parameters, f"{where}.parameters", method, "model"
+                    source.parameters, f"{where}.parameters", method, "model", warnings
                 ),
                 layer_range=(start, end),
                 key_path=where,
@@ -134,7 +155,9 @@ def _slice(piece: SliceSchema, path: str, method: Method) -> SliceSpec:
     )
     return SliceSpec(
         sources=tuple(sources),
-        parameters=parse_parameters(piece.parameters, f"{path}.parameters", method, "slice"),
+        parameters=parse_parameters(
+            piece.parameters, f"{path}.parameters", method, "slice", warnings
+        ),
         key_path=path,
         base_model=base_model,
     )

@@ -120,6 +120,7 @@ class Recipe:
     seed: int | None = None
     source_file: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # the YAML as given, for the model card
+    warnings: tuple[str, ...] = ()  # accepted as mergekit does, worth telling the user
 
     @property
     def tokenizer_source(self) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any, Literal, NoReturn
 
 from pydantic import TypeAdapter, ValidationError
 
-from alloykit.methods import Method, Param, Scope
+from alloykit.methods import Method, Param, Scope, all_methods
 from alloykit.recipe.document import fail
 from alloykit.recipe.model import ConditionalValue, Parameters, ParamSetting, Scalar
 
@@ -23,15 +23,28 @@ _ENTRY_KEYS = ("filter", "value")
 
 
 def parse_parameters(
-    raw: dict[str, Any] | None, path: str, method: Method, level: Level
+    raw: dict[str, Any] | None,
+    path: str,
+    method: Method,
+    level: Level,
+    warnings: list[tuple[str, str]],
 ) -> Parameters:
-    """Check the ``parameters:`` mapping found at ``path`` against ``method``'s contract."""
+    """Check the ``parameters:`` mapping found at ``path`` against ``method``'s contract.
+
+    A name that another method takes (mergekit's own tests give ``weight`` to ``slerp``) is
+    left out with a ``(key path, message)`` appended to ``warnings``, since mergekit ignores
+    it; any other unknown name is an error with the closest valid name.
+    """
     settings: Parameters = {}
     for name, value in (raw or {}).items():
         key_path = f"{path}.{name}"
         param = method.param(name)
         if param is None:
-            _unknown_parameter(key_path, name, method)
+            takers = [other.name for other in all_methods() if other.param(name) is not None]
+            if not takers:
+                _unknown_parameter(key_path, name, method)
+            warnings.append((key_path, _ignored_message(name, method, takers)))
+            continue
         if level == "model" and param.scope is Scope.GLOBAL:
             fail(
                 key_path,
@@ -119,12 +132,29 @@ def _adapter(kind: type) -> TypeAdapter[Any]:
     return TypeAdapter(kind)
 
 
+def _ignored_message(name: str, method: Method, takers: list[str]) -> str:
+    shown = ", ".join(takers[:6]) + (f" and {len(takers) - 6} more" if len(takers) > 6 else "")
+    return (
+        f"'{name}' is not a parameter of {method.name} (it is one of {shown}); ignored, as "
+        "mergekit does"
+    )
+
+
 def _unknown_parameter(key_path: str, name: str, method: Method) -> NoReturn:
     names = [p.name for p in method.params]
-    if not names:
-        fail(key_path, f"unknown parameter: {method.name} takes no parameters", "remove it")
     close = difflib.get_close_matches(name, names, n=1)
-    suggestion = f"did you mean '{close[0]}'? " if close else ""
+    if close:
+        suggestion = f"did you mean '{close[0]}'? "
+    else:
+        anywhere = sorted({p.name for other in all_methods() for p in other.params})
+        close = difflib.get_close_matches(name, anywhere, n=1)
+        suggestion = f"did you mean '{close[0]}' (which {method.name} ignores)? " if close else ""
+    if not names:
+        fail(
+            key_path,
+            f"unknown parameter '{name}': {method.name} takes no parameters",
+            f"{suggestion}remove it",
+        )
     fail(
         key_path,
         f"unknown parameter '{name}' for merge method {method.name}",
