@@ -29,8 +29,8 @@ from alloykit.plan import Plan, PlanEntry, PlanOptions
 from alloykit.planner import make_plan
 from alloykit.recipe import load_recipe
 from alloykit.recipe.model import Recipe
-from alloykit.vocab.output import write_tokenizer
 from alloykit.recipe.multi import MergeStep
+from alloykit.vocab.output import write_tokenizer
 
 if TYPE_CHECKING:
     import torch
