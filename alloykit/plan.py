@@ -13,13 +13,17 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from alloykit.checkpoint.source import ModelSource
 from alloykit.dtypes import F32, DType
 from alloykit.methods import Method, get_method
 from alloykit.recipe.model import Recipe, Scalar
 from alloykit.vocab.plan import VocabularyPlan
+
+if TYPE_CHECKING:
+    from alloykit.checkpoint.statistics import StatisticsFile
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class PlanEntry:
     globals: dict[str, Scalar]
     seed: int = 0
     common_rows: int | None = None  # vocab mismatch: merge rows [:common_rows], rest from base
+    statistics: dict[str, tuple[TensorRef | None, ...]] = field(default_factory=dict)
+    """Per declared statistic, each input model's statistic of this tensor (``model`` names
+    the model, ``name`` the key in its statistics file), or ``None`` where it has none."""
 
     @property
     def nbytes(self) -> int:
@@ -74,6 +81,9 @@ class PlanOptions:
     """Command-line overrides that shape the plan."""
 
     allow_pickle: bool = False
+    statistics: dict[str, Path] = field(default_factory=dict)
+    """Statistics files by model reference, for models whose recipe entry names none (e.g.
+    computed from the entry's ``data:``)."""
     dtype: DType = F32  # compute dtype
     out_dtype: DType | None = None
     seed: int | None = None
@@ -98,6 +108,8 @@ class Plan:
     description: str | None = None  # what the plan builds, when more than its merge method
     vocabulary: VocabularyPlan | None = None  # the output vocabulary, when the models' differ
     chat_template: str | None = None  # Jinja text to install, resolved from the recipe's value
+    statistics: dict[str, StatisticsFile] = field(default_factory=dict)
+    """The statistics file of each model that has one, by model reference."""
 
     @property
     def output_bytes(self) -> int:
@@ -112,16 +124,44 @@ class Plan:
         return max(1, min(rows, chunk_elements // max(1, entry.row_numel)))
 
     def working_bytes(self, entry: PlanEntry, chunk_elements: int) -> int:
-        """Rough peak bytes to compute one entry: a chunk of each input in the compute dtype,
-        plus the method's temporaries."""
+        """The working-memory bound of computing one entry, in bytes.
+
+        Streaming: a chunk of each input as read and in the compute dtype, plus the method's
+        temporaries. Whole-tensor: every input as read and in the compute dtype, the
+        statistics (as read and stacked), the output, and the method's declared temporaries
+        (:attr:`~alloykit.methods.contract.Method.temporaries`) in tensors the output's size.
+        """
         count = len(entry.inputs) + (entry.base is not None)
         rows = self.chunk_rows(entry, chunk_elements) if entry.shape else 1
         size = self.compute_dtype.itemsize
-        return rows * entry.row_numel * size * (2 * count + 3)
+        method = get_method(entry.method)
+        if method.streams or not entry.shape:
+            return rows * entry.row_numel * size * (2 * count + 3)
+        numel = rows * entry.row_numel
+        own = 2 * count + 1 + method.temporaries
+        return int(numel * size * own) + 2 * self.statistics_bytes(entry)
+
+    def statistics_bytes(self, entry: PlanEntry) -> int:
+        """Bytes of the statistics read to merge ``entry``."""
+        total = 0
+        for refs in entry.statistics.values():
+            for ref in refs:
+                if ref is not None:
+                    total += self.statistics[ref.model].entries[ref.name].nbytes
+        return total
+
+    def largest_working(self, chunk_elements: int) -> tuple[PlanEntry | None, int]:
+        """The entry with the largest :meth:`working_bytes`, and that bound."""
+        best: tuple[PlanEntry | None, int] = (None, 0)
+        for entry in self.entries:
+            bound = self.working_bytes(entry, chunk_elements)
+            if bound > best[1]:
+                best = (entry, bound)
+        return best
 
     def estimated_peak_bytes(self, threads: int, budget_bytes: int, chunk_elements: int) -> int:
         """Working memory at the busiest moment: ``threads`` large groups, capped by the budget."""
-        largest = max((self.working_bytes(e, chunk_elements) for e in self.entries), default=0)
+        largest = self.largest_working(chunk_elements)[1]
         return max(largest, min(budget_bytes, threads * largest))
 
     def fingerprint(self) -> str:
@@ -135,6 +175,9 @@ class Plan:
             for path in source.files:
                 stat = path.stat()
                 digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        for model, statistics in sorted(self.statistics.items()):
+            stat = statistics.path.stat()
+            digest.update(f"{model}:{statistics.path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         for entry in self.entries:
             digest.update(f"{entry.name}{entry.shape}{entry.dtype}".encode())
         if self.vocabulary is not None:

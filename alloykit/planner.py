@@ -27,6 +27,7 @@ from alloykit.arch.vocab import is_vocab_tensor, set_config_vocab_size
 from alloykit.checkpoint.chat_templates import resolve_chat_template
 from alloykit.checkpoint.derived import DerivedSource
 from alloykit.checkpoint.source import ModelSource, locate, open_source
+from alloykit.checkpoint.statistics import StatisticsFile, open_statistics, statistic_key
 from alloykit.dtypes import parse_dtype
 from alloykit.errors import PlanError
 from alloykit.methods import BasePolicy, get_method
@@ -80,6 +81,7 @@ class _Planner:
         self.config = copy.deepcopy(sources[self.reference].config)
         self.derived: dict[str, DerivedSource] = {}
         self.vocabulary = self._plan_vocabulary()
+        self.statistics = self._open_statistics()
 
     # -- top level -------------------------------------------------------------------------
     def build(self) -> Plan:
@@ -110,6 +112,7 @@ class _Planner:
             seed=self.seed,
             vocabulary=self.vocabulary,
             chat_template=self._chat_template(),
+            statistics=self.statistics,
         )
 
     def _plan_vocabulary(self) -> VocabularyPlan | None:
@@ -196,6 +199,93 @@ class _Planner:
         """An unlisted base joins a ``models:`` merge when the method takes any number."""
         listed = any(m.model == self.recipe.base_model for m in inputs)
         return not self.recipe.slices and not listed and self.method.max_models is None
+
+    # -- statistics inputs -----------------------------------------------------------------
+    def _open_statistics(self) -> dict[str, StatisticsFile]:
+        """Each listed model's statistics file, when the method takes statistics (and every
+        model's file holds every statistic it declares)."""
+        declared = self.method.statistics
+        if not declared:
+            return {}
+        names = ", ".join(s.name for s in declared)
+        if self.recipe.models is None:
+            raise PlanError(
+                f"slices: method {self.method.name!r} takes statistics ({names}), which are "
+                "given per model",
+                "use models: with a statistics: file on each model",
+            )
+        opened: dict[str, StatisticsFile] = {}
+        for entry in self.recipe.models:
+            if entry.model in opened:
+                continue
+            path = self.options.statistics.get(entry.model) or entry.statistics
+            if path is None:
+                where = f"{entry.key_path}.data" if entry.data is not None else entry.key_path
+                raise PlanError(
+                    f"{where}: method {self.method.name!r} needs statistics ({names}) of model "
+                    f"{entry.model!r}, and none were given or computed",
+                    f"add statistics: FILE to {entry.key_path} (see `alloykit calibrate`)",
+                )
+            where = f"{entry.key_path}.statistics"
+            path = self.recipe.resolve_path(path)
+            found = open_statistics(path, self.sources[entry.model], where)
+            for statistic in declared:
+                if statistic.name not in found.kinds():
+                    raise PlanError(
+                        f"{where}: {found.path} holds no {statistic.name!r} statistics "
+                        f"(keys {statistic.name}:TENSOR), which method {self.method.name!r} needs",
+                        "compute them with `alloykit calibrate`",
+                    )
+            opened[entry.model] = found
+        return opened
+
+    def _statistics_of(
+        self, out_name: str, refs: list[TensorRef], common_rows: int | None
+    ) -> dict[str, tuple[TensorRef | None, ...]]:
+        """Each declared statistic of the models' tensors ``refs``: all of them, or none."""
+        mapped: dict[str, tuple[TensorRef | None, ...]] = {}
+        for statistic in self.method.statistics:
+            found: list[TensorRef | None] = []
+            for ref in refs:
+                if ref.model not in self.statistics:
+                    raise PlanError(
+                        f"tensor {out_name!r}: model {ref.model!r} has no statistics file, and "
+                        f"method {self.method.name!r} needs its {statistic.name!r} statistics",
+                        "list the model under models: with statistics: FILE",
+                    )
+                key = statistic_key(statistic.name, ref.name)
+                stats = self.statistics[ref.model]
+                entry = stats.entries.get(key)
+                if entry is not None:
+                    shape = self.sources[ref.model].tensors[ref.name].shape
+                    expected = statistic.shape.of(shape)
+                    if entry.shape != expected:
+                        want = "none" if expected is None else str(list(expected))
+                        raise PlanError(
+                            f"statistics file {stats.path}: {key!r} has shape "
+                            f"{list(entry.shape)}, expected {want} for tensor {ref.name!r} "
+                            f"of shape {list(shape)}",
+                            "the file was computed on another architecture; recompute it",
+                        )
+                found.append(None if entry is None else TensorRef(ref.model, key))
+            present = [ref for ref in found if ref is not None]
+            if present and len(present) < len(found):
+                missing = refs[found.index(None)]
+                have = present[0].model
+                raise PlanError(
+                    f"tensor {out_name!r}: statistics file {self.statistics[missing.model].path} "
+                    f"of model {missing.model!r} has no "
+                    f"{statistic_key(statistic.name, missing.name)!r}, which model {have!r}'s has",
+                    "compute every model's statistics with the same settings and data",
+                )
+            if present and common_rows is not None:
+                raise PlanError(
+                    f"tensor {out_name!r}: vocabulary sizes differ and method "
+                    f"{self.method.name!r} takes {statistic.name!r} statistics of it",
+                    "merge models with the same vocabulary size",
+                )
+            mapped[statistic.name] = tuple(found)
+        return mapped
 
     # -- models: form ----------------------------------------------------------------------
     def _plan_models(self) -> None:
@@ -416,6 +506,7 @@ class _Planner:
                 globals=global_values,
                 seed=tensor_seed(self.seed, out_name) if self.method.random else 0,
                 common_rows=common_rows,
+                statistics=self._statistics_of(out_name, refs, common_rows),
             )
         )
 

@@ -191,7 +191,8 @@ def merge(
             peak = the_plan.estimated_peak_bytes(
                 engine.threads, engine.budget_bytes, engine.chunk_size()
             )
-            render_plan(the_plan, console, peak_bytes=peak)
+            largest = the_plan.largest_working(engine.chunk_size())
+            render_plan(the_plan, console, peak_bytes=peak, largest=largest)
         if dry_run:
             return
         if not verbose:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from alloykit.methods import Method
+from alloykit.methods import Method, get_method
 from alloykit.plan import Plan, PlanEntry
 
 
@@ -43,7 +43,30 @@ def _params(entry: PlanEntry) -> str:
     return " ".join(values)
 
 
-def render_plan(plan: Plan, console: Console, *, peak_bytes: int) -> None:
+def _statistics(plan: Plan, entry: PlanEntry) -> str:
+    """The entry's statistics inputs: ``  + gram [n × shape] BYTES`` per statistic (or
+    ``none``, where the method falls back)."""
+    parts = []
+    for name, refs in entry.statistics.items():
+        present = [ref for ref in refs if ref is not None]
+        if not present:
+            parts.append(f"{name} none")
+            continue
+        stored = plan.statistics[present[0].model].entries[present[0].name]
+        size = sum(plan.statistics[r.model].entries[r.name].nbytes for r in present)
+        parts.append(f"{name} [{len(present)} × {list(stored.shape)}] {human_bytes(size)}")
+    return ("  + " + ", ".join(parts)) if parts else ""
+
+
+def render_plan(
+    plan: Plan,
+    console: Console,
+    *,
+    peak_bytes: int,
+    largest: tuple[PlanEntry | None, int] = (None, 0),
+) -> None:
+    """Print the plan; ``largest`` is the entry with the largest working-memory bound and
+    that bound (:meth:`~alloykit.plan.Plan.largest_working`)."""
     recipe = plan.recipe
     console.print(
         f"[bold]method[/] {plan.method.name}   [bold]seed[/] {plan.seed}   "
@@ -53,12 +76,15 @@ def render_plan(plan: Plan, console: Console, *, peak_bytes: int) -> None:
         console.print(f"[bold]base[/] {recipe.base_model}")
     for ref, source in plan.sources.items():
         console.print(f"[bold]input[/] {ref} → {source.root} ({len(source.tensors)} tensors)")
+    for ref, statistics in plan.statistics.items():
+        kinds = ", ".join(sorted(statistics.kinds()))
+        console.print(f"[bold]statistics[/] {ref} → {statistics.path} ({kinds})")
     console.print()
     console.print("[bold]output tensors[/] (name  shape  dtype  ←  inputs  params)")
     for entry in plan.entries:
         console.print(
             f"  {entry.name}  {list(entry.shape)}  {entry.dtype}  ← {_inputs(entry)}  "
-            f"{_params(entry)}",
+            f"{_params(entry)}{_statistics(plan, entry)}",
             highlight=False,
             markup=False,
         )
@@ -75,9 +101,18 @@ def render_plan(plan: Plan, console: Console, *, peak_bytes: int) -> None:
         for warning in plan.warnings:
             console.print(f"  {warning}", highlight=False, markup=False)
     console.print()
+    statistics = sum(plan.statistics_bytes(e) for e in plan.entries)
+    read = f"statistics read {human_bytes(statistics)}; " if plan.statistics else ""
+    entry, bound = largest
+    biggest = (
+        f"largest working set {human_bytes(bound)} ({entry.name}, "
+        f"{get_method(entry.method).form.value}); "
+        if entry is not None
+        else ""
+    )
     console.print(
         f"[bold]summary[/] {len(plan.entries)} output tensors, {len(plan.dropped)} dropped; "
-        f"output size {human_bytes(plan.output_bytes)}; "
+        f"output size {human_bytes(plan.output_bytes)}; {read}{biggest}"
         f"estimated peak working memory {human_bytes(peak_bytes)}; "
         f"config: {plan.reference}; tokenizer: {plan.tokenizer_source}"
     )
@@ -112,7 +147,13 @@ def render_method(method: Method, console: Console) -> None:
     console.print(
         f"base model: {method.base.value}; models: at least {method.min_models}, {count}"
         + ("; random (seeded per tensor)" if method.random else "")
+        + f"; form: {method.form.value}"
     )
+    for statistic in method.statistics:
+        fallback = f" (without it: {statistic.fallback})" if statistic.fallback else ""
+        console.print(
+            f"statistic {statistic.name} ({statistic.shape.value}): {statistic.doc}{fallback}"
+        )
     if method.notes:
         console.print(f"notes: {method.notes}")
     table = Table(show_lines=False)

@@ -41,9 +41,12 @@ class ByteSink(Protocol):
 def lane_merge(plan: Plan, entry: PlanEntry) -> StoredMerge | None:
     """The lane's merge of ``entry``, or ``None`` where the entry needs the torch path: an
     input not bfloat16 in a safetensors file, rows copied past a vocabulary mismatch, an output
-    dtype other than bfloat16 or float32, a method or parameters the lane does not run.
+    dtype other than bfloat16 or float32, a method or parameters the lane does not run, a
+    method that takes statistics.
     (The device and compute dtype are the caller's to check.)"""
-    if len(entry.shape) < 1 or entry.common_rows is not None or entry.dtype not in (BF16, F32):
+    if entry.statistics or len(entry.shape) < 1 or entry.common_rows is not None:
+        return None
+    if entry.dtype not in (BF16, F32):
         return None
     for ref in _refs(entry):
         stored = plan.sources[ref.model].entry(ref.name)

@@ -22,7 +22,7 @@ from alloykit.checkpoint.source import ModelSource
 from alloykit.errors import AlloyError, NonFiniteError, PlanError
 from alloykit.methods import get_method
 from alloykit.methods.streaming import Chunk, KernelMerge, StreamingMerge
-from alloykit.plan import Plan, PlanEntry
+from alloykit.plan import Plan, PlanEntry, TensorRef
 
 if TYPE_CHECKING:
     from alloykit.engine import Sink
@@ -268,10 +268,26 @@ def _merging(plan: Plan, entry: PlanEntry, device: torch.device) -> StreamingMer
         params[name] = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
     if method.random:
         params["seed"] = entry.seed
+    for name, refs in entry.statistics.items():
+        params[name] = read_statistics(plan, refs, device)
     if method.streaming is None:
         return KernelMerge(method.kernel, params)
     shape = (entry.merged_rows, *entry.shape[1:]) if entry.shape else ()
     return method.streaming(shape, plan.compute_dtype.torch, **params)
+
+
+def read_statistics(
+    plan: Plan, refs: tuple[TensorRef | None, ...], device: torch.device
+) -> torch.Tensor | None:
+    """One statistic of every input model, stacked ``[n, ...]`` in float32 on ``device``;
+    ``None`` when no model has it for this tensor (the planner allows all or none)."""
+    if all(ref is None for ref in refs):
+        return None
+    parts = []
+    for ref in refs:
+        assert ref is not None
+        parts.append(plan.statistics[ref.model].read(ref.name))
+    return torch.stack(parts).to(device)
 
 
 def merge_entry(

@@ -14,6 +14,13 @@ model's tensor or ``None``, per-model parameters arrive as float32 tensors of sh
 and global parameters as Python scalars. Random kernels also receive ``seed`` (an int).
 A method that can merge a tensor a few rows at a time also has a ``streaming`` factory
 (:mod:`alloykit.methods.streaming`); the engine then never holds whole tensors.
+
+A method's :attr:`Method.form` says how the engine feeds it: streaming (row chunks),
+whole-tensor (one matrix at a time per worker, within the byte budget, its working memory
+bounded by :attr:`Method.temporaries`), or whole-tensor with statistics: per-model auxiliary
+tensors of their own shapes (:class:`Statistic`: Gram matrices, Fisher diagonals) that the
+kernel receives as keyword arguments, ``[n, *statistic shape]`` float32 on the compute
+device, or ``None`` where no model has that statistic for the tensor.
 """
 
 from __future__ import annotations
@@ -104,6 +111,46 @@ class Param:
         return value
 
 
+class Form(str, Enum):
+    """How the engine feeds a method a tensor (shown by ``alloykit methods`` and ``--dry-run``)."""
+
+    STREAMING = "streaming"
+    WHOLE_TENSOR = "whole-tensor"
+    WITH_STATISTICS = "whole-tensor with statistics"
+
+
+class StatisticShape(str, Enum):
+    """The shape of a statistic of one weight ``W``, derived from ``W``'s shape."""
+
+    GRAM = "gram"
+    """``[in, in]`` for a 2-D weight ``[out, in]``: the Gram matrix of the layer's inputs."""
+    DIAGONAL = "diagonal"
+    """``W``'s own shape: one value per parameter (e.g. a diagonal Fisher)."""
+
+    def of(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The statistic's shape for a weight of ``shape``; ``None`` where it has none (a Gram
+        of a tensor that is not a matrix)."""
+        if self is StatisticShape.GRAM:
+            return (shape[1], shape[1]) if len(shape) == 2 else None
+        return shape
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A per-model auxiliary input a method needs beside each weight.
+
+    Statistics files key them ``"{name}:{tensor name}"`` (docs/engine.md); the kernel receives
+    the models' statistics of the tensor being merged as the keyword argument ``name``.
+    ``fallback`` says what the method does for a tensor without the statistic (a norm or a
+    bias has no Gram matrix); every listed model must then lack it, never only some.
+    """
+
+    name: str
+    shape: StatisticShape
+    doc: str = ""
+    fallback: str = ""
+
+
 @dataclass(frozen=True)
 class Implementation:
     """The code behind a contract: the whole-tensor kernel and, for a method that
@@ -133,10 +180,29 @@ class Method:
     streams: bool = False
     """Whether the engine may merge a tensor a few rows at a time (:attr:`streaming` is set)."""
     notes: str = ""
+    statistics: tuple[Statistic, ...] = ()
+    """Per-model statistics the kernel receives beside each tensor (a whole-tensor form)."""
+    temporaries: float = 2.0
+    """A whole-tensor kernel's peak temporaries, in float32 tensors the size of the output
+    (e.g. an SVD's factors): part of the working-memory bound the plan states per entry."""
     param_index: dict[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "param_index", {p.name: p for p in self.params})
+        if self.statistics and self.streams:
+            raise ValueError(
+                f"method {self.name!r}: a method with statistics takes whole tensors "
+                "(streams=False)"
+            )
+        if self.temporaries < 0:
+            raise ValueError(f"method {self.name!r}: temporaries must be >= 0")
+
+    @property
+    def form(self) -> Form:
+        """How the engine feeds this method a tensor."""
+        if self.streams:
+            return Form.STREAMING
+        return Form.WITH_STATISTICS if self.statistics else Form.WHOLE_TENSOR
 
     def param(self, name: str) -> Param | None:
         return self.param_index.get(name)

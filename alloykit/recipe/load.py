@@ -114,7 +114,18 @@ def _model_input(
             entry.parameters, f"{path}.parameters", method, "model", warnings
         ),
         key_path=path,
+        statistics=_file_path(entry.statistics, f"{path}.statistics"),
+        data=_file_path(entry.data, f"{path}.data"),
     )
+
+
+def _file_path(raw: Any, path: str) -> Path | None:
+    """A path given in the recipe (kept as written; the planner resolves it)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        fail(path, f"expected a file path, got {raw!r}", "e.g. stats/model-a.safetensors")
+    return Path(raw)
 
 
 def _slice(

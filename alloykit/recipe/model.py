@@ -52,6 +52,11 @@ class ModelInput:
     parameters: Parameters = field(default_factory=dict)
     layer_range: tuple[int, int] | None = None  # [start, end), slices only
     key_path: str = ""
+    statistics: Path | None = None
+    """A statistics file of this model (Gram matrices, Fisher diagonals; docs/engine.md), as
+    written in the recipe: relative paths are relative to the recipe's directory."""
+    data: Path | None = None
+    """Calibration data from which this model's statistics are computed, as written."""
 
     @property
     def layer_count(self) -> int | None:
@@ -134,6 +139,12 @@ class Recipe:
             if override is not None:
                 return override
         return self.base_model
+
+    def resolve_path(self, path: Path) -> Path:
+        """``path`` as written in the recipe, relative to the recipe's directory."""
+        if path.is_absolute() or self.source_file is None:
+            return path
+        return self.source_file.parent / path
 
     def model_references(self) -> list[str]:
         """Every distinct model reference, base first, in order of appearance."""

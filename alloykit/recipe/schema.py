@@ -29,6 +29,8 @@ class ModelEntrySchema(_Schema):
 
     model: Any
     parameters: dict[str, Any] | None = None
+    statistics: Any = None  # a statistics file (alloykit calibrate's output)
+    data: Any = None  # calibration data: a zoo task dir, a task YAML or a JSONL
 
     @model_validator(mode="before")
     @classmethod
