@@ -1,7 +1,7 @@
 """The Python API: plan, merge to a directory, merge into memory.
 
 Nothing here imports torch: planning needs none, and the engine imports it only for tensors
-that take its torch path (:mod:`alloykit.engine`), so a dry run or a merge the stored lane
+that take its torch path (:mod:`alloykit.engine`), so a dry run or a merge the raw path
 covers never pays for the import (about 3 s).
 """
 
@@ -76,7 +76,7 @@ class MergeOptions:
     chunk_elements: int | None = None  # values per input per chunk; None: the device default
     hash_inputs: bool = False  # SHA-256 of every input file in the model card
     fsync: bool = True  # flush the output to disk before it takes its final name
-    stored_lane: bool = True  # False: no tensor takes the torch-free lane (for comparisons)
+    raw_path: bool = True  # False: no tensor takes the torch-free raw path (for comparisons)
     copy_tokenizer: bool = True  # tokenizer files (and the recipe's chat template) to the output
     write_model_card: bool = True  # README.md describing the merge
     check_loads: bool = True  # the output's config and tensors must agree for transformers
@@ -98,7 +98,7 @@ class MergeOptions:
             threads=self.threads,
             budget_bytes=parse_size(self.memory_budget),
             chunk_elements=self.chunk_elements,
-            stored_lane=self.stored_lane,
+            raw_path=self.raw_path,
         )
 
 

@@ -57,6 +57,11 @@ class PlanEntry:
         return self.dtype.itemsize * prod(self.shape)
 
     @property
+    def all_inputs(self) -> list[TensorRef]:
+        """The inputs, then the base: the order in which the engine stacks them."""
+        return [*self.inputs, *([self.base] if self.base is not None else [])]
+
+    @property
     def row_numel(self) -> int:
         """Values per row (along dimension 0); a 0-dimensional tensor is one row of one."""
         return prod(self.shape[1:])

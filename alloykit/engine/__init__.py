@@ -6,12 +6,13 @@ merged, cast, and written at their final offset, so memory holds a few chunks in
 tensors, and the working set of a chunk stays in the CPU's caches. Whole-tensor statistics
 (slerp's angle, TIES's cut-offs) are extra passes over the rows.
 
-Two paths merge a tensor: the torch path (:mod:`alloykit.engine.tensors`, every method and
-device) and the stored lane (:mod:`alloykit.engine.stored`: bfloat16 inputs as stored, merged
-on CPU by the fused kernels over numpy buffers, for linear, task arithmetic, DARE and Model
-Stock).
+Every tensor goes through one per-entry loop (:mod:`alloykit.engine.loop`: passes, chunks,
+finiteness checks, merge, narrowing, writing); two paths feed it: the torch path
+(:mod:`alloykit.engine.tensors`, every method and device: chunks are torch tensors) and the
+raw path (:mod:`alloykit.engine.raw`: bfloat16 inputs read as stored into numpy buffers and
+merged on CPU by the fused kernels, for linear, task arithmetic, DARE and Model Stock).
 Both give the same bits; torch is imported only when some tensor needs its path, so a merge
-the lane covers starts without torch's 3-second import.
+the raw path covers starts without torch's 3-second import.
 
 Output tensors are spread over a pool of worker threads (the kernels, torch and file I/O
 release the GIL), so reading, computing and writing overlap; torch's own intra-op threads are
@@ -59,7 +60,7 @@ class Sink(Protocol):
         ...
 
     def write_bytes(self, name: str, first_row: int, data: Any, rows: int) -> None:
-        """Store ``rows`` rows given as their raw bytes (the stored lane's output)."""
+        """Store ``rows`` rows given as their raw bytes (the raw path's output)."""
         ...
 
     def finish(self, name: str) -> None: ...
@@ -71,7 +72,7 @@ class EngineOptions:
     threads: int = 2
     budget_bytes: int = DEFAULT_BUDGET
     chunk_elements: int | None = None  # None: CHUNK_ELEMENTS of the device type
-    stored_lane: bool = True  # False: every tensor takes the torch path (for comparisons)
+    raw_path: bool = True  # False: every tensor takes the torch path (for comparisons)
 
     def chunk_size(self) -> int:
         if self.chunk_elements is not None:
@@ -112,17 +113,17 @@ class _Budget:
             self.cond.notify_all()
 
 
-def _lane_merges(
+def _raw_merges(
     plan: Plan, entries: list[PlanEntry], options: EngineOptions
 ) -> dict[str, StoredMerge]:
-    """The stored lane's merge of each entry it runs (:func:`alloykit.engine.stored.lane_merge`)."""
-    if not (options.stored_lane and options.device == "cpu" and native.available()):
+    """The raw path's merge of each entry it runs (:func:`alloykit.engine.raw.merge_for`)."""
+    if not (options.raw_path and options.device == "cpu" and native.available()):
         return {}
     if plan.compute_dtype != F32:
         return {}
-    from alloykit.engine import stored
+    from alloykit.engine import raw
 
-    merges = {e.name: stored.lane_merge(plan, e) for e in entries}
+    merges = {e.name: raw.merge_for(plan, e) for e in entries}
     return {name: merging for name, merging in merges.items() if merging is not None}
 
 
@@ -168,13 +169,13 @@ def execute(
     order = sorted(
         (e for e in plan.entries if e.name not in skipped), key=lambda e: e.nbytes, reverse=True
     )
-    lane = _lane_merges(plan, order, options)
-    merge = _torch_path(plan, options, chunk_elements) if len(lane) < len(order) else None
+    by_raw = _raw_merges(plan, order, options)
+    merge = _torch_path(plan, options, chunk_elements) if len(by_raw) < len(order) else None
     with ExitStack() as stack:
-        if lane:
-            from alloykit.engine import stored
+        if by_raw:
+            from alloykit.engine import raw
 
-            files, buffers = stored.Descriptors(), stored.Buffers()
+            files, buffers = raw.Descriptors(), raw.Buffers()
             stack.callback(files.close)
         if merge is not None:
             from alloykit.engine.tensors import single_intra_op_thread
@@ -183,9 +184,9 @@ def execute(
 
         def run(entry: PlanEntry, reserved: int) -> None:
             try:
-                merging = lane.pop(entry.name, None)  # its state (survivor bits) goes with it
+                merging = by_raw.pop(entry.name, None)  # its state (survivor bits) goes with it
                 if merging is not None:
-                    stored.merge_entry(
+                    raw.merge_entry(
                         plan, entry, merging, sink, chunk_elements=chunk_elements,
                         hold_bytes=HOLD_BYTES, files=files, buffers=buffers,
                     )  # fmt: skip

@@ -3,12 +3,15 @@
 Rows of each input are read into staging buffers (pinned when they go to a GPU), widened to
 the compute dtype (or kept as stored for merges that read bfloat16), merged by the method's
 :class:`~alloykit.methods.streaming.StreamingMerge`, cast once to the output dtype and handed
-to the sink. :mod:`alloykit.engine` decides which tensors come here and runs the threads.
+to the sink. This module is the path's reader (:class:`_Inputs`, an
+:class:`~alloykit.engine.loop.EntryReader` of torch chunks) and the method's merge with its
+parameters and statistics as tensors; the loop over passes and chunks is the engine's one loop
+(:func:`alloykit.engine.loop.merge_entry`). :mod:`alloykit.engine` decides which tensors
+come here and runs the threads.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 from collections.abc import Iterator
@@ -19,7 +22,8 @@ import torch
 
 from alloykit import engine, native
 from alloykit.checkpoint.source import ModelSource
-from alloykit.errors import AlloyError, NonFiniteError, PlanError
+from alloykit.engine import loop
+from alloykit.errors import AlloyError
 from alloykit.methods import get_method
 from alloykit.methods.streaming import Chunk, KernelMerge, StreamingMerge
 from alloykit.plan import Plan, PlanEntry, TensorRef
@@ -97,18 +101,29 @@ class Staging(threading.local):
 
 
 class _Inputs:
-    """Reads rows of one entry's inputs (models, then the base) for the engine's chunks.
+    """Reads rows of one entry's inputs (models, then the base) for the engine's chunks, and
+    writes the merged rows cast to the output dtype (an
+    :class:`~alloykit.engine.loop.EntryReader` of :class:`~alloykit.methods.streaming.Chunk`).
 
     Sources that read rows from disk are read a chunk at a time; others (adapters applied on
     read, pickles, derived tensors) are read whole once and sliced.
     """
 
-    def __init__(self, plan: Plan, entry: PlanEntry, device: torch.device, staging: Staging):
+    def __init__(
+        self,
+        plan: Plan,
+        entry: PlanEntry,
+        device: torch.device,
+        staging: Staging,
+        sink: Sink,
+    ):
         self.plan = plan
         self.entry = entry
         self.device = device
         self.staging = staging
-        self.refs = [*entry.inputs, *([entry.base] if entry.base is not None else [])]
+        self.sink = sink
+        self.refs = entry.all_inputs
+        self.stored = False  # chunks are bfloat16 as stored (set by prepare)
         self.held: dict[int, torch.Tensor] = {}
         self.stack: torch.Tensor | None = None  # every input held, stacked as stored
         for slot, ref in enumerate(self.refs):
@@ -176,10 +191,14 @@ class _Inputs:
                 return False
         return True
 
-    def chunks(self, step: int, *, check: bool, stored: bool = False) -> Iterator[Chunk]:
+    def prepare(self, merging: StreamingMerge) -> None:
+        """Read chunks as stored when ``merging`` takes them so and :meth:`can_stay_stored`."""
+        self.stored = merging.reads_stored and self.can_stay_stored()
+
+    def chunks(self, step: int, *, check: bool) -> Iterator[Chunk]:
         """The merged rows in chunks of ``step`` rows, in the compute dtype on the device, or
-        as stored with ``stored`` (where :meth:`can_stay_stored`)."""
-        if stored:
+        as stored (see :meth:`prepare`)."""
+        if self.stored:
             yield from self._stored_chunks(step, check=check)
             return
         entry, dtype = self.entry, self.plan.compute_dtype.torch
@@ -244,13 +263,30 @@ class _Inputs:
             yield Chunk(buffer[:count], base, start, shape, stored=True)
 
     def fail_non_finite(self, slot: int, rows: torch.Tensor) -> None:
-        """Inputs are checked before merging: a kernel may discard a NaN (trimming) and hide it."""
-        ref = self.refs[slot]
-        kind = "NaN" if bool(torch.isnan(rows).any()) else "infinite values"
-        raise NonFiniteError(
-            f"tensor {ref.name!r} of model {ref.model!r} contains {kind}",
-            "the checkpoint is corrupt or was saved after a diverged training run",
-        )
+        raise loop.non_finite_input(self.refs[slot], bool(torch.isnan(rows).any()))
+
+    def write(self, chunk: Chunk, merged: torch.Tensor) -> bool:
+        """Cast ``merged`` to the output dtype (checking it finite) and write it."""
+        out = self.staging.output(merged.shape, self.entry.dtype.torch)
+        if native.converts(merged, out):  # narrowed and checked in one pass
+            finite = native.narrow_bf16(merged, out)
+        else:
+            finite, out = _all_finite(merged), merged.to(self.entry.dtype.torch).cpu()
+        if finite:
+            self.sink.write_rows(self.entry.name, chunk.first_row, out)
+        return finite
+
+    def finish(self, step: int) -> None:
+        """Rows past ``common_rows`` (vocabulary mismatch) come from the base, else the first
+        model; then the tensor is complete."""
+        entry = self.entry
+        if entry.common_rows is not None:
+            lead = len(entry.inputs) if entry.base is not None else 0
+            for start in range(entry.common_rows, entry.shape[0], step):
+                stop = min(start + step, entry.shape[0])
+                rows = self.rows(lead, start, stop).to(self.plan.compute_dtype.torch)
+                self.sink.write_rows(entry.name, start, rows.to(entry.dtype.torch))
+        self.sink.finish(entry.name)
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
@@ -299,7 +335,7 @@ def merge_entry(
     staging: Staging | None = None,
 ) -> None:
     """Merge one output tensor into ``sink``, a chunk of rows at a time."""
-    inputs = _Inputs(plan, entry, device, staging or Staging())
+    inputs = _Inputs(plan, entry, device, staging or Staging(), sink)
     step = plan.chunk_rows(entry, chunk_elements)
     if entry.method == "passthrough" and not entry.dtype.is_floating_point:
         for start in range(0, max(entry.merged_rows, 1), step):
@@ -307,49 +343,7 @@ def merge_entry(
             sink.write_rows(entry.name, start, inputs.rows(0, start, stop).clone())
         sink.finish(entry.name)
         return
-    try:
-        merging = _merging(plan, entry, device)
-        passes = merging.passes()
-        first = next(passes, None)
-        stored = merging.reads_stored and inputs.can_stay_stored()
-        if first is not None:
-            inputs.hold()
-        checked = False
-        for observe in itertools.chain([first] if first else [], passes):
-            for chunk in inputs.chunks(step, check=not checked, stored=stored):
-                observe(chunk)
-            checked = True
-        for chunk in inputs.chunks(step, check=not checked, stored=stored):
-            merged = merging.merge(chunk)
-            out = inputs.staging.output(merged.shape, entry.dtype.torch)
-            if native.converts(merged, out):  # narrowed and checked in one pass
-                finite = native.narrow_bf16(merged, out)
-            else:
-                finite, out = _all_finite(merged), merged.to(entry.dtype.torch).cpu()
-            if not finite:
-                raise NonFiniteError(
-                    f"merging {entry.name!r} with {entry.method!r} produced NaN or infinite values",
-                    "check the method's parameters (e.g. weights summing to zero with normalize)",
-                )
-            sink.write_rows(entry.name, chunk.first_row, out)
-    except ValueError as exc:  # kernels report inputs they cannot merge this way
-        raise PlanError(
-            f"tensor {entry.name!r}: method {entry.method!r} cannot merge it: {exc}",
-            "adjust the method's parameters for this tensor (see `alloykit methods`)",
-        ) from exc
-    _copy_tail(plan, entry, inputs, sink, step)
-    sink.finish(entry.name)
-
-
-def _copy_tail(plan: Plan, entry: PlanEntry, inputs: _Inputs, sink: Sink, step: int) -> None:
-    """Rows past ``common_rows`` (vocabulary mismatch) come from the base, else the first model."""
-    if entry.common_rows is None:
-        return
-    lead = len(entry.inputs) if entry.base is not None else 0
-    for start in range(entry.common_rows, entry.shape[0], step):
-        stop = min(start + step, entry.shape[0])
-        rows = inputs.rows(lead, start, stop).to(plan.compute_dtype.torch)
-        sink.write_rows(entry.name, start, rows.to(entry.dtype.torch))
+    loop.merge_entry(entry, inputs, lambda: _merging(plan, entry, device), step)
 
 
 @contextmanager

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from alloykit import native
+from alloykit.methods.coefficients import weight_divisor
 from alloykit.methods.registry import register
-from alloykit.methods.stored import weight_divisor
 
 
 def broadcast_weights(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import torch
 
 from alloykit import native
+from alloykit.methods.coefficients import stock_ratio
 from alloykit.methods.registry import register_streaming
-from alloykit.methods.stored import stock_ratio
 from alloykit.methods.streaming import Chunk, Observer
 from alloykit.methods.task_vectors import TaskVectorMerge
 

@@ -1,5 +1,5 @@
 """Merges of bfloat16 inputs as stored, on memory addresses, by the fused kernels: the methods'
-forms for the engine's torch-free lane (:mod:`alloykit.engine.stored`).
+forms for the engine's torch-free raw path (:mod:`alloykit.engine.raw`).
 
 Linear, task arithmetic, DARE and Model Stock are fused loops over bfloat16 values as stored
 (:mod:`alloykit.native`): torch adds nothing to them but its import, about 3 s here, as long
@@ -11,8 +11,6 @@ two give the same bits; tests compare them.
 
 from __future__ import annotations
 
-import itertools
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import numpy as np
 
 from alloykit import native
 from alloykit.methods import thinning
+from alloykit.methods.coefficients import stock_ratio, weight_divisor
 from alloykit.methods.step_choices import SignRule, Sparsification
 from alloykit.methods.task_vector_settings import METHODS, TaskVectorMethod, TaskVectorOptions
 from alloykit.methods.thinning import Thinning, as_decimal, model_seed, survivor_bytes
@@ -48,7 +47,7 @@ StoredObserver = Callable[[StoredChunk], None]
 
 
 class StoredMerge(ABC):
-    """One tensor's merge in the lane: statistics passes, then the merge of each chunk (the
+    """One tensor's merge on the raw path: statistics passes, then the merge of each chunk (the
     same protocol as :class:`~alloykit.methods.streaming.StreamingMerge`)."""
 
     def passes(self) -> Iterator[StoredObserver]:
@@ -57,29 +56,6 @@ class StoredMerge(ABC):
     @abstractmethod
     def merge(self, chunk: StoredChunk) -> None:
         """Write the merged rows of ``chunk`` (float32) at ``chunk.out``."""
-
-
-def weight_divisor(weights: Sequence[float], normalize: bool) -> float:
-    """What a normalized weighted sum divides by: the weights' float32 sum in model order, or
-    1 without ``normalize`` or where that sum is ~0 (|sum| <= 1e-8)."""
-    total = np.float32(0)
-    for weight in np.asarray(weights, dtype=np.float32):
-        total = np.float32(total + weight)
-    return float(total) if normalize and abs(float(total)) > 1e-8 else 1.0
-
-
-def stock_ratio(sums: Sequence[float], k: int) -> float:
-    """Model Stock's ``t = k·cosθ / (1 + (k − 1)·cosθ)`` from the task vectors' squared norms
-    ``sums[:k]`` and pair products ``sums[k:]`` (:func:`itertools.combinations` order), with
-    cosθ their mean pairwise cosine; 0 (keep the base) where the denominator is ~0."""
-    norms = [math.sqrt(s) for s in sums[:k]]
-    cosines = [
-        min(1.0, max(-1.0, sums[k + p] / max(norms[i] * norms[j], 1e-6)))
-        for p, (i, j) in enumerate(itertools.combinations(range(k), 2))
-    ]
-    cos = sum(cosines) / len(cosines)
-    denominator = 1 + (k - 1) * cos
-    return 0.0 if abs(denominator) < 1e-6 else k * cos / denominator
 
 
 class LinearOfStored(StoredMerge):
@@ -239,7 +215,7 @@ STORED_MERGES: dict[str, Callable[..., StoredMerge | None]] = {
     "model_stock": _model_stock,
     **{settings.name: _task_vectors(settings) for settings in METHODS},
 }
-"""The methods the lane may run, each a factory ``(per_model, globals, count, numel, seed)``
+"""The methods the raw path may run, each a factory ``(per_model, globals, count, numel, seed)``
 of its merge of one tensor, or ``None`` where the parameters need the torch path."""
 
 
@@ -252,7 +228,7 @@ def stored_merge(
     numel: int = 0,
     seed: int = 0,
 ) -> StoredMerge | None:
-    """The lane's merge of one tensor by ``method``, or ``None`` where it has none."""
+    """The raw path's merge of one tensor by ``method``, or ``None`` where it has none."""
     factory = STORED_MERGES.get(method)
     if factory is None or not 0 < count <= native.MAX_MODELS:
         return None

@@ -51,7 +51,7 @@ class TaskVectorMethod:
 
     def options(self, params: Mapping[str, Any]) -> TaskVectorOptions:
         """This method's settings applied to a recipe's parameters: what both the torch path
-        and the torch-free lane merge with."""
+        and the torch-free raw path merge with."""
         rule = params.get("consensus_method") if self.sign_election else None
         sparse = self.sparsification is not None
         return TaskVectorOptions(

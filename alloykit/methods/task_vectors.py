@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from alloykit import native
+from alloykit.methods.coefficients import weight_divisor
 from alloykit.methods.linear import broadcast_weights
 from alloykit.methods.registry import register_streaming
 from alloykit.methods.step_choices import RescaleMode, SignRule, Sparsification
@@ -29,7 +30,6 @@ from alloykit.methods.steps import (
     survivor_bytes,
     weighted_sum,
 )
-from alloykit.methods.stored import weight_divisor
 from alloykit.methods.streaming import Chunk, Observer, StreamingFactory, StreamingMerge
 from alloykit.methods.task_vector_settings import METHODS, TaskVectorMethod
 

@@ -4,7 +4,7 @@ What a sparsifier must carry between the chunks of a tensor and between its pass
 random draws (restarted every scan, so chunking never changes them), the measuring pass's
 survivors as bits, the L1 norms before and after thinning and the factor they give. Both the
 torch path (:class:`alloykit.methods.steps.Sparsifier`, which adds the magnitude cut-offs
-and the operations on tensors) and the torch-free lane (:mod:`alloykit.methods.stored`) keep
+and the operations on tensors) and the torch-free raw path (:mod:`alloykit.methods.stored`) keep
 that state here, so the two hand the kernels the same :class:`~alloykit.native.Keep` values.
 """
 

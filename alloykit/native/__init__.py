@@ -2,7 +2,7 @@
 
 This module binds the library and calls it on memory addresses (numpy buffers, or anything
 with a pointer); it does not import torch, so that merges of bfloat16 checkpoints as stored
-run without it (:mod:`alloykit.engine.stored`). The same functions on torch tensors are in
+run without it (:mod:`alloykit.engine.raw`). The same functions on torch tensors are in
 :mod:`alloykit.native.tensors`, reachable from here by name (``native.task_vectors``...)
 and imported on first use.
 

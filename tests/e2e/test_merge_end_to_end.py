@@ -250,7 +250,7 @@ def test_bfloat16_inputs_read_as_stored_give_the_staged_result(llama_bf16, metho
 
     monkeypatch.setattr(_Inputs, "_stored_chunks", spy)
     monkeypatch.setattr(_Inputs, "hold", spy_hold)
-    recipe_merge = functools.partial(alloykit.merge_to_state_dict, stored_lane=False)
+    recipe_merge = functools.partial(alloykit.merge_to_state_dict, raw_path=False)
     results = [recipe_merge(recipe, chunk_elements=c) for c in (37, 10**6)]
     assert len(read_as_stored) >= len(results[0]) - 1  # all but 0-d / non-bfloat16 tensors
     if method not in ("linear", "task_arithmetic", "dare_ties"):  # these make a single pass

@@ -1,4 +1,4 @@
-"""The torch-free lane (alloykit.engine.stored): bfloat16 merges by linear, task arithmetic,
+"""The torch-free raw path (alloykit.engine.raw): bfloat16 merges by linear, task arithmetic,
 DARE and Model Stock give the torch path's bits, whatever the chunking, and run without
 torch."""
 
@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import alloykit
-from alloykit.engine import stored
+from alloykit.engine import raw
 
 LANE_METHODS = ("linear", "task_arithmetic", "dare_ties", "dare_linear", "model_stock")
 
@@ -46,13 +46,13 @@ def _recipe(method: str, models: dict[str, Path], **parameters: object) -> dict:
 def lane_calls(monkeypatch) -> list[str]:
     """Names of the tensors the lane merged."""
     calls: list[str] = []
-    merge_entry = stored.merge_entry
+    merge_entry = raw.merge_entry
 
     def spy(plan, entry, *args, **kwargs):
         calls.append(entry.name)
         return merge_entry(plan, entry, *args, **kwargs)
 
-    monkeypatch.setattr(stored, "merge_entry", spy)
+    monkeypatch.setattr(raw, "merge_entry", spy)
     return calls
 
 
@@ -70,7 +70,7 @@ def test_the_lane_gives_the_torch_paths_bits(
     options = {"chunk_elements": chunk_elements, "out_dtype": out_dtype}
     lane = alloykit.merge_to_state_dict(recipe, **options)
     assert len(lane_calls) == len(lane)  # every tensor of the tiny llama is bfloat16
-    torch_path = alloykit.merge_to_state_dict(recipe, stored_lane=False, **options)
+    torch_path = alloykit.merge_to_state_dict(recipe, raw_path=False, **options)
     assert len(lane_calls) == len(lane)  # the second merge did not use the lane
     for name, tensor in torch_path.items():
         assert lane[name].dtype == tensor.dtype
@@ -82,7 +82,7 @@ def test_linear_and_task_arithmetic_with_normalize_in_the_lane(llama_bf16, norma
     for method in ("linear", "task_arithmetic"):
         recipe = _recipe(method, llama_bf16, normalize=normalize)
         lane = alloykit.merge_to_state_dict(recipe, chunk_elements=100)
-        torch_path = alloykit.merge_to_state_dict(recipe, chunk_elements=100, stored_lane=False)
+        torch_path = alloykit.merge_to_state_dict(recipe, chunk_elements=100, raw_path=False)
         for name, tensor in torch_path.items():
             assert torch.equal(lane[name], tensor), name
     assert lane_calls
@@ -131,7 +131,7 @@ def test_the_lane_writes_a_model_that_resumes_and_loads(llama_bf16, tmp_path, la
     merged: dict[str, torch.Tensor] = {}
     for shard in sorted(out.glob("*.safetensors")):
         merged.update(load_file(shard))
-    expected = alloykit.merge_to_state_dict(recipe, stored_lane=False)
+    expected = alloykit.merge_to_state_dict(recipe, raw_path=False)
     assert merged.keys() == expected.keys()
     for name, tensor in expected.items():
         assert torch.equal(merged[name], tensor), name
@@ -196,14 +196,14 @@ def test_the_lane_lets_go_of_each_tensors_state_once_written(llama_bf16, monkeyp
     tensor until the end of a merge they grow with the model (0.4 GB for a 1.1B one). Each
     tensor's merge state must be freed once it is written."""
     refs: list[weakref.ref] = []
-    merge_entry = stored.merge_entry
+    merge_entry = raw.merge_entry
 
     def spy(plan, entry, merging, *args, **kwargs):
         merge_entry(plan, entry, merging, *args, **kwargs)
         refs.append(weakref.ref(merging))
 
     alive: list[int] = []
-    monkeypatch.setattr(stored, "merge_entry", spy)
+    monkeypatch.setattr(raw, "merge_entry", spy)
     recipe = _recipe("dare_ties", llama_bf16, rescale_mode="l1")
     alloykit.merge_to_state_dict(
         recipe, threads=1, on_done=lambda e: alive.append(sum(r() is not None for r in refs[:-1]))

@@ -14,15 +14,14 @@ from hypothesis import strategies as st
 
 from alloykit import native
 from alloykit.methods import get_method
+from alloykit.methods.coefficients import stock_ratio, weight_divisor
 from alloykit.methods.model_stock import interpolation_ratio
 from alloykit.methods.stored import (
     LinearOfStored,
     ModelStockOfStored,
     StoredChunk,
     TaskVectorsOfStored,
-    stock_ratio,
     stored_merge,
-    weight_divisor,
 )
 from alloykit.methods.streaming import Chunk
 from alloykit.methods.task_vector_settings import METHODS

@@ -1,20 +1,24 @@
-"""The stored lane: tensors whose inputs are all bfloat16 in safetensors files, merged on CPU in
-float32 by the fused kernels over numpy buffers, with no torch at all.
+"""The raw path: tensors whose inputs are all bfloat16 in safetensors files, read as raw bytes
+into numpy buffers and merged on CPU in float32 by the fused kernels, with no torch at all.
 
-Why a lane of its own: for linear, task arithmetic, DARE and Model Stock the kernels read
+This module is the path's reader (:class:`_Inputs`, an
+:class:`~alloykit.engine.loop.EntryReader`); the loop over passes and chunks is the engine's
+one loop (:func:`alloykit.engine.loop.merge_entry`).
+
+Why a path of its own: for linear, task arithmetic, DARE and Model Stock the kernels read
 bfloat16 as stored and do all the arithmetic, so torch only costs: its import (about 3 s here,
-as long as reading and writing a whole 1.1B model) and, per chunk, the views, staging lookups and
-small tensor operations the general path makes under the GIL (about 2 s of a 1.1B linear
-merge). The lane reads rows with positional reads on descriptors kept open, into per-thread
+as long as reading and writing a whole 1.1B model) and, per chunk, the views, staging lookups
+and small tensor operations the torch path makes under the GIL (about 2 s of a 1.1B linear
+merge). This path reads rows with positional reads on descriptors kept open, into per-thread
 buffers, and writes the merged rows at their place (docs/engine.md has the measurements).
 
 What it computes is what the torch path computes on the same tensors, bit for bit: the same
-kernels with the same arguments (:mod:`alloykit.methods.stored`); tests compare the two.
+kernels with the same arguments on the same bytes as stored (:mod:`alloykit.methods.stored`);
+tests compare the two.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -25,7 +29,7 @@ import numpy as np
 from alloykit import native
 from alloykit.checkpoint.safetensors_format import TensorEntry, read_into
 from alloykit.dtypes import BF16, F32
-from alloykit.errors import NonFiniteError
+from alloykit.engine import loop
 from alloykit.methods.stored import StoredChunk, StoredMerge, stored_merge
 
 if TYPE_CHECKING:
@@ -38,17 +42,17 @@ class ByteSink(Protocol):
     def finish(self, name: str) -> None: ...
 
 
-def lane_merge(plan: Plan, entry: PlanEntry) -> StoredMerge | None:
-    """The lane's merge of ``entry``, or ``None`` where the entry needs the torch path: an
+def merge_for(plan: Plan, entry: PlanEntry) -> StoredMerge | None:
+    """The raw path's merge of ``entry``, or ``None`` where the entry needs the torch path: an
     input not bfloat16 in a safetensors file, rows copied past a vocabulary mismatch, an output
-    dtype other than bfloat16 or float32, a method or parameters the lane does not run, a
+    dtype other than bfloat16 or float32, a method or parameters this path does not run, a
     method that takes statistics.
     (The device and compute dtype are the caller's to check.)"""
     if entry.statistics or len(entry.shape) < 1 or entry.common_rows is not None:
         return None
     if entry.dtype not in (BF16, F32):
         return None
-    for ref in _refs(entry):
+    for ref in entry.all_inputs:
         stored = plan.sources[ref.model].entry(ref.name)
         if stored is None or stored.dtype != BF16 or stored.shape != entry.shape:
             return None
@@ -58,10 +62,6 @@ def lane_merge(plan: Plan, entry: PlanEntry) -> StoredMerge | None:
         entry.method, per_model, dict(entry.globals), len(entry.inputs), numel=numel,
         seed=entry.seed,
     )  # fmt: skip
-
-
-def _refs(entry: PlanEntry) -> list:
-    return [*entry.inputs, *([entry.base] if entry.base is not None else [])]
 
 
 class Descriptors:
@@ -104,22 +104,40 @@ class Buffers(threading.local):
 
 
 class _Inputs:
-    """One entry's inputs (models, then the base) read as stored, in chunks of rows."""
+    """One entry's inputs (models, then the base) read as stored, in chunks of rows, and its
+    merged rows narrowed and written as raw bytes (an :class:`~alloykit.engine.loop.EntryReader`
+    of :class:`~alloykit.methods.stored.StoredChunk`)."""
 
-    def __init__(self, plan: Plan, entry: PlanEntry, files: Descriptors, buffers: Buffers):
+    def __init__(
+        self,
+        plan: Plan,
+        entry: PlanEntry,
+        sink: ByteSink,
+        *,
+        files: Descriptors,
+        buffers: Buffers,
+        hold_bytes: int,
+    ):
         self.entry = entry
-        self.refs = _refs(entry)
+        self.sink = sink
+        self.refs = entry.all_inputs
         self.stored = [plan.sources[r.model].entry(r.name) for r in self.refs]
         self.files = files
         self.buffers = buffers
+        self.hold_bytes = hold_bytes
         self.row_numel = entry.row_numel
         self.held: np.ndarray | None = None
+        self.at: tuple[int, int, np.ndarray] | None = None
+        """The current chunk's first row, row count, and float32 rows it is merged into."""
 
-    def hold(self, limit: int) -> None:
-        """Read every input whole, once, when they total at most ``limit`` bytes: a merge
+    def prepare(self, merging: StoredMerge) -> None:
+        """Nothing to choose: chunks are always bfloat16 as stored."""
+
+    def hold(self) -> None:
+        """Read every input whole, once, when they total at most ``hold_bytes``: a merge
         that takes several passes then reads the disk (page cache) once."""
         numel = self.entry.shape[0] * self.row_numel
-        if len(self.refs) * numel * 2 > limit:
+        if len(self.refs) * numel * 2 > self.hold_bytes:
             return
         held = self.buffers.get("held", len(self.refs) * numel, np.uint16)
         for slot in range(len(self.refs)):
@@ -131,12 +149,9 @@ class _Inputs:
         assert stored is not None
         read_into(stored, start, stop, into, fd=self.files.of(stored))
 
-    def chunks(
-        self, step: int, *, check: bool
-    ) -> Iterator[tuple[int, int, StoredChunk, np.ndarray]]:
-        """``(first_row, rows, chunk, out)`` in row order, ``out`` the per-thread float32
-        buffer at ``chunk.out``. With ``check``, every input value is checked finite first: a
-        kernel may discard a NaN (trimming) and hide it."""
+    def chunks(self, step: int, *, check: bool) -> Iterator[StoredChunk]:
+        """The inputs' rows in chunks of ``step`` rows, each merged into a per-thread float32
+        buffer (at ``chunk.out``)."""
         rows_total = self.entry.shape[0]
         count = len(self.entry.inputs)
         slots = len(self.refs)
@@ -158,18 +173,30 @@ class _Inputs:
             address = values.ctypes.data
             base = address + 2 * count * stride if self.entry.base is not None else None
             out = self.buffers.get("out", numel, np.float32)
+            self.at = (start, rows, out)
             offset = start * self.row_numel
-            chunk = StoredChunk(address, count, stride, base, numel, out.ctypes.data, offset)
-            yield start, rows, chunk, out
+            yield StoredChunk(address, count, stride, base, numel, out.ctypes.data, offset)
 
     def fail_non_finite(self, slot: int, values: np.ndarray) -> None:
-        ref = self.refs[slot]
         exponent_ones = (values & 0x7F80) == 0x7F80
-        kind = "NaN" if bool(np.any(exponent_ones & ((values & 0x7F) != 0))) else "infinite values"
-        raise NonFiniteError(
-            f"tensor {ref.name!r} of model {ref.model!r} contains {kind}",
-            "the checkpoint is corrupt or was saved after a diverged training run",
-        )
+        nan = bool(np.any(exponent_ones & ((values & 0x7F) != 0)))
+        raise loop.non_finite_input(self.refs[slot], nan)
+
+    def write(self, chunk: StoredChunk, merged: None) -> bool:
+        """Narrow the float32 rows the merge wrote at ``chunk.out`` and write their bytes."""
+        assert self.at is not None
+        first_row, rows, out = self.at
+        if self.entry.dtype == BF16:
+            data = self.buffers.get("narrowed", chunk.numel, np.uint16)
+            finite = native.narrow_bf16_at(chunk.out, data.ctypes.data, chunk.numel)
+        else:
+            data, finite = out, bool(np.isfinite(out).all())
+        if finite:
+            self.sink.write_bytes(self.entry.name, first_row, data, rows)
+        return finite
+
+    def finish(self, step: int) -> None:
+        self.sink.finish(self.entry.name)
 
 
 def merge_entry(
@@ -183,29 +210,7 @@ def merge_entry(
     files: Descriptors,
     buffers: Buffers,
 ) -> None:
-    """Merge ``entry`` (for which :func:`lane_merge` gave ``merging``) into ``sink``."""
-    inputs = _Inputs(plan, entry, files, buffers)
+    """Merge ``entry`` (for which :func:`merge_for` gave ``merging``) into ``sink``."""
+    inputs = _Inputs(plan, entry, sink, files=files, buffers=buffers, hold_bytes=hold_bytes)
     step = plan.chunk_rows(entry, chunk_elements)
-    passes = merging.passes()
-    first = next(passes, None)
-    if first is not None:
-        inputs.hold(hold_bytes)
-    checked = False
-    for observe in itertools.chain([first] if first is not None else [], passes):
-        for _, _, chunk, _ in inputs.chunks(step, check=not checked):
-            observe(chunk)
-        checked = True
-    for first_row, rows, chunk, merged in inputs.chunks(step, check=not checked):
-        merging.merge(chunk)
-        if entry.dtype == BF16:
-            data = buffers.get("narrowed", chunk.numel, np.uint16)
-            finite = native.narrow_bf16_at(chunk.out, data.ctypes.data, chunk.numel)
-        else:
-            data, finite = merged, bool(np.isfinite(merged).all())
-        if not finite:
-            raise NonFiniteError(
-                f"merging {entry.name!r} with {entry.method!r} produced NaN or infinite values",
-                "check the method's parameters (e.g. weights summing to zero with normalize)",
-            )
-        sink.write_bytes(entry.name, first_row, data, rows)
-    sink.finish(entry.name)
+    loop.merge_entry(entry, inputs, lambda: merging, step)
