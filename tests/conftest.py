@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Caches (model fingerprints, statistics) go to a directory of this test session, never ~/.cache.
+os.environ["ALLOYKIT_CACHE"] = tempfile.mkdtemp(prefix="alloykit-test-cache-")
 
 
 @pytest.fixture(scope="session")

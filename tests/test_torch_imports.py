@@ -1,7 +1,8 @@
-"""Planning needs no torch: importing alloykit, opening checkpoints by headers, reading bytes
-and planning (``alloykit merge --dry-run``) never import it.
+"""Planning needs no torch: importing alloykit, opening checkpoints by headers, reading bytes,
+fingerprinting a model (for its statistics files) and planning (``alloykit merge --dry-run``)
+never import it.
 
-Importing torch takes about 3 s, more than a small merge; the merges the stored lane runs do
+Importing torch takes about 3 s, more than a small merge; the merges the raw path runs do
 without it too (tests/e2e/test_stored_lane.py).
 """
 
@@ -36,7 +37,9 @@ import numpy as np
 import alloykit
 import alloykit.api, alloykit.arch, alloykit.cli, alloykit.cli.app, alloykit.dtypes
 import alloykit.engine, alloykit.plan, alloykit.planner, alloykit.recipe
-from alloykit.checkpoint import card, model_files, safetensors_format, sink, source
+import alloykit.engine.loop, alloykit.engine.raw
+from alloykit.calibrate.fingerprint import fingerprint
+from alloykit.checkpoint import card, model_files, safetensors_format, sink, source, statistics
 from alloykit.cli.app import app
 
 assert alloykit.__file__.startswith(sys.argv[1]), alloykit.__file__
@@ -44,6 +47,7 @@ model = source.open_source(sys.argv[2])
 for name in model.tensors:
     entry = model.entry(name)
     safetensors_format.read_into(entry, 0, 1, np.empty(entry.nbytes, np.uint8))
+assert len(fingerprint(model)) == 64
 alloykit.plan(sys.argv[3])
 app(["merge", sys.argv[3], "--dry-run"], standalone_mode=False)
 print(json.dumps(sorted(importers)), "torch" in sys.modules)

@@ -76,11 +76,6 @@ def test_methods(monkeypatch):
     SEEN.clear()
 
 
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("ALLOYKIT_CACHE", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def stats(llama, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("statistics")
