@@ -4,6 +4,8 @@ kernel the models' statistics of each tensor, stacked ``[n, ...]`` in float32, o
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +303,26 @@ def test_statistics_merge_on_cuda_matches_cpu(llama, stats):
     on_gpu = alloykit.merge_to_state_dict(recipe, device="cuda")
     for name, tensor in on_cpu.items():
         torch.testing.assert_close(on_gpu[name], tensor, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_whole_tensor_entries_over_the_budget_run_one_at_a_time(llama, stats, monkeypatch):
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def counting(tensors, base, *, fisher):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.005)
+        with lock:
+            running[0] -= 1
+        return tensors.mean(0)
+
+    monkeypatch.setitem(
+        contract._IMPLEMENTATIONS, FISHER_AVERAGE.name, Implementation(counting, None)
+    )
+    recipe = _recipe("test_fisher_average", llama, stats)
+    plan = alloykit.plan(recipe)
+    smallest = min(plan.working_bytes(e, 1 << 18) for e in plan.entries)
+    alloykit.merge_to_state_dict(recipe, threads=2, memory_budget=smallest)
+    assert most == [1]
