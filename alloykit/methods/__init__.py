@@ -5,15 +5,27 @@ A method's kernel module (and torch with it) is imported the first time its
 recipe or listing the methods costs no torch import.
 """
 
-from alloykit.methods.contract import REQUIRED, BasePolicy, Method, Param, Scope
+from alloykit.methods.contract import (
+    REQUIRED,
+    BasePolicy,
+    Form,
+    Method,
+    Param,
+    Scope,
+    Statistic,
+    StatisticShape,
+)
 from alloykit.methods.registry import all_methods, get_method, method_names
 
 __all__ = [
     "REQUIRED",
     "BasePolicy",
+    "Form",
     "Method",
     "Param",
     "Scope",
+    "Statistic",
+    "StatisticShape",
     "all_methods",
     "get_method",
     "method_names",
