@@ -240,9 +240,11 @@ class _Planner:
         return opened
 
     def _statistics_of(
-        self, out_name: str, refs: list[TensorRef], common_rows: int | None
+        self, out_name: str, refs: list[TensorRef], *, rows_differ: bool
     ) -> dict[str, tuple[TensorRef | None, ...]]:
-        """Each declared statistic of the models' tensors ``refs``: all of them, or none."""
+        """Each declared statistic of the models' tensors ``refs``: all of them, or none.
+        ``rows_differ``: the models' rows of this tensor are not the output's (vocabularies
+        differ), so no statistic of theirs applies."""
         mapped: dict[str, tuple[TensorRef | None, ...]] = {}
         for statistic in self.method.statistics:
             found: list[TensorRef | None] = []
@@ -278,11 +280,11 @@ class _Planner:
                     f"{statistic_key(statistic.name, missing.name)!r}, which model {have!r}'s has",
                     "compute every model's statistics with the same settings and data",
                 )
-            if present and common_rows is not None:
+            if present and rows_differ:
                 raise PlanError(
-                    f"tensor {out_name!r}: vocabulary sizes differ and method "
+                    f"tensor {out_name!r}: the models' vocabularies differ and method "
                     f"{self.method.name!r} takes {statistic.name!r} statistics of it",
-                    "merge models with the same vocabulary size",
+                    "merge models with the same vocabulary",
                 )
             mapped[statistic.name] = tuple(found)
         return mapped
@@ -447,6 +449,7 @@ class _Planner:
             TensorRef(base[0].model, self._resolve_name(base[0].model, base[1])) if base else None
         )
         everyone = [*refs, *([base_ref] if base_ref else [])]
+        as_read = refs  # the models' own tensors, to which their statistics belong
         if self._in_output_vocabulary(out_name, everyone):
             self.used.update(everyone)
             refs, base_ref = self._relaid(out_name, refs, base_ref, slice_index)
@@ -506,7 +509,9 @@ class _Planner:
                 globals=global_values,
                 seed=tensor_seed(self.seed, out_name) if self.method.random else 0,
                 common_rows=common_rows,
-                statistics=self._statistics_of(out_name, refs, common_rows),
+                statistics=self._statistics_of(
+                    out_name, as_read, rows_differ=common_rows is not None or as_read != refs
+                ),
             )
         )
 

@@ -326,3 +326,15 @@ def test_whole_tensor_entries_over_the_budget_run_one_at_a_time(llama, stats, mo
     smallest = min(plan.working_bytes(e, 1 << 18) for e in plan.entries)
     alloykit.merge_to_state_dict(recipe, threads=2, memory_budget=smallest)
     assert most == [1]
+
+
+def test_statistics_of_rows_the_vocabularies_do_not_share_are_refused(llama, stats, tmp_path):
+    from alloykit.tiny_models import build_model
+
+    wider = build_model("llama", tmp_path / "wider", seed=1, vocab_size=300)
+    wider_stats = write_statistics(wider, tmp_path / "wider.st", seed=3)
+    recipe = _recipe("test_fisher_average", {"ft1": llama["ft1"], "ft2": wider},
+                     {"ft1": stats["ft1"], "ft2": wider_stats})  # fmt: skip
+    recipe["vocab_mismatch"] = "common_rows"
+    with pytest.raises(PlanError, match="vocabularies differ and method 'test_fisher_average'"):
+        alloykit.plan(recipe)
