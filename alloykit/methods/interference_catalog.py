@@ -103,5 +103,55 @@ PCB = Method(
     "A constant row normalizes to ones (the reference divides 0 by 0).",
 )
 
-INTERFERENCE_CATALOG: tuple[Method, ...] = (TSV_MERGE, *ISOTROPIC, PCB)
+CONSENSUS = Method(
+    name="consensus",
+    summary="Task arithmetic or TIES, keeping only entries that at least k tasks' TALL masks "
+    "mark as theirs.",
+    reference="Localizing Task Information for Improved Model Merging and Compression, Wang et "
+    "al. 2024, arXiv:2405.07813",
+    params=(
+        TASK_WEIGHT,
+        Param(
+            "base_method",
+            str,
+            Scope.GLOBAL,
+            "ties",
+            choices=("task_arithmetic", "ties"),
+            doc="the merge the consensus mask is applied to",
+        ),
+        Param(
+            "density",
+            float,
+            Scope.PER_MODEL,
+            0.2,
+            minimum=0.0,
+            maximum=1.0,
+            doc="with ties: fraction of each task vector kept by magnitude",
+        ),
+        Param(
+            "mask_lambda",
+            float,
+            Scope.GLOBAL,
+            0.4,
+            minimum=0.0,
+            doc="TALL mask of task t: |tau_t| > mask_lambda * |sum(tau) - tau_t|",
+        ),
+        Param(
+            "consensus_k",
+            int,
+            Scope.GLOBAL,
+            2,
+            minimum=0,
+            doc="keep an entry where at least this many TALL masks hold it (0 keeps all)",
+        ),
+        Param("lambda", float, Scope.GLOBAL, 1.0, doc="scale of the merged task vector"),
+    ),
+    base=BasePolicy.REQUIRED,
+    kernel_module="alloykit.methods.consensus",
+    notes="One mask_lambda for every task (the paper picks one per task on validation data); "
+    "TIES elects signs by total mass and averages the agreeing entries, as alloykit's ties "
+    "with normalize. Masks are per tensor, as everything in alloykit.",
+)
+
+INTERFERENCE_CATALOG: tuple[Method, ...] = (TSV_MERGE, *ISOTROPIC, PCB, CONSENSUS)
 """The interference-reducing data-free methods, in the order of the docs."""
