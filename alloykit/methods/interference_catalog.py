@@ -153,5 +153,21 @@ CONSENSUS = Method(
     "with normalize. Masks are per tensor, as everything in alloykit.",
 )
 
-INTERFERENCE_CATALOG: tuple[Method, ...] = (TSV_MERGE, *ISOTROPIC, PCB, CONSENSUS)
+MAGMAX = Method(
+    name="magmax",
+    summary="Per entry, the task-vector value of largest magnitude, added to the base.",
+    reference="MagMax: Leveraging Model Merging for Seamless Continual Learning, Marczak et al. "
+    "2024, arXiv:2407.06322",
+    params=(
+        TASK_WEIGHT,
+        Param("lambda", float, Scope.GLOBAL, 1.0, doc="scale of the merged task vector"),
+    ),
+    base=BasePolicy.REQUIRED,
+    kernel_module="alloykit.methods.magmax",
+    streams=True,
+    notes="Entries of equal magnitude go to the model listed first. Every tensor is merged "
+    "the same way (the reference applies it to all parameters).",
+)
+
+INTERFERENCE_CATALOG: tuple[Method, ...] = (TSV_MERGE, *ISOTROPIC, PCB, CONSENSUS, MAGMAX)
 """The interference-reducing data-free methods, in the order of the docs."""
