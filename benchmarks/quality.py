@@ -48,6 +48,7 @@ GRIDS: dict[str, Grid] = {
     "pcb": {"pcb_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
     "consensus": {"base_method": ["task_arithmetic", "ties"], "lambda": [0.5, 1.0, 1.5]},
     "magmax": {"lambda": [0.3, 0.5, 0.7, 1.0]},
+    "cart": {"rank_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
 }
 PER_MODEL = {"density", "weight", "gamma", "epsilon"}
 # TIES-style methods sum the kept task vectors (scaled by lambda) as in the papers'

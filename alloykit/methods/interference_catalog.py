@@ -169,5 +169,38 @@ MAGMAX = Method(
     "the same way (the reference applies it to all parameters).",
 )
 
-INTERFERENCE_CATALOG: tuple[Method, ...] = (TSV_MERGE, *ISOTROPIC, PCB, CONSENSUS, MAGMAX)
+CART = Method(
+    name="cart",
+    summary="Average the models, then add the top singular directions of each model's offset "
+    "from the average.",
+    reference="Revisiting Weight Averaging for Model Merging, Choi et al. 2024, arXiv:2412.12153",
+    params=(
+        Param(
+            "rank_ratio",
+            float,
+            Scope.GLOBAL,
+            0.1,
+            minimum=0.0,
+            maximum=1.0,
+            doc="singular directions kept of each centred task vector, as a fraction of "
+            "min(rows, cols) (rounded down)",
+        ),
+        Param("lambda", float, Scope.GLOBAL, 1.0, doc="scale of the summed low-rank offsets"),
+    ),
+    base=BasePolicy.UNUSED,
+    kernel_module="alloykit.methods.cart",
+    min_models=2,
+    notes="Centred task vectors are the models minus their mean, so no base model is used. "
+    "Tensors that are not 2-D get the mean of the models (their centred vectors sum to zero). "
+    "With two models the low-rank offsets cancel exactly and CART is the average.",
+)
+
+INTERFERENCE_CATALOG: tuple[Method, ...] = (
+    TSV_MERGE,
+    *ISOTROPIC,
+    PCB,
+    CONSENSUS,
+    MAGMAX,
+    CART,
+)
 """The interference-reducing data-free methods, in the order of the docs."""
