@@ -195,6 +195,39 @@ CART = Method(
     "With two models the low-rank offsets cancel exactly and CART is the average.",
 )
 
+WUDI = Method(
+    name="wudi",
+    summary="Per layer, optimize the merged task vector to minimize its interference with "
+    "each task vector (Adam, no data).",
+    reference="Whoever Started the Interference Should End It: Guiding Data-Free Model Merging "
+    "via Task Vectors, Cheng et al. 2025, arXiv:2503.08099",
+    params=(
+        TASK_WEIGHT,
+        Param(
+            "iterations",
+            int,
+            Scope.GLOBAL,
+            300,
+            minimum=0,
+            maximum=100_000,
+            doc="Adam steps per 2-D tensor (0 returns the sum of the task vectors)",
+        ),
+        Param(
+            "learning_rate",
+            float,
+            Scope.GLOBAL,
+            1e-5,
+            minimum=0.0,
+            doc="Adam's step size",
+        ),
+    ),
+    base=BasePolicy.REQUIRED,
+    kernel_module="alloykit.methods.wudi",
+    notes="Runs on the merge's device (a GPU is advised: each step multiplies the layer by a "
+    "cols x cols matrix, held once per tensor). No random draws: the result depends only on "
+    "the inputs. " + AVERAGED_NOTE.replace("decomposed", "optimized"),
+)
+
 INTERFERENCE_CATALOG: tuple[Method, ...] = (
     TSV_MERGE,
     *ISOTROPIC,
@@ -202,5 +235,6 @@ INTERFERENCE_CATALOG: tuple[Method, ...] = (
     CONSENSUS,
     MAGMAX,
     CART,
+    WUDI,
 )
 """The interference-reducing data-free methods, in the order of the docs."""
