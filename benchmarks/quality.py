@@ -46,7 +46,7 @@ GRIDS: dict[str, Grid] = {
     "iso_c": {"alpha": [0.5, 1.0, 1.5]},
     "iso_cts": {"alpha": [0.5, 1.0, 1.5], "common_space_fraction": [0.8]},
     "pcb": {"pcb_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
-    "consensus": {"base_method": ["task_arithmetic", "ties"], "lambda": [0.5, 1.0, 1.5]},
+    "consensus": {"base_method": ["task_arithmetic", "ties"], "lambda": [0.3, 0.5, 1.0]},
     "magmax": {"lambda": [0.3, 0.5, 0.7, 1.0]},
     "cart": {"rank_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
     "wudi": {"iterations": [300], "learning_rate": [1e-5, 1e-4]},

@@ -25,7 +25,8 @@ def tall_masks(deltas: torch.Tensor, mask_lambda: float) -> torch.Tensor:
 
 def ties_merge(deltas: torch.Tensor, weight: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
     """TIES-Merging (arXiv:2306.01708) of weighted task vectors: trim each to its ``density``
-    by magnitude, elect signs by total mass, average the agreeing entries by weight."""
+    by magnitude, elect signs by total mass, sum the agreeing entries (the consensus
+    reference's disjoint sum, not TIES's disjoint mean)."""
     kept = torch.stack(
         [
             sparsify(d, Sparsification.MAGNITUDE, density=keep)
@@ -33,7 +34,7 @@ def ties_merge(deltas: torch.Tensor, weight: torch.Tensor, density: torch.Tensor
         ]
     )
     agree = sign_consensus(kept, SignRule.TOTAL)
-    return disjoint_sum(kept, weight.to(kept.dtype), agree, normalize=True)
+    return disjoint_sum(kept, weight.to(kept.dtype), agree, normalize=False)
 
 
 @register("consensus")

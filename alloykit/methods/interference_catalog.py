@@ -149,8 +149,9 @@ CONSENSUS = Method(
     base=BasePolicy.REQUIRED,
     kernel_module="alloykit.methods.consensus",
     notes="One mask_lambda for every task (the paper picks one per task on validation data); "
-    "TIES elects signs by total mass and averages the agreeing entries, as alloykit's ties "
-    "with normalize. Masks are per tensor, as everything in alloykit.",
+    "TIES elects signs by total mass and sums the agreeing entries (the reference's disjoint "
+    "sum: alloykit's ties with normalize: false). Masks are per tensor, as everything in "
+    "alloykit.",
 )
 
 MAGMAX = Method(
