@@ -42,6 +42,14 @@ GRIDS: dict[str, Grid] = {
     "model_stock": {},
     "karcher": {},
     "multislerp": {},
+    "tsv_merge": {"alpha": [0.5, 0.8, 1.0, 1.3]},
+    "iso_c": {"alpha": [0.5, 1.0, 1.5]},
+    "iso_cts": {"alpha": [0.5, 1.0, 1.5], "common_space_fraction": [0.8]},
+    "pcb": {"pcb_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
+    "consensus": {"base_method": ["task_arithmetic", "ties"], "lambda": [0.3, 0.5, 1.0]},
+    "magmax": {"lambda": [0.3, 0.5, 0.7, 1.0]},
+    "cart": {"rank_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
+    "wudi": {"iterations": [300], "learning_rate": [1e-5, 1e-4]},
 }
 PER_MODEL = {"density", "weight", "gamma", "epsilon"}
 # TIES-style methods sum the kept task vectors (scaled by lambda) as in the papers'

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from alloykit.methods import task_vector_settings
 from alloykit.methods.contract import BasePolicy, Method, Param, Scope
+from alloykit.methods.interference_catalog import INTERFERENCE_CATALOG
 
 SHOEMAKE = "Animating Rotation with Quaternion Curves, Shoemake 1985 (doi:10.1145/325165.325242)"
 
@@ -273,5 +274,6 @@ CATALOG: tuple[Method, ...] = (
     *RAM,
     ARCEE_FUSION,
     *(method.contract() for method in task_vector_settings.METHODS),
+    *INTERFERENCE_CATALOG,
 )
 """Every method alloykit offers, each with the module whose import attaches its kernel."""

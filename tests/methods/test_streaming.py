@@ -33,6 +33,7 @@ CASES: dict[str, dict] = {
     "sce all": {},
     "ram": {"epsilon": 0.3},
     "ramplus_tl": {"r": 0.5, "alpha": 2.0, "epsilon": 0.3},
+    "magmax": {"weight": [0.5, 1.0, -0.3], "lambda": 0.7},
 }
 REDUCING = {"slerp", "model_stock", "ties l1", "dare_linear l1", "sce", "sce all"}
 """Cases whose whole-tensor sums are added chunk by chunk: equal up to float rounding."""

@@ -1,0 +1,200 @@
+"""Golden values for TSV-M, Iso-C and Iso-CTS, computed from the papers' definitions.
+
+Task vectors are built from chosen singular directions, so each expected merge follows from
+the definition by hand (float64 here, float32 in the kernels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from method_harness import kernel_params, run
+
+from alloykit.methods import get_method
+from alloykit.methods.isotropic import subspace_split
+
+SETTINGS = settings(max_examples=20, deadline=None)
+
+
+def outer(u: list[float], v: list[float]) -> torch.Tensor:
+    return torch.outer(torch.tensor(u, dtype=torch.float64), torch.tensor(v, dtype=torch.float64))
+
+
+def unit(i: int, size: int) -> list[float]:
+    return [1.0 if j == i else 0.0 for j in range(size)]
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(actual, expected.float(), rtol=1e-5, atol=1e-5)
+
+
+def rotation(angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+
+
+def random_tensors(seed: int, count: int, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+# TSV-M
+
+
+def test_tsv_of_tasks_in_orthogonal_subspaces_is_their_sum() -> None:
+    base = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    first = 3 * outer(unit(0, 4), unit(1, 4)) + outer(unit(1, 4), unit(3, 4))
+    second = 2 * outer(unit(2, 4), unit(0, 4)) + 0.5 * outer(unit(3, 4), unit(2, 4))
+    out = run("tsv_merge", [base + first, base + second], base, alpha=0.7)
+    close(out, base + 0.7 * (first + second))
+
+
+def test_tsv_orthogonalizes_overlapping_singular_vectors_by_their_polar_factor() -> None:
+    """Two rank-1 task vectors (one direction each: floor(2 / 2)) whose left singular vectors
+    meet at cosine c: U = [u1 u2] becomes U G^(-1/2) with G = U^T U = [[1, c], [c, 1]], whose
+    inverse square root is ((p + q) I + (p - q) J) / 2, p = (1 + c)^(-1/2), q = (1 - c)^(-1/2)."""
+    u1, u2 = [1.0, 0.0, 0.0], [0.6, 0.8, 0.0]
+    v1, v2 = [1.0, 0.0], [0.0, 1.0]
+    base = torch.zeros(3, 2, dtype=torch.float64)
+    first, second = 2 * outer(u1, v1), outer(u2, v2)
+    c = 0.6
+    p, q = (1 + c) ** -0.5, (1 - c) ** -0.5
+    inverse_root = 0.5 * torch.tensor([[p + q, p - q], [p - q, p + q]], dtype=torch.float64)
+    u_orth = torch.tensor([u1, u2], dtype=torch.float64).T @ inverse_root
+    expected = u_orth @ torch.diag(torch.tensor([2.0, 1.0], dtype=torch.float64))
+    expected = expected @ torch.tensor([v1, v2], dtype=torch.float64)
+    torch.testing.assert_close(u_orth.T @ u_orth, torch.eye(2, dtype=torch.float64))
+    close(run("tsv_merge", [first, second], base), expected)
+
+
+def test_tsv_keeps_only_each_tasks_leading_directions() -> None:
+    """k = 4, two tasks: each keeps its top two directions; the first task's third is dropped."""
+    first = 5 * outer(unit(0, 4), unit(0, 4)) + 4 * outer(unit(1, 4), unit(1, 4))
+    first += outer(unit(2, 4), unit(2, 4))
+    second = 3 * outer(unit(3, 4), unit(3, 4)) + 0.25 * outer(unit(2, 4), unit(2, 4))
+    base = torch.zeros(4, 4, dtype=torch.float64)
+    expected = first - outer(unit(2, 4), unit(2, 4)) + second
+    close(run("tsv_merge", [first, second], base), expected)
+
+
+def test_tsv_weights_scale_each_task_vector_first() -> None:
+    first, second = outer(unit(0, 2), unit(0, 2)), outer(unit(1, 2), unit(1, 2))
+    out = run("tsv_merge", [first, second], torch.zeros(2, 2), weight=[2.0, -1.0])
+    close(out, 2 * first - second)
+
+
+def test_tsv_gives_no_update_to_a_matrix_with_fewer_directions_than_tasks() -> None:
+    base = torch.ones(2, 5)
+    models = random_tensors(1, 3, (2, 5))
+    close(run("tsv_merge", models, base), base)
+
+
+def test_tsv_averages_tensors_that_are_not_matrices() -> None:
+    base = torch.tensor([1.0, 2.0, 3.0])
+    models = [[2.0, 2.0, 3.0], [1.0, 4.0, 0.0]]
+    close(run("tsv_merge", models, base, alpha=2.0), torch.tensor([2.0, 4.0, 0.0]))
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), shape=st.sampled_from([(3, 4), (5, 2), (6, 6)]))
+def test_tsv_of_one_model_returns_it(seed: int, shape) -> None:
+    base, model = random_tensors(seed, 2, shape)
+    torch.testing.assert_close(run("tsv_merge", model[None], base), model, rtol=1e-4, atol=1e-5)
+
+
+# Iso-C and Iso-CTS
+
+
+def test_iso_c_sets_every_singular_value_to_their_mean() -> None:
+    left, right = rotation(math.pi / 6), rotation(math.pi / 4)
+    first = left @ torch.diag(torch.tensor([4.0, 0.0], dtype=torch.float64)) @ right.T
+    second = left @ torch.diag(torch.tensor([0.0, 2.0], dtype=torch.float64)) @ right.T
+    base = torch.tensor([[1.0, -1.0], [0.5, 2.0]], dtype=torch.float64)
+    out = run("iso_c", [base + first, base + second], base, alpha=0.5)
+    close(out, base + 0.5 * 3.0 * left @ right.T)
+
+
+def test_iso_c_averages_tensors_that_are_not_matrices() -> None:
+    out = run("iso_c", [[3.0, 0.0], [1.0, 2.0]], [1.0, 1.0], alpha=1.0)
+    close(out, torch.tensor([2.0, 1.0]))
+
+
+def test_iso_cts_adds_each_tasks_directions_outside_the_common_subspace() -> None:
+    """k = 4, two tasks, fraction 0.5: the common space is the sum's top two directions
+    (4 and 3, one from each task); each task adds its best direction outside it (1 and 0.5);
+    all four singular values become their mean 2.125."""
+    e = [unit(i, 4) for i in range(4)]
+    f = [e[1], e[2], e[3], e[0]]
+    first = 4 * outer(e[0], f[0]) + outer(e[2], f[2])
+    second = 3 * outer(e[1], f[1]) + 0.5 * outer(e[3], f[3])
+    base = torch.zeros(4, 4, dtype=torch.float64)
+    expected = 2.125 * sum(outer(e[i], f[i]) for i in range(4))
+    out = run("iso_cts", [first, second], base, common_space_fraction=0.5)
+    close(out, expected)
+
+
+def test_iso_cts_drops_task_directions_inside_the_common_subspace() -> None:
+    """Both tasks share their strongest direction; fraction 0.5 of k = 4 gives a common space
+    of two directions (5 from the shared one, 2 from the first task), then one direction per
+    task outside it: the first task's 1.5 and the second's 1. Mean: 9.5 / 4."""
+    e = [unit(i, 4) for i in range(4)]
+    first = 3 * outer(e[0], e[0]) + 2 * outer(e[1], e[1]) + 1.5 * outer(e[2], e[2])
+    second = 2 * outer(e[0], e[0]) + outer(e[3], e[3])
+    out = run("iso_cts", [first, second], torch.zeros(4, 4), common_space_fraction=0.5)
+    close(out, 9.5 / 4 * torch.eye(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("k", "count", "fraction", "split"),
+    [(10, 3, 0.8, (7, 1)), (768, 8, 0.8, (616, 19)), (4, 2, 0.5, (2, 1)), (3, 2, 0.0, (1, 1))],
+)
+def test_iso_cts_split_leaves_an_evenly_divisible_task_space(k, count, fraction, split) -> None:
+    assert subspace_split(k, count, fraction) == split
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), shape=st.sampled_from([(4, 4), (6, 3), (3, 7)]))
+def test_iso_cts_with_the_whole_space_common_is_iso_c(seed: int, shape) -> None:
+    base, *models = random_tensors(seed, 4, shape)
+    common = run("iso_cts", models, base, common_space_fraction=1.0, alpha=0.8)
+    torch.testing.assert_close(common, run("iso_c", models, base, alpha=0.8), rtol=1e-4, atol=1e-4)
+
+
+@SETTINGS
+@given(
+    name=st.sampled_from(["iso_c", "iso_cts"]),
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.sampled_from([(6, 6), (8, 5), (5, 9)]),
+)
+def test_isotropic_merges_have_a_flat_spectrum(name: str, seed: int, shape) -> None:
+    base, *models = random_tensors(seed, 4, shape)
+    spectrum = torch.linalg.svdvals(run(name, models, base) - base)
+    torch.testing.assert_close(spectrum, spectrum.mean().expand_as(spectrum), rtol=1e-3, atol=1e-4)
+
+
+@SETTINGS
+@given(
+    name=st.sampled_from(["tsv_merge", "iso_c", "iso_cts"]),
+    seed=st.integers(0, 2**31 - 1),
+    order=st.permutations([0, 1, 2]),
+)
+def test_subspace_merges_do_not_depend_on_model_order(name: str, seed: int, order) -> None:
+    base, *models = random_tensors(seed, 4, (9, 7))
+    out = run(name, models, base)
+    permuted = run(name, [models[i] for i in order], base)
+    torch.testing.assert_close(permuted, out, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tsv_merge", "iso_c", "iso_cts", "cart"])
+def test_subspace_merges_compute_half_precision_inputs_in_float32(name: str) -> None:
+    """A bfloat16 compute dtype: no SVD exists in half precision, so it is widened; the task
+    vectors are still subtracted in bfloat16 (rounding about 1% of each entry)."""
+    base, *models = random_tensors(2, 4, (8, 6)).bfloat16()
+    kernel = get_method(name).kernel
+    half = kernel(torch.stack(models), base, **kernel_params(name, 3))
+    wide = kernel(torch.stack(models).float(), base.float(), **kernel_params(name, 3))
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, wide, rtol=0.1, atol=0.1)
