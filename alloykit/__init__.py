@@ -1,7 +1,8 @@
 """alloykit: build new models out of pretrained checkpoints.
 
 Public API: :func:`merge`, :func:`merge_to_state_dict`, :func:`plan`, :func:`load_recipe`,
-:func:`methods`.
+:func:`methods`; :class:`Merger` re-merges with new parameters in memory; :func:`merge_method`
+defines a merge method (docs/methods-api.md).
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ from alloykit.quiet_imports import collector_paused
 
 with collector_paused():  # pydantic, typer, numpy: fewer objects than torch, but many
     from alloykit.api import MergeOptions, merge, merge_to_state_dict, plan
-    from alloykit.methods import Method, all_methods
+    from alloykit.merger import Merger
+    from alloykit.methods import (
+        BasePolicy,
+        Method,
+        Param,
+        PerModel,
+        Range,
+        Scope,
+        all_methods,
+        merge_method,
+    )
     from alloykit.recipe import load_recipe
 
 
@@ -22,10 +33,17 @@ def methods() -> list[Method]:
 
 
 __all__ = [
+    "BasePolicy",
     "MergeOptions",
+    "Merger",
+    "Param",
+    "PerModel",
+    "Range",
+    "Scope",
     "__version__",
     "load_recipe",
     "merge",
+    "merge_method",
     "merge_to_state_dict",
     "methods",
     "plan",

@@ -47,3 +47,7 @@ class OutputMismatchError(AlloyError):
     defect of alloykit, not of the input, so the exit code is that of an internal failure."""
 
     exit_code = 1
+
+
+class MethodDefinitionError(AlloyError):
+    """A user-defined merge method is declared wrongly (``alloykit.merge_method``)."""

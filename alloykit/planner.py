@@ -54,10 +54,20 @@ def open_sources(recipe: Recipe, allow_pickle: bool) -> dict[str, ModelSource]:
     }
 
 
-def make_plan(recipe: Recipe, options: PlanOptions | None = None) -> Plan:
-    """Open every model by headers and decide how each output tensor is made."""
+def make_plan(
+    recipe: Recipe,
+    options: PlanOptions | None = None,
+    *,
+    sources: dict[str, ModelSource] | None = None,
+) -> Plan:
+    """Open every model by headers and decide how each output tensor is made.
+
+    ``sources``, the recipe's models already opened (by reference), are used instead of
+    opening them again (:class:`alloykit.Merger` plans new parameters over resident inputs).
+    """
     options = options or PlanOptions()
-    sources = open_sources(recipe, options.allow_pickle)
+    if sources is None:
+        sources = open_sources(recipe, options.allow_pickle)
     return _Planner(recipe, options, sources).build()
 
 

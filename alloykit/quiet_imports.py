@@ -10,18 +10,22 @@ unfreezes it).
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Run the block's imports with the collector off, then freeze what they made."""
+    """Run the block's imports with the collector off, then freeze what they made (nothing,
+    when every module was imported already: a merge then leaves the collector as it was)."""
     collecting = gc.isenabled()
+    modules = len(sys.modules)
     gc.disable()
     try:
         yield
     finally:
         if collecting:
-            gc.freeze()
+            if len(sys.modules) != modules:
+                gc.freeze()
             gc.enable()

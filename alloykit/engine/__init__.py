@@ -73,6 +73,12 @@ class EngineOptions:
     budget_bytes: int = DEFAULT_BUDGET
     chunk_elements: int | None = None  # None: CHUNK_ELEMENTS of the device type
     raw_path: bool = True  # False: every tensor takes the torch path (for comparisons)
+    tune_process: bool = True
+    """Whether the merge may tune process-wide state while it runs, restoring it after: the
+    garbage collector (:func:`_objects_frozen`) and torch's intra-op threads (one, so results
+    never depend on their count). False leaves both as they are, for callers sharing the
+    process with other work (:class:`alloykit.Merger`): a merge then runs with the caller's
+    torch threads."""
 
     def chunk_size(self) -> int:
         if self.chunk_elements is not None:
@@ -177,7 +183,7 @@ def execute(
 
             files, buffers = raw.Descriptors(), raw.Buffers()
             stack.callback(files.close)
-        if merge is not None:
+        if merge is not None and options.tune_process:
             from alloykit.engine.tensors import single_intra_op_thread
 
             stack.enter_context(single_intra_op_thread())
@@ -198,6 +204,8 @@ def execute(
             finally:
                 budget.release(reserved)
 
+        if options.tune_process:
+            stack.enter_context(_objects_frozen())
         _run_in_order(order, run, plan, chunk_elements, budget, threads)
 
 
@@ -229,10 +237,7 @@ def _run_in_order(
     within the byte ``budget``; stop starting entries at the first failure and raise it."""
     pending: set[Future[None]] = set()
     position: dict[Future[None], int] = {}
-    with (
-        _objects_frozen(),
-        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="alloykit") as pool,
-    ):
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="alloykit") as pool:
         try:
             for index, entry in enumerate(order):
                 reserved = budget.acquire(plan.working_bytes(entry, chunk_elements))

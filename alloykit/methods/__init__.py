@@ -15,6 +15,7 @@ from alloykit.methods.contract import (
     Statistic,
     StatisticShape,
 )
+from alloykit.methods.define import PerModel, Range, merge_method
 from alloykit.methods.registry import all_methods, get_method, method_names
 
 __all__ = [
@@ -23,10 +24,13 @@ __all__ = [
     "Form",
     "Method",
     "Param",
+    "PerModel",
+    "Range",
     "Scope",
     "Statistic",
     "StatisticShape",
     "all_methods",
     "get_method",
+    "merge_method",
     "method_names",
 ]
