@@ -99,7 +99,8 @@ class Merger:
                 f"{self.plan.method.name!r}",
                 "a Merger re-merges with new parameters only; make a new Merger for another method",
             )
-        plan = make_plan(new, self.options.plan_options(), sources=dict(self.sources))
+        sources = {ref: self.sources[ref] for ref in new.model_references()}
+        plan = make_plan(new, self.options.plan_options(), sources=sources)
         _check_same_tensors(self.plan, plan)
         return plan
 
