@@ -12,7 +12,12 @@ and runs the same engine into tensors the caller owns
 It leaves process-wide state alone (``EngineOptions.tune_process`` off): the garbage
 collector keeps its settings and torch its intra-op thread count, so an evaluator in the same
 process runs as it would without it. Results equal :func:`alloykit.merge_to_state_dict`'s for
-the same recipe and seed, computed in the same dtype.
+the same recipe and seed, computed in the same dtype, with one exception: the engine normally
+runs torch on one intra-op thread, and a sum of floats that torch splits over several threads
+rounds differently, so methods with whole-tensor sums (slerp's angle, Model Stock's cosine)
+may differ in the last bits on large tensors unless the caller runs torch on one thread.
+Task arithmetic, TIES and DARE (with its default rescaling) have no such sums: they match bit
+for bit.
 """
 
 from __future__ import annotations
