@@ -41,7 +41,10 @@ class ResidentSource(ModelSource):
         for name in names:
             stored = source.read(name)
             target = dtype if stored.is_floating_point() else stored.dtype
-            self.kept[name] = stored.to(device=device, dtype=target, copy=True)
+            # a tensor read from a file is a fresh buffer, kept as it is when it fits; others
+            # (pickles, derived tensors) may be shared with their source, so they are copied
+            fresh = source.entry(name) is not None
+            self.kept[name] = stored.to(device=device, dtype=target, copy=not fresh)
 
     def read(self, name: str) -> torch.Tensor:
         return self.kept[name]
