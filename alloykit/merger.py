@@ -56,7 +56,6 @@ class Merger:
         **overrides: Any,
     ) -> None:
         self.options = _options(options, {**overrides, "device": device})
-        self.options.stored_lane = False  # resident inputs are torch tensors, not file bytes
         with collector_paused():
             import torch
 
