@@ -70,15 +70,15 @@ class Sink(Protocol):
 class EngineOptions:
     device: str = "cpu"
     threads: int = 2
-    budget_bytes: int = DEFAULT_BUDGET
-    chunk_elements: int | None = None  # None: CHUNK_ELEMENTS of the device type
-    raw_path: bool = True  # False: every tensor takes the torch path (for comparisons)
     tune_process: bool = True
     """Whether the merge may tune process-wide state while it runs, restoring it after: the
     garbage collector (:func:`_objects_frozen`) and torch's intra-op threads (one, so results
     never depend on their count). False leaves both as they are, for callers sharing the
     process with other work (:class:`alloykit.Merger`): a merge then runs with the caller's
     torch threads."""
+    budget_bytes: int = DEFAULT_BUDGET
+    chunk_elements: int | None = None  # None: CHUNK_ELEMENTS of the device type
+    raw_path: bool = True  # False: every tensor takes the torch path (for comparisons)
 
     def chunk_size(self) -> int:
         if self.chunk_elements is not None:
