@@ -19,6 +19,7 @@ difference between the merger's and plain torch's results. Per-round times go to
     python benchmarks/merger.py --zoo examples/zoo                 # base/ + experts/*/
     python benchmarks/merger.py --size 250M                        # built in a temp dir
     python benchmarks/merger.py --size 250M --dtype bfloat16 --experts 3 --rounds 5
+    python benchmarks/merger.py --zoo examples/zoo --torch-threads 1   # for both merger and torch
 """
 
 from __future__ import annotations
@@ -227,7 +228,12 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=3, help="experts built with --size")
     parser.add_argument("--methods", nargs="+", default=["task_arithmetic", "ties"])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch's intra-op threads (default: torch's own)"
+    )
     args = parser.parse_args()
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     if args.zoo is None and args.size is None:
         parser.error("give --zoo DIR and/or --size")
     print(
