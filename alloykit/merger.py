@@ -43,8 +43,9 @@ class Merger:
 
     ``Merger(recipe, device="cuda")`` keeps the inputs on the GPU. Other keyword options are
     those of :class:`~alloykit.api.MergeOptions` (``dtype`` for the compute dtype, ``seed``,
-    ``threads``, ``allow_pickle``, ...). The memory held is every input tensor the plan uses,
-    once, in the compute dtype (:attr:`resident_bytes`).
+    ``threads``, ``allow_pickle``, ...); as on the command line, ``seed`` overrides the seed of
+    every recipe merged. The memory held is every input tensor the plan uses, once, in the
+    compute dtype (:attr:`resident_bytes`).
     """
 
     def __init__(
