@@ -37,7 +37,7 @@ from alloykit.methods.contract import REQUIRED, BasePolicy, Implementation, Meth
 from alloykit.methods.registry import add_method, row_chunks
 from alloykit.methods.streaming import Kernel
 
-Form = Literal["elementwise", "rows", "whole"]
+KernelForm = Literal["elementwise", "rows", "whole"]
 """How the engine may feed a method: ``elementwise`` (each output value depends only on the
 inputs' values at the same place) and ``rows`` (each output row only on the same input rows)
 stream a few rows at a time; ``whole`` gets every tensor whole, as one chunk."""
@@ -78,7 +78,7 @@ def merge_method(
     *,
     summary: str | None = None,
     reference: str = "",
-    form: Form = "whole",
+    form: KernelForm = "whole",
     base: BasePolicy | str | None = None,
     min_models: int = 1,
     max_models: int | None = None,
@@ -124,7 +124,7 @@ def method_of(
     name: str | None = None,
     summary: str | None = None,
     reference: str = "",
-    form: Form = "whole",
+    form: KernelForm = "whole",
     base: BasePolicy | str | None = None,
     min_models: int = 1,
     max_models: int | None = None,
@@ -139,7 +139,7 @@ def method_of(
         raise MethodDefinitionError(
             f"{where}: invalid name", "use lowercase letters, digits and _ (e.g. my_merge)"
         )
-    if form not in typing.get_args(Form):
+    if form not in typing.get_args(KernelForm):
         raise MethodDefinitionError(
             f"{where}: unknown form {form!r}", "use 'elementwise', 'rows' or 'whole'"
         )
