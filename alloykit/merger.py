@@ -65,7 +65,7 @@ class Merger:
         self.plan = make_plan(_recipe(recipe), self.options.plan_options())
         used: dict[str, set[str]] = {ref: set() for ref in self.plan.sources}
         for entry in self.plan.entries:
-            for ref in (*entry.inputs, *([entry.base] if entry.base is not None else [])):
+            for ref in entry.all_inputs:
                 used[ref.model].add(ref.name)
         compute = self.plan.compute_dtype.torch
         self.sources: dict[str, ResidentSource] = {
@@ -163,6 +163,7 @@ def _check_same_tensors(planned: Plan, new: Plan) -> None:
             old.base,
             old.common_rows,
         )
+        same = same and entry.statistics == old.statistics
         if not same:
             raise PlanError(
                 f"tensor {name!r}: recipe merges it from other inputs, dtype or shape than "
