@@ -6,6 +6,7 @@ with small seeded perturbations, saved as real Hugging Face model directories.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,31 @@ def build_family(
             base, root / f"ft{index + 1}", seed=seed + 100 + index
         )
     return models
+
+
+CHARACTERS = string.ascii_lowercase + string.digits + " \n.,:;?!+-=()'\""
+
+
+def build_char_tokenizer(directory: Path):
+    """A character-level tokenizer (one token per character) that adds BOS, as llama's does,
+    saved into ``directory`` (beside a tiny model, it makes a model directory that generates)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    vocab = {token: index for index, token in enumerate(specials + list(CHARACTERS))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+    )
+    fast.save_pretrained(directory)
+    return fast

@@ -36,6 +36,7 @@ from alloykit.cli.mergekit_flags import (
     WriteModelCard,
     WriteThreads,
 )
+from alloykit.cli.search import search
 from alloykit.cli.options import (
     AllowPickle,
     CheckLoads,
@@ -68,6 +69,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lora_app, name="lora")
+app.command()(search)
 console = Console(highlight=False, soft_wrap=True)
 
 

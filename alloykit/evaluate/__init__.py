@@ -6,20 +6,23 @@
 
 from __future__ import annotations
 
-from alloykit.evaluate.generation import exact_match, generate_answers
-from alloykit.evaluate.likelihood import choice_accuracy, choice_scores, perplexity
-from alloykit.evaluate.runner import TaskResult, evaluate, load_model
+from alloykit.evaluate.generation import answer_hits, exact_match, generate_answers
+from alloykit.evaluate.likelihood import choice_accuracy, choice_hits, choice_scores, perplexity
+from alloykit.evaluate.runner import TaskResult, evaluate, item_hits, load_model
 from alloykit.evaluate.tasks import Task, TaskError, load_task, select
 
 __all__ = [
     "Task",
     "TaskError",
     "TaskResult",
+    "answer_hits",
     "choice_accuracy",
+    "choice_hits",
     "choice_scores",
     "evaluate",
     "exact_match",
     "generate_answers",
+    "item_hits",
     "load_model",
     "load_task",
     "perplexity",

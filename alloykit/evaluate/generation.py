@@ -68,6 +68,28 @@ def exact_match(
     """Fraction of ``{"prompt", "answer"}`` examples whose greedy answer is the stripped answer."""
     if not examples:
         raise AlloyError("exact_match: no examples to score")
+    hits = answer_hits(
+        model,
+        tokenizer,
+        examples,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+    return sum(hits) / len(examples)
+
+
+def answer_hits(
+    model,
+    tokenizer,
+    examples: Sequence[dict],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[bool]:
+    """Whether each example's greedy answer is its stripped answer: the per-item responses
+    that item response theory estimates from (:mod:`alloykit.search.irt`)."""
     prompts = [example["prompt"] for example in examples]
     answers = generate_answers(
         model,
@@ -77,11 +99,10 @@ def exact_match(
         batch_size=batch_size,
         on_batch=on_batch,
     )
-    hits = sum(
+    return [
         answer == str(example["answer"]).strip()
         for answer, example in zip(answers, examples, strict=True)
-    )
-    return hits / len(examples)
+    ]
 
 
 def left_padded(

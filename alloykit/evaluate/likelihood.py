@@ -113,14 +113,29 @@ def choice_accuracy(
     """Fraction of examples whose highest-scoring choice is ``answer`` (ties go to the first)."""
     if not examples:
         raise AlloyError("multiple choice: no examples to score")
+    hits = choice_hits(
+        model, tokenizer, examples, normalize=normalize, batch_size=batch_size, on_batch=on_batch
+    )
+    return sum(hits) / len(examples)
+
+
+def choice_hits(
+    model,
+    tokenizer,
+    examples: Sequence[dict[str, Any]],
+    *,
+    normalize: bool = False,
+    batch_size: int = 64,
+    on_batch: Progress | None = None,
+) -> list[bool]:
+    """Whether each example's highest-scoring choice is ``answer`` (ties go to the first)."""
     scores = choice_scores(
         model, tokenizer, examples, normalize=normalize, batch_size=batch_size, on_batch=on_batch
     )
-    hits = sum(
+    return [
         max(range(len(row)), key=row.__getitem__) == example["answer"]
         for row, example in zip(scores, examples, strict=True)
-    )
-    return hits / len(examples)
+    ]
 
 
 def sliding_windows(length: int, window: int, stride: int) -> list[tuple[int, int, int]]:

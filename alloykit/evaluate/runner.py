@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from alloykit.errors import AlloyError, CheckpointError
-from alloykit.evaluate.generation import exact_match
-from alloykit.evaluate.likelihood import choice_accuracy, perplexity
+from alloykit.evaluate.generation import answer_hits, exact_match
+from alloykit.evaluate.likelihood import choice_accuracy, choice_hits, perplexity
 from alloykit.evaluate.tasks import Task, load_task, select
 
 OnProgress = Callable[[str, int, int], None]
@@ -161,6 +161,23 @@ def _run_task(
         )
     seconds = time.perf_counter() - started
     return TaskResult(task.name, task.type, task.metric, score, n, split, seconds)
+
+
+def item_hits(
+    model, tokenizer, task: Task, examples: Sequence[dict], *, batch_size: int = 64
+) -> list[bool]:
+    """Whether the model gets each example of a generation or multiple-choice task right."""
+    if task.type == "generation":
+        return answer_hits(
+            model, tokenizer, examples, max_new_tokens=task.max_new_tokens, batch_size=batch_size
+        )
+    if task.type == "multiple_choice":
+        normalize = task.metric == "acc_norm"
+        return choice_hits(model, tokenizer, examples, normalize=normalize, batch_size=batch_size)
+    raise AlloyError(
+        f"task {task.name!r}: a {task.type} task has no per-example right or wrong answers",
+        "use generation or multiple_choice tasks here",
+    )
 
 
 def _progress(name: str, on_progress: OnProgress | None) -> Callable[[int, int], None] | None:

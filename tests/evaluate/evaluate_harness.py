@@ -3,34 +3,11 @@
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 
-CHARACTERS = string.ascii_lowercase + string.digits + " \n.,:;?!+-=()'\""
+from alloykit.tiny_models import build_char_tokenizer
 
-
-def build_char_tokenizer(directory: Path):
-    """A character-level tokenizer (one token per character) that adds BOS, as llama's does."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    vocab = {token: index for index, token in enumerate(specials + list(CHARACTERS))}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tokenizer.decoder = decoders.Fuse()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-    )
-    fast.save_pretrained(directory)
-    return fast
+__all__ = ["build_char_tokenizer", "write_jsonl"]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -1,0 +1,252 @@
+"""The search space of a spec: its genes, and the recipe each point of the space stands for.
+
+A searched value is a ``{min, max}`` mapping anywhere a recipe takes a parameter value
+(top-level ``parameters:``, a model's or a slice's). With ``layer_groups: k`` it becomes a
+gradient of ``k`` genes over the depth (mergekit interpolates a list of values over the
+layers); with ``filters: [self_attn, mlp]`` each filter gets its own genes, and the tensors no
+filter matches get the last ones (mergekit's ``{filter, value}`` entries). With ``methods:``
+the merge method is a searched choice too. A point is a mapping ``{gene name: value}``;
+:meth:`Space.recipe` writes the plain mergekit-format recipe it stands for.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alloykit.search.spec import SearchSpec, SpecError
+
+Point = dict[str, Any]
+Location = tuple[str | int, ...]
+DECIMALS = 4
+"""Searched values are rounded so that the recipes written read well; what is evaluated is the
+rounded value, so nothing written differs from what was scored."""
+
+
+@dataclass(frozen=True)
+class Gene:
+    """One searched number: its bounds and where it goes in the recipe."""
+
+    name: str
+    low: float
+    high: float
+    location: (
+        Location  # path of the parameter in the recipe, e.g. ("models", 0, "parameters", "weight")
+    )
+    filter: str | None = None
+    anchor: int = 0  # position in the gradient over the layers
+
+    def value(self, unit: float) -> float:
+        """The value at ``unit`` in [0, 1] of the range."""
+        unit = min(1.0, max(0.0, unit))
+        return round(self.low + unit * (self.high - self.low), DECIMALS)
+
+    def unit(self, value: float) -> float:
+        span = self.high - self.low
+        return 0.0 if span == 0 else (value - self.low) / span
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """The merge method as a searched choice among ``options``."""
+
+    name: str
+    options: tuple[str, ...]
+
+    def value(self, unit: float) -> str:
+        index = min(len(self.options) - 1, int(min(1.0, max(0.0, unit)) * len(self.options)))
+        return self.options[index]
+
+    def unit(self, value: str) -> float:
+        return (self.options.index(value) + 0.5) / len(self.options)
+
+
+METHOD_GENE = "method"
+
+
+class Space:
+    """The genes of a spec and the recipes of its points."""
+
+    def __init__(self, spec: SearchSpec) -> None:
+        self.spec = spec
+        self.template = _resolved_paths(spec.recipe, spec.base_dir)
+        self.genes: list[Gene] = []
+        for location, bounds in _ranges(self.template):
+            self.genes.extend(_genes_of(location, bounds, spec.layer_groups, spec.filters))
+        methods = spec.methods or [str(self.template.get("merge_method", ""))]
+        self.choice = MethodChoice(METHOD_GENE, tuple(methods)) if len(methods) > 1 else None
+        self.methods = tuple(methods)
+        if not self.genes and self.choice is None:
+            raise SpecError(
+                "search spec: the recipe has nothing to search",
+                "mark values to search as {min: ..., max: ...}, or list several methods:",
+            )
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.genes) + (self.choice is not None)
+
+    def point(self, units: list[float]) -> Point:
+        """The point at ``units`` (one number in [0, 1] per dimension, the method last)."""
+        point: Point = {g.name: g.value(u) for g, u in zip(self.genes, units, strict=False)}
+        if self.choice is not None:
+            point[METHOD_GENE] = self.choice.value(units[len(self.genes)])
+        return point
+
+    def units(self, point: Point) -> list[float]:
+        """The inverse of :meth:`point` (up to rounding)."""
+        units = [g.unit(float(point[g.name])) for g in self.genes]
+        if self.choice is not None:
+            units.append(self.choice.unit(point[METHOD_GENE]))
+        return units
+
+    def method_of(self, point: Point) -> str:
+        return str(point.get(METHOD_GENE, self.methods[0]))
+
+    def recipe(self, point: Point) -> dict[str, Any]:
+        """The plain mergekit-format recipe of ``point`` (no ranges left)."""
+        recipe = copy.deepcopy(self.template)
+        method = self.method_of(point)
+        recipe["merge_method"] = method
+        values: dict[Location, dict[tuple[str | None, int], float]] = {}
+        for gene in self.genes:
+            values.setdefault(gene.location, {})[(gene.filter, gene.anchor)] = point[gene.name]
+        for location, by_key in values.items():
+            _put(recipe, location, _setting(by_key, self.spec.layer_groups, self.spec.filters))
+        if self.choice is not None:
+            _drop_foreign_parameters(recipe, method)
+        return recipe
+
+    def describe(self) -> list[str]:
+        lines = [f"{g.name}: [{g.low:g}, {g.high:g}]" for g in self.genes]
+        if self.choice is not None:
+            lines.append(f"{METHOD_GENE}: one of {', '.join(self.choice.options)}")
+        return lines
+
+
+def _is_range(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"min", "max"}
+
+
+def _ranges(recipe: dict[str, Any]) -> list[tuple[Location, tuple[float, float]]]:
+    """Every ``{min, max}`` under a ``parameters:`` mapping, in the recipe's order."""
+    found: list[tuple[Location, tuple[float, float]]] = []
+
+    def walk(node: Any, location: Location) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if location and location[-1] == "parameters" and _is_range(value):
+                    found.append(((*location, key), _bounds(value, (*location, key))))
+                else:
+                    walk(value, (*location, key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, (*location, index))
+
+    walk(recipe, ())
+    return found
+
+
+def _bounds(value: dict[str, Any], location: Location) -> tuple[float, float]:
+    where = _dotted(location)
+    try:
+        low, high = float(value["min"]), float(value["max"])
+    except (TypeError, ValueError):
+        raise SpecError(f"recipe.{where}: min and max must be numbers, got {value!r}") from None
+    if low > high:
+        raise SpecError(f"recipe.{where}: min {low:g} is above max {high:g}", "swap them")
+    return low, high
+
+
+def _genes_of(
+    location: Location, bounds: tuple[float, float], groups: int, filters: list[str]
+) -> list[Gene]:
+    base = _dotted(location).replace(".parameters.", ".").removeprefix("parameters.")
+    genes = []
+    for filter_ in [*filters, None] if filters else [None]:
+        for anchor in range(groups):
+            name = base
+            if filter_ is not None:
+                name += f"@{filter_}"
+            elif filters:
+                name += "@rest"
+            if groups > 1:
+                name += f"#{anchor}"
+            genes.append(Gene(name, *bounds, location, filter_, anchor))
+    return genes
+
+
+def _setting(by_key: dict[tuple[str | None, int], float], groups: int, filters: list[str]) -> Any:
+    """The recipe value of one searched parameter: a number, a gradient, or filter entries."""
+
+    def value(filter_: str | None) -> Any:
+        anchors = [by_key[(filter_, a)] for a in range(groups)]
+        return anchors[0] if groups == 1 else anchors
+
+    if not filters:
+        return value(None)
+    return [{"filter": f, "value": value(f)} for f in filters] + [{"value": value(None)}]
+
+
+def _put(recipe: dict[str, Any], location: Location, value: Any) -> None:
+    node: Any = recipe
+    for key in location[:-1]:
+        node = node[key]
+    node[location[-1]] = value
+
+
+def _drop_foreign_parameters(recipe: dict[str, Any], method: str) -> None:
+    """Remove the parameters ``method`` does not take (a searched choice of methods shares one
+    recipe, and each method takes its own parameters)."""
+    from alloykit.methods import get_method
+
+    contract = get_method(method)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            parameters = node.get("parameters")
+            if isinstance(parameters, dict):
+                for name in [n for n in parameters if contract.param(n) is None]:
+                    del parameters[name]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(recipe)
+
+
+def _resolved_paths(recipe: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """The recipe with model references that are paths relative to the spec made absolute."""
+    recipe = copy.deepcopy(recipe)
+
+    def resolve(reference: Any) -> Any:
+        if isinstance(reference, str) and not Path(reference).is_absolute():
+            candidate = base_dir / reference
+            if candidate.exists():
+                return str(candidate.resolve())
+        return reference
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("model", "base_model"):
+                if key in node:
+                    node[key] = resolve(node[key])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(recipe)
+    return recipe
+
+
+def _dotted(location: Location) -> str:
+    text = ""
+    for key in location:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
