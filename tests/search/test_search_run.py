@@ -1,0 +1,144 @@
+"""``run_search`` end to end on a tiny family: outputs, resume, estimators, workers, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import alloykit
+from alloykit.cli.app import app
+from alloykit.search import run_search
+
+pytest.importorskip("optuna", reason="the search extra is not installed")
+
+
+def journal_lines(out: Path) -> list[dict]:
+    lines = (out / "trials.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines[1:]]
+
+
+def test_a_search_writes_its_trials_best_recipe_and_report(spec_of, tmp_path: Path) -> None:
+    result = run_search(spec_of(trials=5), tmp_path / "out")
+    trials = journal_lines(tmp_path / "out")
+    assert sorted(t["trial"] for t in trials) == [0, 1, 2, 3, 4]
+    assert result.best.fitness == max(t["fitness"] for t in trials)
+    best = yaml.safe_load((tmp_path / "out" / "best.yml").read_text())
+    assert best["models"][0]["parameters"]["weight"] == result.best.point["models[0].weight"]
+    alloykit.plan(best)  # a plain recipe: no ranges left
+    assert set(result.test_scores) == {"plus", "minus"}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"trial {result.best.trial}" in report and "held out" in report
+    rows = (tmp_path / "out" / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,fitness,plus,minus,models[0].weight,models[1].weight")
+    assert len(rows) == 6
+
+
+def test_a_candidates_score_is_the_merge_of_its_recipe(spec_of, search_family, tmp_path) -> None:
+    """The in-memory candidate scores what the same recipe merged to disk scores."""
+    result = run_search(spec_of(trials=2), tmp_path / "out")
+    merged = alloykit.merge(result.recipe, tmp_path / "merged")
+    scores = {
+        r.task: r.score
+        for r in alloykit.evaluate.evaluate(
+            merged, [search_family["plus"], search_family["minus"]], split="validation"
+        )
+    }
+    assert scores == pytest.approx(result.best.scores)
+
+
+def test_a_rerun_replays_the_journal_without_evaluating(spec_of, tmp_path: Path) -> None:
+    first = run_search(spec_of(trials=4), tmp_path / "out")
+    again = run_search(spec_of(trials=4), tmp_path / "out")
+    assert again.evaluated == 0 and again.trials == first.trials
+    more = run_search(spec_of(trials=6), tmp_path / "out")
+    assert more.evaluated == 2 and more.trials[:4] == first.trials
+
+
+def test_another_spec_in_the_same_directory_is_refused(spec_of, tmp_path: Path) -> None:
+    run_search(spec_of(trials=1), tmp_path / "out")
+    with pytest.raises(alloykit.errors.AlloyError, match="another search spec"):
+        run_search(spec_of(trials=1, seed=9), tmp_path / "out")
+
+
+def test_the_irt_estimator_fits_on_the_endpoints_and_checks_itself(spec_of, tmp_path) -> None:
+    spec = spec_of(trials=3, fitness={"estimator": "irt", "subset": 0.3})
+    result = run_search(spec, tmp_path / "out")
+    anchors = json.loads((tmp_path / "out" / "anchors.json").read_text())["responses"]
+    assert len(anchors) == 3 and all(len(r["plus"]) == 30 for r in anchors.values())
+    assert len(result.estimator_check) == 3
+    assert "Estimator check" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_cma_over_layer_groups_and_a_choice_of_methods(spec_of, tmp_path: Path) -> None:
+    spec = spec_of(trials=6, optimizer="cma", layer_groups=2, methods=["task_arithmetic", "ties"])
+    result = run_search(spec, tmp_path / "out")
+    assert result.recipe["merge_method"] in ("task_arithmetic", "ties")
+    assert len(result.recipe["models"][0]["parameters"]["weight"]) == 2
+
+
+def test_nsga2_per_task_writes_a_pareto_chart(spec_of, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the search extra is not installed")
+    spec = spec_of(trials=4, optimizer="nsga2", objective="per_task", population=4)
+    run_search(spec, tmp_path / "out")
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 0
+
+
+def test_local_worker_processes_give_the_trials_in_process_gives(spec_of, tmp_path) -> None:
+    alone = run_search(spec_of(trials=4, population=2), tmp_path / "alone")
+    pooled = run_search(spec_of(trials=4, population=2), tmp_path / "pooled", workers=2)
+    assert [t.scores for t in pooled.trials] == [t.scores for t in alone.trials]
+
+
+def test_a_search_on_a_local_ray_cluster(spec_of, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    alone = run_search(spec_of(trials=2, population=2), tmp_path / "alone")
+    on_ray = run_search(spec_of(trials=2, population=2), tmp_path / "ray", workers=2, use_ray=True)
+    assert [t.scores for t in on_ray.trials] == [t.scores for t in alone.trials]
+
+
+def test_the_cli_searches_and_writes_the_best_model(spec_of, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yml"
+    spec.write_text(yaml.safe_dump(spec_of(trials=2)))
+    result = CliRunner().invoke(app, ["search", str(spec), str(tmp_path / "out"), "--write-best"])
+    assert result.exit_code == 0, result.output
+    assert "best: trial" in result.output
+    assert (tmp_path / "out" / "model" / "config.json").exists()
+
+
+def test_the_cli_reports_a_bad_spec_in_one_line(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yml"
+    spec.write_text("recipe: {merge_method: linear}\ntasks: [t]\noptimiser: cma\n")
+    result = CliRunner().invoke(app, ["search", str(spec), str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "optimiser: Extra inputs are not permitted" in result.output
+
+
+def test_a_killed_search_resumes_with_no_duplicate(spec_of, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yml"
+    spec.write_text(yaml.safe_dump(spec_of(trials=8)))
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "alloykit"), "search", str(spec), str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / "trials.jsonl").exists() and len(journal_lines(out)) >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = len(journal_lines(out))
+    assert 2 <= killed_at < 8
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    trials = [t["trial"] for t in journal_lines(out)]
+    assert sorted(trials) == list(range(8))
