@@ -74,14 +74,14 @@ class CandidateWorker:
 
         responses = {}
         for name, indices in job.requests.items():
-            split = self._split(job.split).tasks[name]
+            split = self.split_named(job.split).tasks[name]
             examples = [split.examples[i] for i in indices]
             responses[name] = item_hits(
                 model, tokenizer, split.task, examples, batch_size=self.batch_size
             )
         return responses
 
-    def _split(self, which: str) -> Fitness:
+    def split_named(self, which: str) -> Fitness:
         if which not in self.splits:
             from alloykit.search.run import held_out
 
