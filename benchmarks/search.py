@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     anchors = json.loads((args.out / "anchors.json").read_text())["responses"]
     fitness.fit_anchors(anchors)
     rng = np.random.default_rng(args.seed + 1)
-    points = [
-        space.point(list(rng.random(space.dimensions))) for _ in range(args.check_candidates)
-    ]
+    points = [space.point(list(rng.random(space.dimensions))) for _ in range(args.check_candidates)]
     errors = estimator_errors(space, fitness, worker, points, args.seed)
     speed = throughput(space, fitness, worker, points[: args.throughput_candidates], args.zoo)
 

@@ -36,7 +36,6 @@ from alloykit.cli.mergekit_flags import (
     WriteModelCard,
     WriteThreads,
 )
-from alloykit.cli.search import search
 from alloykit.cli.options import (
     AllowPickle,
     CheckLoads,
@@ -60,6 +59,7 @@ from alloykit.cli.render import (
     render_methods,
     render_plan,
 )
+from alloykit.cli.search import search
 
 app = typer.Typer(
     name="alloykit",
