@@ -122,7 +122,8 @@ def throughput(space, fitness, worker, points: list[dict], template: Path) -> di
         start = time.perf_counter()
         on_disk = []
         for point in points:
-            out = alloykit.merge(space.recipe(point), scratch / "candidate", force=True)
+            recipe = space.recipe(point)
+            out = alloykit.merge(recipe, scratch / "candidate", force=True, fsync=False)
             model, tokenizer = load_model(out)
             on_disk.append(worker.answers(model, tokenizer, Job(requests)))
         disk_seconds = (time.perf_counter() - start) / len(points)

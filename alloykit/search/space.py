@@ -40,7 +40,7 @@ class Gene:
 
     def value(self, unit: float) -> float:
         """The value at ``unit`` in [0, 1] of the range."""
-        unit = min(1.0, max(0.0, unit))
+        unit = min(1.0, max(0.0, float(unit)))
         return round(self.low + unit * (self.high - self.low), DECIMALS)
 
     def unit(self, value: float) -> float:
@@ -56,7 +56,7 @@ class MethodChoice:
     options: tuple[str, ...]
 
     def value(self, unit: float) -> str:
-        index = min(len(self.options) - 1, int(min(1.0, max(0.0, unit)) * len(self.options)))
+        index = min(len(self.options) - 1, int(min(1.0, max(0.0, float(unit))) * len(self.options)))
         return self.options[index]
 
     def unit(self, value: str) -> float:

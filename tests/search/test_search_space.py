@@ -131,3 +131,11 @@ def test_a_missing_spec_file_is_one_line(tmp_path: Path) -> None:
 def test_the_fingerprint_ignores_the_trial_budget() -> None:
     assert spec(trials=10).fingerprint() == spec(trials=20).fingerprint()
     assert spec(seed=1).fingerprint() != spec(seed=2).fingerprint()
+
+
+def test_points_are_plain_floats_whatever_the_units_type() -> None:
+    import numpy as np
+
+    space = Space(spec())
+    point = space.point(list(np.array([0.25, 0.5, 1.0])))
+    assert all(type(value) is float for value in point.values())
