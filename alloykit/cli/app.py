@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from alloykit.cli.calibrate import calibrate_command
 from alloykit.cli.documents import merge_documents
 from alloykit.cli.guard import guarded, is_tty
 from alloykit.cli.lora import lora_app
@@ -68,6 +69,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lora_app, name="lora")
+app.command("calibrate")(calibrate_command)
 console = Console(highlight=False, soft_wrap=True)
 
 
