@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch.func import functional_call
 
+from alloykit.calibrate.batches import padded
 from alloykit.calibrate.examples import load_examples
 from alloykit.checkpoint.source import open_source
 from alloykit.errors import AlloyError
@@ -195,13 +196,8 @@ def _prompts(data: Sequence[str | Path], settings: AdaMergingSettings) -> list[s
 
 
 def _batch(tokenizer, prompts: list[str], device: torch.device):
-    encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    width = max(len(ids) for ids in encoded)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
-    last = torch.tensor([len(ids) - 1 for ids in encoded])
-    return input_ids.to(device), mask.to(device), last.to(device)
+    """Padded prompts and the position of each one's last token."""
+    rows = [tokenizer(p)["input_ids"] for p in prompts]
+    input_ids, mask = padded(rows, tokenizer.pad_token_id, device)
+    last = torch.tensor([len(ids) - 1 for ids in rows], device=device)
+    return input_ids, mask, last

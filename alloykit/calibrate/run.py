@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from alloykit.calibrate.examples import Example, load_examples
+from alloykit.calibrate.batches import Encoded, encode, padded
+from alloykit.calibrate.examples import load_examples
 from alloykit.calibrate.fingerprint import fingerprint
 from alloykit.calibrate.recorder import FisherAccumulator, GramRecorder, linear_weights
 from alloykit.calibrate.statistics_file import KINDS, StatisticsError, metadata, write_statistics
@@ -59,7 +60,7 @@ def calibrate(
     loaded, tokenizer = load_model(model, device)
     model_name = str(model)
     layers = linear_weights(loaded, source.tensors, model_name) if "gram" in kinds else {}
-    sequences = _encode(tokenizer, chosen.examples, _max_length(loaded))
+    sequences = encode(tokenizer, chosen.examples, _max_length(loaded))
     grams = GramRecorder(layers)
     fisher = (
         FisherAccumulator(_stored_parameters(loaded, source.tensors)) if "fisher" in kinds else None
@@ -83,23 +84,6 @@ def calibrate(
     return write_statistics(Path(out), statistics, meta)
 
 
-Encoded = tuple[list[int], int]
-"""Token ids of one example and the index of its first scored token."""
-
-
-def _encode(tokenizer, examples: list[Example], max_length: int) -> list[Encoded]:
-    encoded = []
-    for example in examples:
-        if example.context:
-            context = tokenizer(example.context)["input_ids"]
-            target = tokenizer(example.target, add_special_tokens=False)["input_ids"]
-        else:
-            context, target = [], tokenizer(example.target)["input_ids"]
-        ids = (context + target)[:max_length]
-        encoded.append((ids, max(len(context), 1)))
-    return encoded
-
-
 def _max_length(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", None) or 2048)
 
@@ -118,7 +102,8 @@ def _per_example(
     """One forward and backward per example: Grams on the forward, squared gradients after."""
     device = next(model.parameters()).device
     tokens = 0
-    for done, (ids, first_scored) in enumerate(sequences, start=1):
+    for done, example in enumerate(sequences, start=1):
+        ids, first_scored = example.ids, example.first_scored
         input_ids = torch.tensor([ids], device=device)
         grams.mask = torch.ones_like(input_ids, dtype=torch.bool)
         tokens += len(ids)
@@ -141,19 +126,13 @@ def _batched(
 ) -> int:
     """Grams only: padded batches without gradients, padding masked out of the Grams."""
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tokens = 0
     with torch.no_grad():
         for start in range(0, len(sequences), batch_size):
-            batch = [ids for ids, _ in sequences[start : start + batch_size]]
-            width = max(len(ids) for ids in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.bool)
-            for row, ids in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                mask[row, : len(ids)] = True
-            grams.mask = mask.to(device)
-            model(input_ids=input_ids.to(device), attention_mask=mask.long().to(device))
+            rows = [example.ids for example in sequences[start : start + batch_size]]
+            input_ids, mask = padded(rows, tokenizer.pad_token_id, device)
+            grams.mask = mask.bool()
+            model(input_ids=input_ids, attention_mask=mask)
             tokens += int(mask.sum())
             if on_progress is not None:
                 on_progress(min(start + batch_size, len(sequences)), len(sequences))
