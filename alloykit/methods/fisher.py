@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from alloykit.methods.linear import broadcast_weights, linear
+from alloykit.methods.linear import linear
 
 
 def fisher_merge(
@@ -25,8 +25,15 @@ def fisher_merge(
     fisher: torch.Tensor | None,
 ) -> torch.Tensor:
     """``Σ λ_i max(F_i, floor) θ_i / Σ λ_i max(F_i, floor)`` entrywise; ``fisher`` stacks the
-    models' Fisher diagonals ``[n, *shape]`` (or is ``None``: the weighted average)."""
+    models' Fisher diagonals ``[n, *shape]`` (or is ``None``: the weighted average). Sums run
+    model by model, so temporaries stay at three tensors of the output's size."""
     if fisher is None:
         return linear(tensors, base, weight=weight, normalize=True)
-    precision = fisher.clamp_min(fisher_floor) * broadcast_weights(weight, fisher)
-    return (precision * tensors).sum(dim=0) / precision.sum(dim=0)
+    weights = weight.tolist()
+    numerator = torch.zeros_like(tensors[0])
+    denominator = torch.zeros_like(tensors[0])
+    for m in range(tensors.shape[0]):
+        precision = fisher[m].clamp_min(fisher_floor).mul_(weights[m])
+        denominator.add_(precision)
+        numerator.addcmul_(precision, tensors[m])
+    return numerator.div_(denominator)

@@ -17,21 +17,28 @@ SOLVE_DTYPE = torch.float64
 """Grams of real activations are badly conditioned; the solve runs in float64."""
 
 
-def scale_off_diagonal(grams: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``α G + (1 − α) diag(G)`` for each Gram matrix of a stack ``[n, in, in]``."""
-    diagonal = torch.diagonal(grams, dim1=-2, dim2=-1)
-    return alpha * grams + (1.0 - alpha) * torch.diag_embed(diagonal)
+def scale_off_diagonal(gram: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``α G + (1 − α) diag(G)``: off-diagonal entries scaled by ``alpha``, diagonal kept."""
+    return alpha * gram + (1.0 - alpha) * torch.diag_embed(torch.diagonal(gram, dim1=-2, dim2=-1))
 
 
-def regmean_solve(weights: torch.Tensor, grams: torch.Tensor) -> torch.Tensor:
-    """``(Σ G_i W_iᵀ)ᵀ (Σ G_i)⁻¹`` for weights ``[n, out, in]`` and Grams ``[n, in, in]``.
+def regmean_solve(weights: torch.Tensor, grams: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """``(Σ G̃_i W_iᵀ)ᵀ (Σ G̃_i)⁻¹`` for weights ``[n, out, in]`` and Grams ``[n, in, in]``,
+    ``G̃_i`` the Grams with off-diagonal entries scaled by ``alpha``. Sums run model by model
+    in float64 (two ``[in, in]`` and one ``[in, out]`` float64 temporaries).
 
-    A singular ``Σ G_i`` (an input feature no calibration token ever set) takes the
+    A singular ``Σ G̃_i`` (an input feature no calibration token ever set) takes the
     pseudo-inverse: the minimum-norm solution.
     """
-    grams = grams.to(SOLVE_DTYPE)
-    gram_sum = grams.sum(dim=0)
-    target = torch.einsum("nij,noj->io", grams, weights.to(SOLVE_DTYPE))
+    gram_sum = torch.zeros(grams.shape[1:], dtype=SOLVE_DTYPE, device=grams.device)
+    target = torch.zeros(
+        (weights.shape[2], weights.shape[1]), dtype=SOLVE_DTYPE, device=weights.device
+    )
+    for m in range(weights.shape[0]):
+        scaled = scale_off_diagonal(grams[m].to(SOLVE_DTYPE), alpha)
+        gram_sum.add_(scaled)
+        target.addmm_(scaled, weights[m].T.to(SOLVE_DTYPE))
+        del scaled
     solution, info = torch.linalg.solve_ex(gram_sum, target)
     if int(info) != 0 or not torch.isfinite(solution).all():
         solution = torch.linalg.pinv(gram_sum, hermitian=True) @ target
@@ -49,4 +56,4 @@ def regmean(
     ``[n, in, in]`` of a linear weight, or is ``None`` (the plain average)."""
     if gram is None:
         return tensors.mean(dim=0)
-    return regmean_solve(tensors, scale_off_diagonal(gram, alpha))
+    return regmean_solve(tensors, gram, alpha)
