@@ -50,7 +50,12 @@ GRIDS: dict[str, Grid] = {
     "magmax": {"lambda": [0.3, 0.5, 0.7, 1.0]},
     "cart": {"rank_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
     "wudi": {"iterations": [300], "learning_rate": [1e-5, 1e-4]},
+    "fisher": {"fisher_floor": [1e-6]},
+    "regmean": {"alpha": [0.5, 0.95]},
 }
+# Methods reading statistics: each expert's recipe entry names its own skill's task as data:
+# (calibrated on the train split once, then read from the statistics cache).
+WITH_DATA = {"fisher", "regmean"}
 PER_MODEL = {"density", "weight", "gamma", "epsilon"}
 # TIES-style methods sum the kept task vectors (scaled by lambda) as in the papers'
 # multi-task setting, rather than averaging them (mergekit's normalize default).
@@ -93,7 +98,11 @@ def recipe_for(method: str, base: Path, experts: list[Path], values: dict[str, A
         globals_["normalize"] = False
     recipe: dict[str, Any] = {
         "merge_method": method,
-        "models": [{"model": str(p), "parameters": dict(per_model)} for p in experts],
+        "models": [
+            {"model": str(p), "parameters": dict(per_model)}
+            | ({"data": str(p.parents[1] / "tasks" / p.name)} if method in WITH_DATA else {})
+            for p in experts
+        ],
         "parameters": globals_,
         "seed": 0,
     }

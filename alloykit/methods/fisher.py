@@ -14,8 +14,10 @@ from __future__ import annotations
 import torch
 
 from alloykit.methods.linear import linear
+from alloykit.methods.registry import register
 
 
+@register("fisher")
 def fisher_merge(
     tensors: torch.Tensor,
     base: torch.Tensor | None,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from alloykit.methods.registry import register
+
 SOLVE_DTYPE = torch.float64
 """Grams of real activations are badly conditioned; the solve runs in float64."""
 
@@ -45,6 +47,7 @@ def regmean_solve(weights: torch.Tensor, grams: torch.Tensor, alpha: float = 1.0
     return solution.T.to(weights.dtype).contiguous()
 
 
+@register("regmean")
 def regmean(
     tensors: torch.Tensor,
     base: torch.Tensor | None,
