@@ -117,9 +117,47 @@ def _recipe(recipe: RecipeLike, seed: int | None) -> Recipe:
 
 
 def plan(recipe: RecipeLike, options: MergeOptions | None = None, **overrides: Any) -> Plan:
-    """Validate a recipe and open its models by headers: the plan ``--dry-run`` prints."""
+    """Validate a recipe and open its models by headers: the plan ``--dry-run`` prints.
+
+    Models listed with ``data:`` (and no ``statistics:``) for a method that takes statistics
+    are calibrated first, or their statistics taken from the cache
+    (:func:`alloykit.calibrate.statistics_for`).
+    """
     opts = _options(options, overrides)
-    return make_plan(_recipe(recipe, opts.seed), opts.plan_options())
+    parsed = _recipe(recipe, opts.seed)
+    plan_options = opts.plan_options()
+    plan_options.statistics.update(_calibrated(parsed, opts))
+    return make_plan(parsed, plan_options)
+
+
+def _calibrated(recipe: Recipe, opts: MergeOptions) -> dict[str, Path]:
+    """Statistics files of the models whose entry names ``data:`` but no ``statistics:``."""
+    from alloykit.methods import get_method
+
+    try:
+        declared = get_method(recipe.merge_method).statistics
+    except KeyError:
+        return {}  # the planner names the unknown method
+    pending = [e for e in recipe.models or () if e.data is not None and e.statistics is None]
+    if not declared or not pending:
+        return {}
+    # Calibration runs models (torch, transformers); imported only when a recipe needs it.
+    from alloykit.calibrate import CalibrationSettings, statistics_for
+    from alloykit.checkpoint.source import open_source
+
+    settings = CalibrationSettings(kinds=tuple(s.name for s in declared), device=opts.device)
+    search = (recipe.source_file.parent,) if recipe.source_file else ()
+    found: dict[str, Path] = {}
+    for entry in pending:
+        if entry.model in found:
+            continue
+        root = open_source(entry.model, search_dirs=search, allow_pickle=opts.allow_pickle).root
+        assert entry.data is not None
+        try:
+            found[entry.model] = statistics_for(root, recipe.resolve_path(entry.data), settings)
+        except AlloyError as exc:
+            raise type(exc)(f"{entry.key_path}.data: {exc.message}", exc.hint) from None
+    return found
 
 
 def merge(

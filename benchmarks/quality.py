@@ -50,12 +50,24 @@ GRIDS: dict[str, Grid] = {
     "magmax": {"lambda": [0.3, 0.5, 0.7, 1.0]},
     "cart": {"rank_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
     "wudi": {"iterations": [300], "learning_rate": [1e-5, 1e-4]},
+    "fisher": {"fisher_floor": [1e-6]},
+    "regmean": {"alpha": [0.5, 0.95]},
 }
+# Methods reading statistics: each expert's recipe entry names its own skill's task as data:
+# (calibrated on the train split once, then read from the statistics cache).
+WITH_DATA = {"fisher", "regmean"}
 PER_MODEL = {"density", "weight", "gamma", "epsilon"}
 # TIES-style methods sum the kept task vectors (scaled by lambda) as in the papers'
 # multi-task setting, rather than averaging them (mergekit's normalize default).
 NO_NORMALIZE = {"ties", "dare_ties", "breadcrumbs_ties", "della"}
 SMOKE_METHODS = ("linear", "task_arithmetic", "ties")
+# Data-driven merges that run the models (alloykit.calibrate drivers), each with its own grid;
+# every expert calibrates on its own skill's train split, prompts only for AdaMerging.
+DRIVER_GRIDS: dict[str, Grid] = {
+    "regmean_pp": {"alpha": [0.5, 0.95]},
+    "adamerging": {"granularity": ["task", "layer"], "lr": [1e-2]},
+    "greedy_soup": {},
+}
 
 
 @dataclass
@@ -86,13 +98,37 @@ def recipe_for(method: str, base: Path, experts: list[Path], values: dict[str, A
         globals_["normalize"] = False
     recipe: dict[str, Any] = {
         "merge_method": method,
-        "models": [{"model": str(p), "parameters": dict(per_model)} for p in experts],
+        "models": [
+            {"model": str(p), "parameters": dict(per_model)}
+            | ({"data": str(p.parents[1] / "tasks" / p.name)} if method in WITH_DATA else {})
+            for p in experts
+        ],
         "parameters": globals_,
         "seed": 0,
     }
     if get_method(method).base is not BasePolicy.UNUSED:
         recipe["base_model"] = str(base)
     return recipe
+
+
+def driver_state(
+    name: str,
+    base: Path,
+    experts: list[Path],
+    tasks: list[Path],
+    point: dict[str, Any],
+    val_limit: int | None,
+) -> dict[str, torch.Tensor]:
+    """The merged weights a data-driven driver finds for ``experts`` (in memory)."""
+    from alloykit.calibrate import adamerging, greedy_soup, regmean_pp
+
+    if name == "regmean_pp":
+        return regmean_pp.regmean_pp(experts, tasks, **point).state
+    if name == "adamerging":
+        settings = adamerging.AdaMergingSettings(steps=100, **point)
+        return adamerging.adamerging(base, experts, tasks, settings).state
+    soup = greedy_soup.greedy_soup(experts, tasks, limit=val_limit)
+    return alloykit.merge_to_state_dict(soup.recipe())
 
 
 def grid_points(grid: Grid) -> list[dict[str, Any]]:
@@ -178,6 +214,35 @@ def run(args: argparse.Namespace) -> list[Row]:
                 f"normalized {normalized:6.1%}  {best[1]}  ({row.seconds:.0f} s)",
                 flush=True,
             )
+        if not args.smoke and args.drivers:
+            rows += run_drivers(args, scorer, base, experts, tasks, chosen, own)
+    return rows
+
+
+def run_drivers(args, scorer, base, experts, tasks, chosen, own) -> list[Row]:
+    """Rows of the data-driven drivers for one subset, chosen on validation as above."""
+    rows = []
+    for name, grid in DRIVER_GRIDS.items():
+        start = time.perf_counter()
+        paths = [experts[s] for s in chosen]
+        skill_tasks = [tasks[s] for s in chosen]
+        best: tuple[float, dict[str, Any], dict[str, torch.Tensor]] | None = None
+        for point in grid_points(grid):
+            state = driver_state(name, base, paths, skill_tasks, point, args.val_limit)
+            val = scorer.score(state, chosen, "validation", args.val_limit)
+            mean = sum(val.values()) / len(val)
+            if best is None or mean > best[0]:
+                best = (mean, point, state)
+        assert best is not None
+        test = scorer.score(best[2], chosen, "test", args.test_limit)
+        normalized = sum(test[s] / own[s] for s in chosen if own[s] > 0) / len(chosen)
+        row = Row(name, str(len(chosen)), best[1], test, normalized, time.perf_counter() - start)
+        rows.append(row)
+        print(
+            f"{len(chosen)} experts  {name:17s} avg {row.average:6.1%}  "
+            f"normalized {normalized:6.1%}  {best[1]}  ({row.seconds:.0f} s)",
+            flush=True,
+        )
     return rows
 
 
@@ -209,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1)")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument(
+        "--drivers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the data-driven drivers (RegMean++, AdaMerging, greedy soup)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all rows as JSON")
     args = parser.parse_args(argv)
     torch.manual_seed(0)

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from alloykit.cli.calibrate import calibrate_command
+from alloykit.cli.data_merges import adamerging_command, greedy_soup_command, regmean_pp_command
 from alloykit.cli.documents import merge_documents
 from alloykit.cli.guard import guarded, is_tty
 from alloykit.cli.lora import lora_app
@@ -70,6 +72,10 @@ app = typer.Typer(
 )
 app.add_typer(lora_app, name="lora")
 app.command()(search)
+app.command("calibrate")(calibrate_command)
+app.command("greedy-soup")(greedy_soup_command)
+app.command("adamerging")(adamerging_command)
+app.command("regmean-pp")(regmean_pp_command)
 console = Console(highlight=False, soft_wrap=True)
 
 

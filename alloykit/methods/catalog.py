@@ -9,7 +9,14 @@ settings (:mod:`alloykit.methods.task_vector_settings`).
 from __future__ import annotations
 
 from alloykit.methods import task_vector_settings
-from alloykit.methods.contract import BasePolicy, Method, Param, Scope
+from alloykit.methods.contract import (
+    BasePolicy,
+    Method,
+    Param,
+    Scope,
+    Statistic,
+    StatisticShape,
+)
 from alloykit.methods.interference_catalog import INTERFERENCE_CATALOG
 
 SHOEMAKE = "Animating Rotation with Quaternion Curves, Shoemake 1985 (doi:10.1145/325165.325242)"
@@ -264,6 +271,70 @@ ARCEE_FUSION = Method(
     "sample of 1e6 entries in larger tensors).",
 )
 
+DATA_DRIVEN = (
+    Method(
+        name="fisher",
+        summary="Per-entry average weighted by each model's diagonal Fisher information.",
+        reference="Merging Models with Fisher-Weighted Averaging, Matena & Raffel 2022, "
+        "arXiv:2111.09832",
+        params=(
+            Param("weight", float, Scope.PER_MODEL, 1.0, minimum=0.0, doc="λ of each model"),
+            Param(
+                "fisher_floor",
+                float,
+                Scope.GLOBAL,
+                1e-6,
+                minimum=0.0,
+                doc="Fisher entries below this count as this (the reference's 1e-6)",
+            ),
+        ),
+        base=BasePolicy.UNUSED,
+        kernel_module="alloykit.methods.fisher",
+        statistics=(
+            Statistic(
+                "fisher",
+                StatisticShape.DIAGONAL,
+                doc="diagonal empirical Fisher of each parameter (alloykit calibrate)",
+                fallback="the λ-weighted average",
+            ),
+        ),
+        temporaries=3.0,
+        notes="The floor applies to every model (the reference floors only the first, "
+        "'target', model by default). The reference's option to divide each model's λ by the "
+        "L2 norm of its whole Fisher is not applied: a kernel sees one tensor.",
+    ),
+    Method(
+        name="regmean",
+        summary="Per linear layer, the weight closest to every model's outputs on its inputs.",
+        reference="Dataless Knowledge Fusion by Merging Weights of Language Models, Jin et al. "
+        "2023, arXiv:2212.09849",
+        params=(
+            Param(
+                "alpha",
+                float,
+                Scope.GLOBAL,
+                0.95,
+                minimum=0.0,
+                maximum=1.0,
+                doc="scale of the Grams' off-diagonal entries (1: exact regression)",
+            ),
+        ),
+        base=BasePolicy.UNUSED,
+        kernel_module="alloykit.methods.regmean",
+        statistics=(
+            Statistic(
+                "gram",
+                StatisticShape.GRAM,
+                doc="Gram matrix of each linear layer's inputs (alloykit calibrate)",
+                fallback="the plain average (norms, biases, embeddings)",
+            ),
+        ),
+        temporaries=6.0,
+        notes="Solved in float64 with torch.linalg.solve; a singular Gram sum takes the "
+        "pseudo-inverse (minimum-norm solution).",
+    ),
+)
+
 CATALOG: tuple[Method, ...] = (
     *LINEAR,
     NEARSWAP,
@@ -273,6 +344,7 @@ CATALOG: tuple[Method, ...] = (
     SCE,
     *RAM,
     ARCEE_FUSION,
+    *DATA_DRIVEN,
     *(method.contract() for method in task_vector_settings.METHODS),
     *INTERFERENCE_CATALOG,
 )

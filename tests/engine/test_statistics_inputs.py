@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import alloykit
 from alloykit.cli.app import app
-from alloykit.errors import CheckpointError, PlanError, RecipeError
+from alloykit.errors import AlloyError, CheckpointError, PlanError, RecipeError
 from alloykit.methods import contract, registry
 from alloykit.methods.contract import (
     BasePolicy,
@@ -189,9 +189,9 @@ def test_a_model_without_statistics_is_refused_naming_its_entry(llama, stats):
         alloykit.plan(recipe)
 
 
-def test_data_without_computed_statistics_names_the_data_key(llama, stats):
+def test_data_that_cannot_be_calibrated_names_the_data_key(llama, stats):
     recipe = _recipe("test_regmean", llama, stats, ft2={"statistics": None, "data": "x.jsonl"})
-    with pytest.raises(PlanError, match=r"models\[1\]\.data: .* none were given or computed"):
+    with pytest.raises(AlloyError, match=r"models\[1\]\.data: calibration data .*not found"):
         alloykit.plan(recipe)
 
 

@@ -1,5 +1,6 @@
 """Call registered kernels the way the engine does: defaults filled, per-model values as
-float32 ``[n]`` tensors, random kernels given ``seed``."""
+float32 ``[n]`` tensors, random kernels given ``seed``, statistics as float32 stacks
+``[n, ...]`` (``None``, the method's fallback, unless given)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def kernel_params(
             kwargs[param.name] = torch.tensor(checked, dtype=torch.float32, device=device)
         else:
             kwargs[param.name] = param.check(value)
+    for statistic in method.statistics:
+        value = params.pop(statistic.name, None)
+        kwargs[statistic.name] = None if value is None else as_stack(value).to(device)
     assert not params, f"unknown parameters for {name}: {sorted(params)}"
     if method.random:
         kwargs["seed"] = seed
