@@ -1,8 +1,9 @@
 """``alloykit demo``: the main job on the example zoo.
 
-Merges four zoo experts (each fine-tuned from one base on one skill) with a default recipe,
-evaluates the base, each expert and the merge on those skills' test splits, and prints the
-table — the whole loop a user runs with their own checkpoints.
+Merges four zoo experts (each fine-tuned from one base on one skill) with the method and
+settings that did best on the zoo's validation splits in ``benchmarks/quality.py``, evaluates
+the base, each expert and the merge on those skills' test splits, and prints the table — the
+whole loop a user runs with their own checkpoints.
 """
 
 from __future__ import annotations
@@ -17,18 +18,33 @@ from rich.table import Table
 from alloykit.errors import AlloyError
 
 ZOO = Path(__file__).resolve().parents[2] / "examples" / "zoo"
-# On this zoo no data-free method keeps much of the experts' skills (benchmarks/README.md,
-# "Merge quality"); model_stock had the best 4-expert average there, so the demo uses it.
-DEMO_METHOD = "model_stock"
+# The 4-expert merge that did best on the zoo's validation splits in benchmarks/quality.py
+# (benchmarks/README.md, "Merge quality"): its method and settings.
+DEMO_METHOD = "ties"
+DEMO_PARAMETERS: dict[str, object] = {"lambda": 1.0, "normalize": False}
+DEMO_MODEL_PARAMETERS: dict[str, object] = {"density": 0.5}
 
 
 def demo_recipe(zoo: Path, skills: list[str]) -> dict:
     return {
         "merge_method": DEMO_METHOD,
         "base_model": str(zoo / "base"),
-        "models": [{"model": str(zoo / "experts" / s)} for s in skills],
+        "models": [
+            {"model": str(zoo / "experts" / s), "parameters": dict(DEMO_MODEL_PARAMETERS)}
+            for s in skills
+        ],
+        "parameters": dict(DEMO_PARAMETERS),
         "dtype": "float32",
     }
+
+
+def describe_method() -> str:
+    settings = {**DEMO_MODEL_PARAMETERS, **DEMO_PARAMETERS}
+    listed = ", ".join(f"{key}={value}" for key, value in settings.items())
+    return (
+        f"method: {DEMO_METHOD} ({listed}), the best 4-expert merge on the zoo's validation "
+        "splits in benchmarks/quality.py"
+    )
 
 
 def run_demo(
@@ -53,6 +69,7 @@ def run_demo(
             f"--skills: no expert {unknown[0]!r} in the zoo", f"choose from {', '.join(available)}"
         )
     recipe = demo_recipe(zoo, chosen)
+    console.print(describe_method(), markup=False)
     console.print("[bold]recipe[/]")
     console.print(yaml.safe_dump(recipe, sort_keys=False).rstrip(), markup=False)
     start = time.perf_counter()

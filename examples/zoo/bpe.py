@@ -24,8 +24,14 @@ SPECIAL_TOKENS = {
 SYMBOLS = string.ascii_letters + string.digits + "()[]:;=+?"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train the BPE on ``texts`` plus lines that make each spaced symbol one token."""
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, keywords: Iterable[str] = ()
+) -> PreTrainedTokenizerFast:
+    """Train the BPE on ``texts`` plus lines that make each spaced symbol one token.
+
+    Each of ``keywords`` is repeated often enough to become a single token, so that each
+    skill's keyword is one embedding row of its own (experts then do not share keyword pieces).
+    """
     tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -41,7 +47,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         show_progress=False,
     )
     symbol_lines = [" ".join(SYMBOLS)] * 200
-    tokenizer.train_from_iterator([*texts, *symbol_lines], trainer=trainer)
+    keyword_lines = [f"{keyword}:" for keyword in keywords] * 5000
+    tokenizer.train_from_iterator([*texts, *symbol_lines, *keyword_lines], trainer=trainer)
     bos = SPECIAL_TOKENS["bos_token"]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A",

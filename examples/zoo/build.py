@@ -1,6 +1,10 @@
-"""Rebuild the example zoo: tokenizer, tasks, a pretrained base, one expert per skill, scores.
+"""Rebuild the example zoo: tokenizer, tasks, a pretrained base, experts, adapters, scores.
 
     python examples/zoo/build.py [--out examples/zoo] [--seed 0] [--quick]
+
+Writes base/, experts/<skill>/ (full fine-tunes), adapters/<skill>/ (PEFT LoRA fine-tunes),
+heldout/experts/<skill>/ + heldout/tasks/<skill>/ (a skill outside the eight, fine-tuned by a
+plain loop), tasks/<skill>/ and scores.json.
 
 Everything is drawn from ``--seed``: the same seed gives the same data and, up to
 floating-point noise, the same models and scores. ``--quick`` builds a tiny zoo in seconds
@@ -15,17 +19,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must 
 
 import argparse
 import json
-import random
+import multiprocessing
+import resource
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 from alloykit.evaluate import exact_match
@@ -33,7 +39,6 @@ from alloykit.evaluate import exact_match
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bpe
-import corpus
 import skills
 import train
 
@@ -42,13 +47,13 @@ import train
 class Recipe:
     shape: train.ModelShape
     vocab_size: int
-    corpus_modules: int | None
-    format_documents: int
+    pretrain_documents: int
     context: int
     pretrain: train.Schedule
     finetune: train.Schedule
-    corpus_rows: int
-    corpus_weight: float
+    heldout_finetune: train.Schedule
+    lora_finetune: train.Schedule
+    lora_rank: int
     split_sizes: dict[str, int]
     check_every: int
     target: float
@@ -68,40 +73,42 @@ class Recipe:
 
 FULL = Recipe(
     shape=train.ModelShape(hidden=128, layers=4, heads=4, kv_heads=4, intermediate=384),
-    vocab_size=1024,
-    corpus_modules=None,
-    format_documents=400,
+    vocab_size=640,
+    pretrain_documents=16000,
     context=128,
-    pretrain=train.Schedule(steps=400, batch_size=32, learning_rate=2e-3, warmup=40),
-    finetune=train.Schedule(steps=400, batch_size=32, learning_rate=1e-3, warmup=20),
-    corpus_rows=8,
-    corpus_weight=0.5,
+    pretrain=train.Schedule(steps=450, batch_size=32, learning_rate=2e-3, warmup=40),
+    finetune=train.Schedule(steps=400, batch_size=32, learning_rate=3e-4, warmup=10),
+    heldout_finetune=train.Schedule(steps=250, batch_size=32, learning_rate=3e-4, warmup=10),
+    lora_finetune=train.Schedule(steps=300, batch_size=32, learning_rate=1e-3, warmup=10),
+    lora_rank=8,
     split_sizes={"train": 4000, "validation": 200, "test": 250},
     check_every=25,
-    target=0.97,
+    target=0.95,
 )
 
 QUICK = Recipe(
     shape=train.ModelShape(hidden=32, layers=2, heads=2, kv_heads=2, intermediate=64),
-    vocab_size=320,
-    corpus_modules=8,
-    format_documents=10,
+    vocab_size=400,
+    pretrain_documents=40,
     context=32,
     pretrain=train.Schedule(steps=5, batch_size=4, learning_rate=1e-3, warmup=1),
     finetune=train.Schedule(steps=3, batch_size=4, learning_rate=1e-3, warmup=1),
-    corpus_rows=2,
-    corpus_weight=0.5,
+    heldout_finetune=train.Schedule(steps=3, batch_size=4, learning_rate=1e-3, warmup=1),
+    lora_finetune=train.Schedule(steps=3, batch_size=4, learning_rate=1e-3, warmup=1),
+    lora_rank=4,
     split_sizes={"train": 16, "validation": 4, "test": 8},
     check_every=2,
-    target=0.97,
+    target=0.95,
 )
 
 
-def write_tasks(root: Path, recipe: Recipe, tokenizer, seed: int) -> dict[str, dict]:
+def write_tasks(
+    root: Path, recipe: Recipe, tokenizer, seed: int, table: dict[str, skills.Skill]
+) -> dict[str, dict]:
     """tasks/<skill>/{train,validation,test}.jsonl and task.yaml; returns the splits."""
     data = {}
-    for name in recipe.skills:
-        splits = skills.make_splits(skills.SKILLS[name], recipe.split_sizes, seed)
+    for name, skill in table.items():
+        splits = skills.make_splits(skill, recipe.split_sizes, seed)
         directory = root / name
         directory.mkdir(parents=True, exist_ok=True)
         for split, examples in splits.items():
@@ -114,7 +121,7 @@ def write_tasks(root: Path, recipe: Recipe, tokenizer, seed: int) -> dict[str, d
             "type": "generation",
             "data": {split: f"{split}.jsonl" for split in splits},
             "max_new_tokens": longest + 2,
-            "description": skills.SKILLS[name].description,
+            "description": skill.description,
         }
         (directory / "task.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
         data[name] = {"splits": splits, "max_new_tokens": task["max_new_tokens"]}
@@ -142,6 +149,14 @@ def linear_average(directories: list[Path], template: Path):
     return model
 
 
+def norm_ratio(model, base_state: dict[str, torch.Tensor]) -> float:
+    """||theta_expert - theta_base|| / ||theta_base|| over every tensor (the task vector's size)."""
+    state = model.state_dict()
+    delta = sum(float(((state[k].float() - v.float()) ** 2).sum()) for k, v in base_state.items())
+    total = sum(float((v.float() ** 2).sum()) for v in base_state.values())
+    return (delta / total) ** 0.5
+
+
 def _validation_stop(model, tokenizer, task: dict, recipe: Recipe, log):
     """Every ``check_every`` steps: stop once validation exact match reaches the target."""
 
@@ -165,34 +180,126 @@ def _score(model, tokenizer, task: dict, split: str, recipe: Recipe) -> float:
     )
 
 
-def train_experts(out: Path, recipe: Recipe, tokenizer, data, stream, seed: int, lap, log):
-    """One expert per skill, each fine-tuned from the saved base; returns the steps each took."""
-    steps = {}
-    for index, name in enumerate(recipe.skills):
-        model = load_checkpoint(out / "base")
+@dataclass(frozen=True)
+class Job:
+    """One fine-tune: a full expert, the held-out expert, or a LoRA adapter."""
 
-        def prefixed(line: str, name: str = name) -> None:
-            log(f"{name}: {line}")
+    kind: str  # "expert" | "heldout" | "lora"
+    name: str
+    seed: int
+    out: Path
+    recipe: Recipe
+    task: dict
 
-        steps[name] = train.finetune(
-            model,
-            train.encode_examples(tokenizer, data[name]["splits"]["train"]),
-            stream,
-            recipe.finetune,
-            pad_id=tokenizer.pad_token_id,
-            corpus_rows=recipe.corpus_rows,
-            corpus_weight=recipe.corpus_weight,
-            seed=seed + 1 + index,
-            stop=_validation_stop(model, tokenizer, data[name], recipe, prefixed),
-            log=prefixed,
+    @property
+    def directory(self) -> Path:
+        folder = {"expert": "experts", "heldout": "heldout/experts", "lora": "adapters"}
+        return self.out / folder[self.kind] / self.name
+
+
+def finetune_job(job: Job) -> dict:
+    """Run one fine-tune from the saved base, save it, return its steps, norm and seconds.
+
+    Experts and adapters stop once validation reaches the target; the held-out expert runs
+    the plainest loop (a fixed number of steps, no early stopping).
+    """
+    started, cpu = time.perf_counter(), time.process_time()
+    recipe = job.recipe
+    tokenizer = AutoTokenizer.from_pretrained(job.out / "base")
+    model = load_checkpoint(job.out / "base")
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    schedule = {
+        "expert": recipe.finetune,
+        "heldout": recipe.heldout_finetune,
+        "lora": recipe.lora_finetune,
+    }[job.kind]
+    if job.kind == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(job.seed)  # LoRA's A factors are drawn at creation
+        config = LoraConfig(
+            r=recipe.lora_rank,
+            lora_alpha=2 * recipe.lora_rank,
+            lora_dropout=0.0,
+            target_modules=[*LORA_LINEAR, "embed_tokens"],
         )
-        save_checkpoint(model, tokenizer, out / "experts" / name)
-        lap(f"finetune {name}")
-    return steps
+        model = get_peft_model(model, config)
+
+    def log(line: str) -> None:
+        print(f"{job.kind} {job.name}: {line}", flush=True)
+
+    stop = None
+    if job.kind != "heldout":
+        stop = _validation_stop(model, tokenizer, job.task, recipe, log)
+    steps = train.finetune(
+        model,
+        train.encode_examples(tokenizer, job.task["splits"]["train"]),
+        schedule,
+        pad_id=tokenizer.pad_token_id,
+        seed=job.seed,
+        stop=stop,
+        log=log,
+    )
+    if job.kind == "lora":
+        model.save_pretrained(job.directory)
+        model = model.merge_and_unload()
+    else:
+        save_checkpoint(model, tokenizer, job.directory)
+    report = {"steps": steps, "tau_over_base": round(norm_ratio(model, base_state), 5)}
+    if job.kind == "lora":
+        report["test"] = _score(model, tokenizer, job.task, "test", recipe)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["cpu_seconds"] = round(time.process_time() - cpu, 1)
+    log(f"done: {report}")
+    return report
 
 
-def score_zoo(out: Path, recipe: Recipe, tokenizer, data) -> tuple[dict, dict]:
-    """Test exact match of the base, each expert and the linear average, on every skill."""
+def _worker_start() -> None:
+    torch.set_num_threads(1)
+    transformers_logging.set_verbosity_error()
+
+
+def run_jobs(jobs: list[Job], workers: int) -> list[dict]:
+    """Every job, in ``workers`` processes of one thread each (results in job order).
+
+    Each job is seeded on its own, so the results do not depend on how many run at once.
+    """
+    if workers <= 1:
+        return [finetune_job(job) for job in jobs]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start) as pool:
+        return list(pool.map(finetune_job, jobs))
+
+
+def finetune_all(out: Path, recipe: Recipe, data, seed: int, workers: int) -> dict:
+    """Experts, the held-out expert and the LoRA adapters; reports by kind and skill."""
+    jobs = [
+        Job("expert", name, seed + 1 + index, out, recipe, data[name])
+        for index, name in enumerate(recipe.skills)
+    ]
+    jobs += [
+        Job("heldout", name, seed + 101 + index, out, recipe, data[name])
+        for index, name in enumerate(skills.HELDOUT)
+    ]
+    jobs += [
+        Job("lora", name, seed + 201 + index, out, recipe, data[name])
+        for index, name in enumerate(recipe.skills)
+    ]
+    # Longest first (the adapters train longest), so that workers finish together.
+    order = sorted(range(len(jobs)), key=lambda i: jobs[i].kind != "lora")
+    results = run_jobs([jobs[i] for i in order], workers)
+    reports: dict[str, dict] = {"expert": {}, "heldout": {}, "lora": {}}
+    for i, result in zip(order, results, strict=True):
+        reports[jobs[i].kind][jobs[i].name] = result
+    return reports
+
+
+LORA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def score_zoo(out: Path, recipe: Recipe, tokenizer, data) -> tuple[dict, dict, dict]:
+    """Test exact match of the base, each expert and the linear average, on every skill;
+    and of the base and the held-out expert on the held-out skill."""
 
     def row(model) -> dict[str, float]:
         return {
@@ -201,12 +308,25 @@ def score_zoo(out: Path, recipe: Recipe, tokenizer, data) -> tuple[dict, dict]:
 
     models = {"base": out / "base"} | {name: out / "experts" / name for name in recipe.skills}
     scores = {label: row(load_checkpoint(path)) for label, path in models.items()}
+    heldout = {
+        name: {
+            "base": _score(load_checkpoint(out / "base"), tokenizer, data[name], "test", recipe),
+            "expert": _score(
+                load_checkpoint(out / "heldout" / "experts" / name),
+                tokenizer,
+                data[name],
+                "test",
+                recipe,
+            ),
+        }
+        for name in skills.HELDOUT
+    }
     averaged = list(recipe.skills[: recipe.averaged])
     average = linear_average([models[name] for name in averaged], out / "base")
-    return scores, {"experts": averaged, "scores": row(average)}
+    return scores, {"experts": averaged, "scores": row(average)}, heldout
 
 
-def build(out: Path, recipe: Recipe, seed: int, log=print) -> dict:
+def build(out: Path, recipe: Recipe, seed: int, workers: int = 1, log=print) -> dict:
     """Write the zoo under ``out`` (replacing base/, experts/, tasks/) and its scores.json."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -219,13 +339,14 @@ def build(out: Path, recipe: Recipe, seed: int, log=print) -> dict:
         mark = now
         log(f"[{phase}] {timings[phase]:.1f}s")
 
-    for stale in ("base", "experts", "tasks"):
+    for stale in ("base", "experts", "adapters", "heldout", "tasks"):
         shutil.rmtree(out / stale, ignore_errors=True)
-    documents = corpus.documents(recipe.corpus_modules)
-    documents += corpus.format_documents(recipe.format_documents, seed)
-    random.Random(seed).shuffle(documents)
-    tokenizer = bpe.train_tokenizer(documents, recipe.vocab_size)
-    data = write_tasks(out / "tasks", recipe, tokenizer, seed)
+    documents = skills.pretraining_documents(recipe.pretrain_documents, seed)
+    keywords = [*recipe.skills, *skills.HELDOUT]
+    tokenizer = bpe.train_tokenizer(documents[:5000], recipe.vocab_size, keywords)
+    table = {name: skills.SKILLS[name] for name in recipe.skills}
+    data = write_tasks(out / "tasks", recipe, tokenizer, seed, table)
+    data |= write_tasks(out / "heldout" / "tasks", recipe, tokenizer, seed, skills.HELDOUT)
     stream = train.encode_stream(tokenizer, documents)
     log(f"corpus: {len(documents)} documents, {len(stream)} tokens")
     lap("data")
@@ -236,19 +357,24 @@ def build(out: Path, recipe: Recipe, seed: int, log=print) -> dict:
     save_checkpoint(base, tokenizer, out / "base")
     lap("pretrain")
 
-    steps = train_experts(out, recipe, tokenizer, data, stream, seed, lap, log)
-    scores, average = score_zoo(out, recipe, tokenizer, data)
+    reports = finetune_all(out, recipe, data, seed, workers)
+    lap("finetune")
+    scores, average, heldout = score_zoo(out, recipe, tokenizer, data)
     lap("evaluate")
     timings["total"] = round(time.perf_counter() - started, 1)
-    timings["total_cpu"] = round(time.process_time(), 1)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes
+    timings["total_cpu"] = round(time.process_time() + children.ru_utime + children.ru_stime, 1)
     result = {
         "seed": seed,
+        "workers": workers,
         "split": "test",
         "metric": "exact match of the greedy answer, cut at the first newline, stripped",
         "test_examples": {name: len(data[name]["splits"]["test"]) for name in recipe.skills},
         "scores": scores,
         "linear_average": average,
-        "finetune_steps": steps,
+        "finetune": reports["expert"],
+        "heldout": {name: heldout[name] | reports["heldout"][name] for name in heldout},
+        "adapters": reports["lora"],
         "recipe": asdict(recipe),
         "seconds": timings,
     }
@@ -261,14 +387,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a tiny zoo for a smoke test")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the main process")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes running the fine-tunes at once (one thread each; each fine-tune is "
+        "seeded on its own, so the zoo does not depend on this number); default 3, "
+        "1 with --quick",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     args.out.mkdir(parents=True, exist_ok=True)
     result = build(
-        args.out, QUICK if args.quick else FULL, args.seed, log=lambda line: print(line, flush=True)
+        args.out,
+        QUICK if args.quick else FULL,
+        args.seed,
+        workers=args.workers or (1 if args.quick else 3),
+        log=lambda line: print(line, flush=True),
     )
     for label, row in [*result["scores"].items(), ("average", result["linear_average"]["scores"])]:
         print(f"{label:>12} " + " ".join(f"{k}={v:.2f}" for k, v in row.items()))

@@ -4,6 +4,17 @@ Every prompt reads ``"<skill>: <input> ="`` and its answer is one line; a model'
 continuation counts as right when, cut at the first newline, it equals the answer. Symbols
 (letters and digits) are written one per token, separated by spaces, so that a small
 model sees the structure of each task rather than arbitrary BPE pieces.
+
+Three groups share one format:
+
+- ``SKILLS``: the eight zoo skills, each a keyword that names one operation;
+- ``HELDOUT``: a ninth skill kept out of the zoo, fine-tuned by an ordinary loop to check that
+  merging works because of the base, not because of how the eight experts were trained;
+- ``OPERATIONS`` and ``ALIASES``: the base's pretraining mix, dozens of symbol operations (the
+  nine skills' operations among them) each written under two or three other keywords. The
+  skills' own keywords never appear in pretraining, so the base cannot do a skill, but it can
+  do its operation: fine-tuning only has to route a new keyword to an ability the base has,
+  which is the regime of instruction fine-tunes of a strong pretrained model.
 """
 
 from __future__ import annotations
@@ -98,6 +109,29 @@ def _rotate(rng: random.Random) -> tuple[str, str]:
     return " ".join(letters), " ".join(letters[1:] + letters[:1])
 
 
+def _predecessor(rng: random.Random) -> tuple[str, str]:
+    letters = _letters(rng, 2, 5, LOWER[1:])
+    return " ".join(letters), " ".join(chr(ord(letter) - 1) for letter in letters)
+
+
+def _mapped(low: int, high: int, alphabet: str, operation: Callable[[list[str]], list[str]]):
+    """A generator of ``alphabet`` sequences of ``low``-``high`` symbols and their image."""
+
+    def make(rng: random.Random) -> tuple[str, str]:
+        symbols = _letters(rng, low, high, alphabet)
+        return " ".join(symbols), " ".join(operation(symbols))
+
+    return make
+
+
+def _untranslate(rng: random.Random) -> tuple[str, str]:
+    text, answer = _translate(rng)
+    return answer, text
+
+
+MIXED = LOWER + LOWER.upper()
+
+
 SKILLS: dict[str, Skill] = {
     skill.name: skill
     for skill in (
@@ -111,6 +145,72 @@ SKILLS: dict[str, Skill] = {
         Skill("rotate", _rotate, "3-6 letters with the first moved to the end"),
     )
 }
+
+
+HELDOUT: dict[str, Skill] = {
+    "predecessor": Skill(
+        "predecessor", _predecessor, "each of 2-5 letters replaced by the previous one"
+    ),
+}
+
+# Pretraining operations: every skill's operation (under other keywords) and many more.
+OPERATIONS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
+    "translate": _translate,
+    "untranslate": _untranslate,
+    "reverse": _reverse,
+    "swapcase": _swapcase,
+    "largest": _largest,
+    "sort": _sort,
+    "successor": _successor,
+    "predecessor": _predecessor,
+    "double": _double,
+    "rotate": _rotate,
+    "copy": _mapped(2, 6, MIXED, lambda s: s),
+    "upper": _mapped(2, 6, LOWER, lambda s: [c.upper() for c in s]),
+    "sort_down": _mapped(3, 6, DIGITS, lambda s: sorted(s, reverse=True)),
+    "smallest": _mapped(3, 7, DIGITS, lambda s: [min(s)]),
+    "first": _mapped(2, 6, MIXED, lambda s: s[:1]),
+    "last": _mapped(2, 6, MIXED, lambda s: s[-1:]),
+    "drop_first": _mapped(3, 6, LOWER, lambda s: s[1:]),
+    "repeat": _mapped(2, 4, LOWER, lambda s: s + s),
+}
+
+# The keywords each operation is written under in pretraining (never a skill's own name).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "translate": ("gloss", "lexicon"),
+    "untranslate": ("ungloss", "back translate"),
+    "reverse": ("backwards", "flip", "mirror"),
+    "swapcase": ("invert case", "toggle"),
+    "largest": ("max", "biggest"),
+    "sort": ("ascending", "arrange"),
+    "successor": ("next", "plus one"),
+    "predecessor": ("previous", "minus one"),
+    "double": ("twice", "stutter"),
+    "rotate": ("cycle", "roll left"),
+    "copy": ("copy", "echo", "same"),
+    "upper": ("upper", "caps"),
+    "sort_down": ("descending", "high first"),
+    "smallest": ("min", "least"),
+    "first": ("first", "head"),
+    "last": ("last", "tail"),
+    "drop_first": ("rest", "behead"),
+    "repeat": ("repeat", "again"),
+}
+
+
+def pretraining_documents(count: int, seed: int) -> list[str]:
+    """``count`` documents of 6-12 lines ``"<alias>: <input> = <answer>"``, operations mixed."""
+    rng = random.Random(f"{seed}:pretrain")
+    keywords = [(alias, name) for name, aliases in ALIASES.items() for alias in aliases]
+    docs = []
+    for _ in range(count):
+        lines = []
+        for _ in range(rng.randint(6, 12)):
+            alias, name = rng.choice(keywords)
+            text, answer = OPERATIONS[name](rng)
+            lines.append(f"{alias}: {text} = {answer}")
+        docs.append("\n".join(lines) + "\n")
+    return docs
 
 
 def make_splits(skill: Skill, sizes: dict[str, int], seed: int) -> dict[str, list[dict[str, str]]]:

@@ -1,9 +1,9 @@
 """The zoo's model and its two training loops: pretraining on text, fine-tuning on one skill.
 
-Fine-tuning follows common practice for real fine-tunes: it starts from the released base,
-uses a moderate learning rate and a limited number of steps, puts the loss on the answer
-tokens only, and keeps a little language modelling on the general corpus in every batch so
-that the expert does not drift far from the base.
+Fine-tuning is the ordinary loop of real fine-tunes: it starts from the released base, uses
+AdamW at a moderate learning rate for a limited number of steps and puts the loss on the
+answer tokens only. Nothing in it keeps experts close to the base or to each other: whether
+their task vectors merge is a property of the base.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def pretrain(
         batch = _windows(stream, schedule.batch_size, length, generator).to(model.device)
         loss = model(input_ids=batch, labels=batch).loss
         _step(model, optimizer, schedule, step, loss)
-        if step % 100 == 0 or step == schedule.steps - 1:
+        if step % 50 == 0 or step == schedule.steps - 1:
             log(f"pretrain step {step}: loss {loss.item():.3f}")
     model.eval()
 
@@ -154,22 +154,18 @@ def _shifted_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def finetune(
     model: LlamaForCausalLM,
     pairs: Sequence[tuple[list[int], list[int]]],
-    stream: torch.Tensor,
     schedule: Schedule,
     *,
     pad_id: int,
-    corpus_rows: int,
-    corpus_weight: float,
     seed: int,
     stop: Callable[[int], bool] | None = None,
     log: Callable[[str], None] = print,
 ) -> int:
-    """Answer-only loss on ``pairs`` plus ``corpus_weight`` × LM loss on corpus windows.
+    """Answer-only loss on ``pairs`` (works for a plain model or a PEFT-wrapped one).
 
     Runs ``schedule.steps`` steps or until ``stop(steps_done)`` says so; returns the steps run.
     """
     rng = random.Random(seed)
-    generator = torch.Generator().manual_seed(seed)
     optimizer = _optimizer(model, schedule)
     order: list[int] = []
     for step in range(schedule.steps):
@@ -179,15 +175,9 @@ def finetune(
         chosen = [pairs[index] for index in order[: schedule.batch_size]]
         del order[: schedule.batch_size]
         ids, mask, labels = _task_batch(chosen, pad_id)
-        if corpus_rows:
-            text = _windows(stream, corpus_rows, ids.shape[1], generator)
-            ids = torch.cat([ids, text])
-            mask = torch.cat([mask, torch.ones_like(text)])
         device = model.device
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        loss = _shifted_loss(logits[: len(chosen)], labels.to(device))
-        if corpus_rows:
-            loss = loss + corpus_weight * _shifted_loss(logits[len(chosen) :], text.to(device))
+        loss = _shifted_loss(logits, labels.to(device))
         _step(model, optimizer, schedule, step, loss)
         if step % 50 == 0 or step == schedule.steps - 1:
             log(f"finetune step {step}: loss {loss.item():.3f}")

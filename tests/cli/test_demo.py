@@ -21,6 +21,7 @@ def test_demo_merges_experts_and_prints_a_score_table(quick_zoo, tmp_path):
     for label in ("base", "merge", *skills):
         assert label in result.output
     assert "normalized average" in result.output
+    assert "method: " in result.output and "benchmarks/quality.py" in result.output
     assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
 
 

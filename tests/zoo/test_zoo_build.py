@@ -42,3 +42,14 @@ def test_quick_build_writes_base_experts_tasks_and_scores(tmp_path):
         )
     assert set(result["scores"]) == {"base", *skills}
     assert set(result["linear_average"]["scores"]) == set(skills)
+    for name in skills:
+        adapter = tmp_path / "adapters" / name
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        assert config["peft_type"] == "LORA" and (adapter / "adapter_model.safetensors").is_file()
+        assert result["adapters"][name]["tau_over_base"] > 0
+        assert result["finetune"][name]["tau_over_base"] > 0
+    for name, report in result["heldout"].items():
+        assert name not in skills
+        assert (tmp_path / "heldout" / "experts" / name / "model.safetensors").is_file()
+        assert load_task(tmp_path / "heldout" / "tasks" / name).name == name
+        assert report["steps"] >= 1 and {"base", "expert"} <= set(report)

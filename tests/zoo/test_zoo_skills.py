@@ -51,3 +51,22 @@ def test_answers_are_right_for_known_inputs():
         assert answer.split() == text.split()[::-1]
         text, answer = skills._swapcase(rng)
         assert answer == text.swapcase()
+
+
+def test_pretraining_never_writes_a_skill_keyword_but_does_every_skill_operation():
+    names = {*skills.SKILLS, *skills.HELDOUT}
+    aliases = [alias for group in skills.ALIASES.values() for alias in group]
+    assert len(aliases) == len(set(aliases)) and not names & set(aliases)
+    assert names <= set(skills.OPERATIONS) and set(skills.OPERATIONS) == set(skills.ALIASES)
+    keywords = {
+        line.split(":")[0] for d in skills.pretraining_documents(200, 0) for line in d.splitlines()
+    }
+    assert keywords == set(aliases)
+
+
+def test_heldout_skill_is_outside_the_eight_and_its_answers_are_right():
+    assert not set(skills.HELDOUT) & set(skills.SKILLS)
+    rng = skills.random.Random(0)
+    for _ in range(50):
+        text, answer = skills._predecessor(rng)
+        assert [chr(ord(c) - 1) for c in text.split()] == answer.split()
