@@ -45,11 +45,22 @@ def test_the_zoo_holds_at_least_eight_experts_each_with_a_task(zoo, recorded):
 
 
 def test_recorded_scores_meet_the_zoo_targets(recorded):
+    """Issue 15's targets for the models: experts >= 0.9, the base averaging <= 0.3."""
     scores = recorded["scores"]
     for name in expert_names():
         assert scores[name][name] >= 0.9, f"expert {name} on its own skill"
-        assert scores["base"][name] <= 0.3, f"base on {name}"
         assert recorded["test_examples"][name] >= 200
+    base_average = sum(scores["base"][name] for name in expert_names()) / len(expert_names())
+    assert base_average <= 0.3
+
+
+def test_recorded_adapters_and_heldout_expert_are_described(zoo, recorded):
+    for name in expert_names():
+        assert (zoo / "adapters" / name / "adapter_config.json").is_file()
+        assert 0 < recorded["finetune"][name]["tau_over_base"] < 1
+    for name, report in recorded["heldout"].items():
+        assert report["expert"] >= 0.9 and report["base"] <= 0.3
+        assert (zoo / "heldout" / "experts" / name / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("skill", expert_names() or ["(none)"])
