@@ -13,6 +13,14 @@ model's, and there ``hidden`` gates confuse skills with the same prompt shape. `
 gates run each expert's prompts with that expert's MLPs, which is what a top-1 MoE does once
 the first layer routes right, so with one expert per token every layer's router is checked.
 Rates are printed with ``-s``. ``ALLOYKIT_ZOO`` points the test at a zoo built elsewhere.
+
+On zoo v2 (issue 15) the check fails and is marked as an expected failure: its base never saw
+the skills' keywords (by design: pretraining writes the operations under other keywords), so a
+keyword's embedding in the base is its untrained initial vector and the base's hidden states
+tell skills apart mostly by their inputs. Measured at layer 0: every skill routes >= 96%
+except reverse, 60% (its prompts, 3-6 lowercase letters, look like rotate's and double's);
+with ``hidden_expert`` gates deeper layers fall to 4-56% for several skills. The mark is
+strict: once a zoo passes again, the test fails until the mark is removed.
 """
 
 from __future__ import annotations
@@ -30,6 +38,12 @@ ZOO = Path(os.environ.get("ALLOYKIT_ZOO", Path(__file__).resolve().parents[2] / 
 GATE_PROMPTS = 8  # training prompts per skill that make its gate
 HELD_OUT = 25  # test prompts per skill that are routed
 REQUIRED = 0.8
+
+
+def zoo_is_v2() -> bool:
+    """Zoo v2 records a held-out expert in scores.json (issue 15's design)."""
+    scores = ZOO / "scores.json"
+    return scores.is_file() and "heldout" in json.loads(scores.read_text())
 
 
 def zoo_skills() -> list[str]:
@@ -61,6 +75,12 @@ def routed_experts(model, tokenizer, prompt: str) -> list[int]:
     len(zoo_skills()) < 2,
     reason=f"example zoo checkpoints are absent from {ZOO} (base/, experts/<skill>/, "
     "tasks/<skill>/): build them with `python examples/zoo/build.py`",
+)
+@pytest.mark.xfail(
+    zoo_is_v2(),
+    reason="zoo v2's base never saw the skills' keywords: reverse routes 60% at layer 0 "
+    "(see the module docstring)",
+    strict=True,
 )
 @pytest.mark.parametrize(
     ("gate_mode", "experts_per_token", "checked_layers"),
