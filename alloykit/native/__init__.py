@@ -13,7 +13,8 @@ compare the two. ``ALLOYKIT_NATIVE=0`` in the environment turns them off.
 
 On x86-64 the file is built twice (see setup.py): a portable build, and an x86-64-v3 build
 (AVX2, ...) loaded instead where the CPU has it; ``ALLOYKIT_NATIVE=portable`` keeps the
-portable one. Both compute the same bits (the tests run each).
+portable one. Both compute the same bits (the tests run each). ``ALLOYKIT_NATIVE_PATH`` names
+another folder to load the builds from (CI's sanitized builds).
 
 Why C and not torch: a TIES merge written as tensor operations makes ~25 passes over every
 value through memory; a fused loop makes one (see docs/engine.md for the measurements).
@@ -112,8 +113,9 @@ BUILDS = {"portable": "_kernels", "x86-64-v3": "_kernels_x86_64_v3"}
 
 
 def _library_paths() -> dict[str, Path]:
-    """The compiled builds found next to this file."""
-    here = Path(__file__).parent
+    """The compiled builds found next to this file, or in the folder ``ALLOYKIT_NATIVE_PATH``
+    names (CI points it at builds with AddressSanitizer, see ``.ci/sanitize``)."""
+    here = Path(os.environ.get("ALLOYKIT_NATIVE_PATH") or Path(__file__).parent)
     found = {}
     for build, stem in BUILDS.items():
         files = [f for f in sorted(here.glob(f"{stem}.*")) if f.suffix in (".so", ".pyd")]
