@@ -7,14 +7,7 @@ from rich.table import Table
 
 from alloykit.methods import Method, get_method
 from alloykit.plan import Plan, PlanEntry
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.2f} {unit}"
-        count /= 1000
-    raise AssertionError
+from alloykit.units import human_bytes
 
 
 def _inputs(entry: PlanEntry) -> str:
