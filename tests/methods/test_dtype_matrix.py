@@ -135,3 +135,23 @@ def test_merge_matches_float64_reference(stored, references, method, path, given
         tolerance = 16 * coarsest * 4 + 1e-6
         error = (merged[name].double() - reference).abs().max().item()
         assert error <= tolerance, f"{name}: max error {error} > {tolerance}"
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "written"),
+    [
+        (("float32", "bfloat16", "bfloat16"), torch.float32),
+        (("bfloat16", "float32", "bfloat16"), torch.float32),
+        (("bfloat16", "bfloat16", "float16"), torch.float32),
+        (("float16", "float16", "float16"), torch.float16),
+    ],
+)
+def test_mixed_inputs_are_written_in_the_widest_dtype(stored, references, dtypes, written):
+    """As mergekit writes them (torch's type promotion): bfloat16 with float32 is float32."""
+    models = zip(("base", "ft1", "ft2"), dtypes, strict=True)
+    files = {model: stored[d][model] for model, d in models}
+    merged = alloykit.merge_to_state_dict(_recipe("task_arithmetic", files))
+    for name, reference in references["task_arithmetic"].items():
+        assert merged[name].dtype == written
+        tolerance = 16 * EPSILON[written] * 4 + 1e-6
+        assert (merged[name].double() - reference).abs().max().item() <= tolerance
