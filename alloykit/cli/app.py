@@ -200,7 +200,7 @@ def merge(
                 engine.threads, engine.budget_bytes, engine.chunk_size()
             )
             largest = the_plan.largest_working(engine.chunk_size())
-            render_plan(the_plan, console, peak_bytes=peak, largest=largest)
+            render_plan(the_plan, console, peak_bytes=peak, largest=largest, verbose=verbose > 0)
         if dry_run:
             return
         if not verbose:
@@ -345,7 +345,7 @@ def _build_moe(recipe, out: Path | None, options, dry_run: bool) -> None:
         peak = the_plan.estimated_peak_bytes(
             engine.threads, engine.budget_bytes, engine.chunk_size()
         )
-        render_plan(the_plan, console, peak_bytes=peak)
+        render_plan(the_plan, console, peak_bytes=peak, verbose=True)  # every expert's line
         return
     for warning in the_plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}", markup=True)
