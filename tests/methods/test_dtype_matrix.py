@@ -1,6 +1,6 @@
 """Every dtype combination merges to the right values on every path: input dtype x compute
 dtype x output dtype x method x path (torch with the kernels off, the fused kernels, the
-torch-free lane), against a float64 merge of the same values.
+torch-free raw path), against a float64 merge of the same values.
 
 The inputs are multiples of 1/64 below 4 in magnitude, which float32, bfloat16 and float16 all
 hold exactly (and so do their differences), so every input dtype gives the merge the same
@@ -23,7 +23,7 @@ import alloykit
 from alloykit import native
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PATHS = ("torch", "fused", "lane")
+PATHS = ("torch", "fused", "raw")
 METHODS: dict[str, dict] = {
     "linear": {"models": ("ft1", "ft2"), "weight": (0.3, 0.7)},
     "task_arithmetic": {"models": ("ft1", "ft2"), "base": True, "weight": (0.5, 0.8)},
@@ -96,7 +96,7 @@ def _merge(recipe: dict, *, compute: str, out: str, path: str) -> dict[str, torc
     off = native.turned_off() if path == "torch" else contextlib.nullcontext()
     with off:
         return alloykit.merge_to_state_dict(
-            recipe, dtype=compute, out_dtype=out, stored_lane=path == "lane",
+            recipe, dtype=compute, out_dtype=out, raw_path=path == "raw",
             chunk_elements=500, threads=1,
         )  # fmt: skip
 
@@ -112,12 +112,12 @@ def references(stored) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def _cases() -> list[tuple[str, str, str, str]]:
-    """The lane runs bfloat16 inputs in float32 only: elsewhere it is the fused path again."""
+    """The raw path runs bfloat16 inputs in float32 only: elsewhere it is the fused path again."""
     cases = []
     for path in PATHS:
         for given in DTYPES:
             for compute in DTYPES:
-                if path == "lane" and (given, compute) != ("bfloat16", "float32"):
+                if path == "raw" and (given, compute) != ("bfloat16", "float32"):
                     continue
                 for out in DTYPES:
                     cases.append((path, given, compute, out))
