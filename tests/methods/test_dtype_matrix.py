@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import alloykit
 from alloykit import native
@@ -155,3 +155,26 @@ def test_mixed_inputs_are_written_in_the_widest_dtype(stored, references, dtypes
         assert merged[name].dtype == written
         tolerance = 16 * EPSILON[written] * 4 + 1e-6
         assert (merged[name].double() - reference).abs().max().item() <= tolerance
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_bfloat16_compute_of_float32_checkpoints_through_the_cli(llama, tmp_path, threads):
+    """Issue 20's report: this command crashed (segfault, double free, or a false NaN)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from alloykit.cli import app
+
+    recipe = {
+        "merge_method": "linear",
+        "models": [{"model": str(llama[f"ft{i}"]), "parameters": {"weight": 0.5}} for i in (1, 2)],
+    }
+    path = tmp_path / "recipe.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    command = ["merge", str(path), str(out), "--dtype", "bfloat16", "--threads", threads]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    expected = alloykit.merge_to_state_dict(recipe, dtype="bfloat16")
+    merged = {k: v for shard in out.glob("*.safetensors") for k, v in load_file(shard).items()}
+    assert all(torch.equal(merged[name], tensor) for name, tensor in expected.items())
