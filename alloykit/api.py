@@ -21,10 +21,16 @@ from alloykit.checkpoint.model_files import (
     write_chat_template,
     write_config,
 )
-from alloykit.checkpoint.sink import DirectorySink, OutputTensor, StateDictSink, check_output_dir
+from alloykit.checkpoint.sink import (
+    DirectorySink,
+    OutputTensor,
+    StateDictSink,
+    check_output_dir,
+    disk_full,
+)
 from alloykit.dtypes import F32, parse_dtype
 from alloykit.engine import DEFAULT_BUDGET, EngineOptions, execute
-from alloykit.errors import AlloyError
+from alloykit.errors import AlloyError, is_disk_full
 from alloykit.plan import Plan, PlanEntry, PlanOptions
 from alloykit.planner import make_plan
 from alloykit.recipe import load_recipe
@@ -222,6 +228,12 @@ def write_plan(the_plan: Plan, out: Path, opts: MergeOptions) -> Path:
     except AlloyError:
         hashes.cancel()
         sink.abort(keep_for_resume=False)
+        raise
+    except OSError as exc:
+        hashes.cancel()
+        sink.abort(keep_for_resume=True)
+        if is_disk_full(exc):
+            raise disk_full(sink.partial_dir, exc) from exc
         raise
     except BaseException:
         hashes.cancel()

@@ -68,6 +68,15 @@ ALIASES: dict[str, DType] = {
 """The names a recipe or an option may give a compute or output dtype."""
 
 
+def widest_dtype(dtypes: list[DType]) -> DType:
+    """The dtype a merge of inputs in ``dtypes`` is written in when no dtype is asked for, as
+    torch's type promotion (and so mergekit) gives it: the inputs' one dtype, else the largest,
+    else float32 for two of one size (bfloat16 with float16)."""
+    largest = max(d.itemsize for d in dtypes)
+    widest = {d for d in dtypes if d.itemsize == largest}
+    return widest.pop() if len(widest) == 1 else F32
+
+
 def of_torch(dtype: torch.dtype) -> DType:
     """The DType of a tensor made by torch code (pickles, derived tensors, merged rows);
     TypeError for a dtype safetensors cannot store (e.g. complex)."""

@@ -7,6 +7,8 @@ which joins the message and the hint, and shows a traceback only with ``--debug`
 
 from __future__ import annotations
 
+import errno
+
 
 class AlloyError(Exception):
     """Bad input: a recipe, checkpoint or option the user can fix."""
@@ -38,6 +40,10 @@ class OutputError(AlloyError):
     """The output location is unusable (exists, not writable, ...)."""
 
 
+class DiskFullError(OutputError):
+    """The output's filesystem has too little free space (found before writing, or mid-way)."""
+
+
 class NonFiniteError(AlloyError):
     """An input tensor holds NaN or infinity."""
 
@@ -51,3 +57,9 @@ class OutputMismatchError(AlloyError):
 
 class MethodDefinitionError(AlloyError):
     """A user-defined merge method is declared wrongly (``alloykit.merge_method``)."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write refused for want of space (or of quota): the user's to fix
+    (exit 2), wherever it was met."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -135,6 +135,8 @@ class Plan:
         temporaries. Whole-tensor: every input as read and in the compute dtype, the
         statistics (as read and stacked), the output, and the method's declared temporaries
         (:attr:`~alloykit.methods.contract.Method.temporaries`) in tensors the output's size.
+        This is what the engine's budget counts; the whole merge's resident peak is
+        :func:`alloykit.engine.memory.estimated_peak_bytes`.
         """
         count = len(entry.inputs) + (entry.base is not None)
         rows = self.chunk_rows(entry, chunk_elements) if entry.shape else 1
@@ -163,11 +165,6 @@ class Plan:
             if bound > best[1]:
                 best = (entry, bound)
         return best
-
-    def estimated_peak_bytes(self, threads: int, budget_bytes: int, chunk_elements: int) -> int:
-        """Working memory at the busiest moment: ``threads`` large groups, capped by the budget."""
-        largest = self.largest_working(chunk_elements)[1]
-        return max(largest, min(budget_bytes, threads * largest))
 
     def fingerprint(self) -> str:
         """Identifies this exact plan, so a resumed merge never mixes two different plans."""

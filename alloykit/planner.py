@@ -28,7 +28,7 @@ from alloykit.checkpoint.chat_templates import resolve_chat_template
 from alloykit.checkpoint.derived import DerivedSource
 from alloykit.checkpoint.source import ModelSource, locate, open_source
 from alloykit.checkpoint.statistics import StatisticsFile, open_statistics, statistic_key
-from alloykit.dtypes import parse_dtype
+from alloykit.dtypes import parse_dtype, widest_dtype
 from alloykit.errors import PlanError
 from alloykit.methods import BasePolicy, get_method
 from alloykit.plan import (
@@ -468,7 +468,12 @@ class _Planner:
         shape, common_rows = self._output_shape(out_name, everyone, metas, base_ref)
         lead_meta = self._meta(base_ref or refs[0])
         floating = lead_meta.dtype.is_floating_point
-        out_dtype = self.out_dtype if (self.out_dtype and floating) else lead_meta.dtype
+        if self.out_dtype and floating:
+            out_dtype = self.out_dtype
+        elif floating:
+            out_dtype = widest_dtype([m.dtype for m in metas if m.dtype.is_floating_point])
+        else:
+            out_dtype = lead_meta.dtype
         self.used.update(everyone)
         if not floating:
             self.entries.append(

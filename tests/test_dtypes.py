@@ -10,7 +10,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from alloykit.dtypes import BF16, BY_CODE, F16, F32, F64, DType, of_torch, parse_dtype
+from alloykit.dtypes import (
+    BF16,
+    BY_CODE,
+    F16,
+    F32,
+    F64,
+    DType,
+    of_torch,
+    parse_dtype,
+    widest_dtype,
+)
 from alloykit.errors import PlanError
 
 ALL = list(BY_CODE.values())
@@ -64,3 +74,11 @@ def test_parse_dtype_accepts_the_usual_aliases(name: str, dtype: DType) -> None:
 def test_parse_dtype_names_the_place_and_the_choices() -> None:
     with pytest.raises(PlanError, match=r"--out-dtype: unknown dtype 'float13'.*bf16, bfloat16"):
         parse_dtype("float13", "--out-dtype")
+
+
+def test_the_widest_dtype_follows_torch_promotion() -> None:
+    for dtypes in ([BF16], [F16, F16], [BF16, F32], [F16, BF16], [F32, F64, BF16], [F16, F32]):
+        expected = dtypes[0].torch
+        for dtype in dtypes[1:]:
+            expected = torch.promote_types(expected, dtype.torch)
+        assert widest_dtype(dtypes).torch == expected, dtypes

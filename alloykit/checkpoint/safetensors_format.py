@@ -9,6 +9,7 @@ them in a torch tensor.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -74,26 +75,60 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else _one_line(exc)
         raise CheckpointError(
-            f"{path}: corrupt safetensors header ({exc})",
+            f"{path}: corrupt safetensors header ({why})",
             "the file is truncated or corrupt; re-download it",
         ) from exc
     data_start = 8 + header_len
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(
+            f"{path}: corrupt safetensors header (__metadata__ is not a map of strings)",
+            "the file is truncated or corrupt; re-download it",
+        )
     entries: dict[str, TensorEntry] = {}
     for name, info in header.items():
         entries[name] = _entry(path, name, info, data_start, size)
+    _check_disjoint(path, entries)
     return entries, metadata
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object whose keys are all different (``json`` would keep the last silently: two
+    entries for one tensor name)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"{twice!r} appears twice")
+    return result
+
+
+def _one_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _check_disjoint(path: Path, entries: dict[str, TensorEntry]) -> None:
+    """Refuse tensors whose bytes overlap (one write would change another tensor)."""
+    spans = sorted((e.start, e.end, e.name) for e in entries.values() if e.end > e.start)
+    for (_, end, name), (start, _, other) in itertools.pairwise(spans):
+        if start < end:
+            raise CheckpointError(
+                f"{path}: corrupt safetensors header: the bytes of tensors {name!r} and "
+                f"{other!r} overlap",
+                "the file is truncated or corrupt; re-download it",
+            )
 
 
 def _entry(path: Path, name: str, info: object, data_start: int, size: int) -> TensorEntry:
     def bad(why: str) -> CheckpointError:
         return CheckpointError(
-            f"{path}: corrupt safetensors header at tensor {name!r}: {why}",
+            f"{path}: corrupt safetensors header at tensor {_short(name)}: {why}",
             "the file is truncated or corrupt; re-download it",
         )
 
@@ -101,23 +136,32 @@ def _entry(path: Path, name: str, info: object, data_start: int, size: int) -> T
         raise bad("entry is not an object")
     dtype = BY_CODE.get(str(info.get("dtype")))
     if dtype is None:
-        raise bad(f"unsupported dtype {info.get('dtype')!r}")
+        raise bad(f"unsupported dtype {_short(info.get('dtype'))}")
     shape = info.get("shape")
     offsets = info.get("data_offsets")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise bad(f"invalid shape {shape!r}")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(isinstance(o, int) for o in offsets)
-    ):
-        raise bad(f"invalid data_offsets {offsets!r}")
+    if not isinstance(shape, list) or not all(_natural(d) for d in shape):
+        raise bad(f"invalid shape {_short(shape)}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_natural, offsets)):
+        raise bad(f"invalid data_offsets {_short(offsets)}")
     begin, end = offsets
     if end < begin or end - begin != prod(shape) * dtype.itemsize:
-        raise bad(f"data_offsets {offsets} do not match shape {shape} and dtype {info['dtype']}")
+        raise bad(
+            f"data_offsets {_short(offsets)} do not match shape {_short(shape)} and dtype {dtype}"
+        )
     if data_start + end > size:
         raise bad(f"data runs past the end of the file ({data_start + end} > {size} bytes)")
     return TensorEntry(name, path, dtype, tuple(shape), data_start + begin, data_start + end)
+
+
+def _natural(value: object) -> bool:
+    """A count or offset: an int (not a bool) >= 0."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _short(value: object) -> str:
+    """``repr`` of a header value, cut to fit in a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_tensor(entry: TensorEntry) -> torch.Tensor:

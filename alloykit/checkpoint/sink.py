@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alloykit import native
+from alloykit.checkpoint.output_lock import OutputLock
 from alloykit.dtypes import DType, of_torch
-from alloykit.errors import OutputError
+from alloykit.errors import DiskFullError, OutputError
+from alloykit.units import human_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +39,8 @@ FLUSH_BYTES = 256 * 1024**2
 """After this many bytes written, a background thread flushes the shards to disk, so the disk
 writes overlap the merge instead of all waiting for the final fsync."""
 INDEX = "model.safetensors.index.json"
+SPARE_BYTES = 32 * 1024**2
+"""Free space asked for besides the tensors: the config, tokenizer files and model card."""
 
 
 @dataclass(frozen=True)
@@ -170,12 +174,25 @@ class DirectorySink:
         self._unflushed = 0
         self._flusher: threading.Thread | None = None
         self.total_bytes = sum(t.nbytes for t in tensors)
+        self._lock = OutputLock(self.partial_dir)
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> int:
-        """Create (or resume) the partial directory; return how many tensors are already done."""
+        """Create (or resume) the partial directory; return how many tensors are already done.
+        Takes the output's lock first (:class:`OutputLock`) and checks the free space before
+        writing anything."""
         check_output_dir(self.out_dir, self.force)
+        self._lock.acquire()
+        try:
+            return self._open_locked()
+        except BaseException:
+            self._close()
+            self._lock.release()
+            raise
+
+    def _open_locked(self) -> int:
         resumed = self._try_resume()
+        self._check_free_space(resumed)
         if not resumed:
             if self.partial_dir.exists():
                 shutil.rmtree(self.partial_dir)
@@ -273,13 +290,34 @@ class DirectorySink:
         if check is not None:
             check(self.partial_dir)
         (self.partial_dir / JOURNAL).unlink()
-        return publish_directory(self.partial_dir, self.out_dir, durable=self.durable)
+        try:
+            return publish_directory(self.partial_dir, self.out_dir, durable=self.durable)
+        finally:
+            self._lock.release()
 
     def abort(self, *, keep_for_resume: bool) -> None:
         """Stop writing; keep ``OUT.partial`` for a resume, or remove it (bad input)."""
         self._close()
         if not keep_for_resume and self.partial_dir.exists():
             shutil.rmtree(self.partial_dir, ignore_errors=True)
+        self._lock.release()
+
+    def _check_free_space(self, resumed: bool) -> None:
+        """Refuse to start when the output's filesystem cannot hold what is left to write
+        (the plan knows every byte); a partial directory about to be replaced counts as free."""
+        headers = sum(len(self._header(shard)[0]) for shard in self._shards)
+        left = sum(t.nbytes for shard in self._shards for t in shard if t.name not in self.done)
+        needed = left + SPARE_BYTES + (0 if resumed else headers)
+        existing = self.out_dir if self.out_dir.exists() else _existing_parent(self.out_dir)
+        free = shutil.disk_usage(existing).free
+        if not resumed and self.partial_dir.exists():
+            free += _disk_bytes(self.partial_dir)
+        if needed > free:
+            raise DiskFullError(
+                f"not enough free space for {self.out_dir}: needs {human_bytes(needed)}, "
+                f"{human_bytes(free)} free on its filesystem",
+                "free some space, or write the output to another filesystem",
+            )
 
     # -- internals -------------------------------------------------------------------------
     def _close(self) -> None:
@@ -345,6 +383,28 @@ class DirectorySink:
                 bad.append(name)
         self.done.difference_update(bad)
         return bad
+
+
+def disk_full(partial_dir: Path, error: OSError) -> DiskFullError:
+    """The error of a write that found the disk full: the partial output stays for a resume."""
+    return DiskFullError(
+        f"no space left on the device writing {partial_dir} ({error.strerror}); "
+        f"the partial output is kept there",
+        "free some space and rerun the same command: the merge resumes where it stopped",
+    )
+
+
+def _existing_parent(path: Path) -> Path:
+    """The nearest directory above ``path`` that exists (where its filesystem is)."""
+    for parent in path.parents:
+        if parent.exists():
+            return parent
+    return Path("/")
+
+
+def _disk_bytes(directory: Path) -> int:
+    """The disk space the files under ``directory`` take (sparse shards count what is written)."""
+    return sum(p.stat().st_blocks * 512 for p in directory.rglob("*") if p.is_file())
 
 
 def _flush(fds: list[int]) -> None:

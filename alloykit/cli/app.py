@@ -194,13 +194,13 @@ def merge(
             the_plan.warnings.append(
                 "chat_template is not written: --no-copy-tokenizer leaves the tokenizer out"
             )
-        engine = options.engine_options()
         if dry_run or verbose:
-            peak = the_plan.estimated_peak_bytes(
-                engine.threads, engine.budget_bytes, engine.chunk_size()
-            )
+            from alloykit.engine.memory import estimated_peak_bytes
+
+            engine = options.engine_options()
+            peak = estimated_peak_bytes(the_plan, engine)
             largest = the_plan.largest_working(engine.chunk_size())
-            render_plan(the_plan, console, peak_bytes=peak, largest=largest)
+            render_plan(the_plan, console, peak_bytes=peak, largest=largest, verbose=verbose > 0)
         if dry_run:
             return
         if not verbose:
@@ -340,12 +340,11 @@ def _build_moe(recipe, out: Path | None, options, dry_run: bool) -> None:
         check_output_dir(out.absolute(), options.force)
     the_plan = moe_plan(recipe, options)
     if dry_run:
-        engine = options.engine_options()
+        from alloykit.engine.memory import estimated_peak_bytes
+
         console.print(f"[bold]moe[/] {the_plan.layout.summary()}")
-        peak = the_plan.estimated_peak_bytes(
-            engine.threads, engine.budget_bytes, engine.chunk_size()
-        )
-        render_plan(the_plan, console, peak_bytes=peak)
+        peak = estimated_peak_bytes(the_plan, options.engine_options())
+        render_plan(the_plan, console, peak_bytes=peak, verbose=True)  # every expert's line
         return
     for warning in the_plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}", markup=True)

@@ -36,6 +36,8 @@ def merge_documents(
         has_final = any(step.name is None for step in steps)
         directory = intermediate_dir or intermediate_dir_for(out, recipe, has_final)
         steps = load_steps(recipe, directory.absolute())
+        from alloykit.engine.memory import estimated_peak_bytes
+
         engine = options.engine_options()
         for number, step in enumerate(steps, 1):
             target = out if step.name is None else directory / step.name
@@ -45,10 +47,7 @@ def merge_documents(
                 console.print(f"  planned once {', '.join(waiting)} is built\n")
                 continue
             the_plan = plan(load_recipe(step.recipe, seed=options.seed, source_file=recipe))
-            peak = the_plan.estimated_peak_bytes(
-                engine.threads, engine.budget_bytes, engine.chunk_size()
-            )
-            render_plan(the_plan, console, peak_bytes=peak)
+            render_plan(the_plan, console, peak_bytes=estimated_peak_bytes(the_plan, engine))
             console.print()
         return
 

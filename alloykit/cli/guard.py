@@ -11,7 +11,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
-from alloykit.errors import AlloyError
+from alloykit.errors import AlloyError, is_disk_full
 
 T = TypeVar("T")
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -35,6 +35,15 @@ def guarded(debug: bool) -> Iterator[None]:
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:
+        if is_disk_full(exc):
+            if debug:
+                traceback.print_exc()
+            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            stderr.print(
+                f"[bold red]error:[/] no space left on the device{_escape(where)} "
+                "(hint: free some space, or write the output to another filesystem)"
+            )
+            raise typer.Exit(2) from None
         if debug:
             traceback.print_exc()
         first_line = str(exc).splitlines()[0] if str(exc) else ""

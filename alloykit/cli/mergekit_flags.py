@@ -139,7 +139,7 @@ Verbose = Annotated[
         "--verbose",
         "-v",
         count=True,
-        help="Print the plan and notes before merging.",
+        help="Print the plan and notes before merging, one line per output tensor.",
         rich_help_panel=PANEL,
     ),
 ]

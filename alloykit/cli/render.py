@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Console
 from rich.table import Table
 
 from alloykit.methods import Method, get_method
 from alloykit.plan import Plan, PlanEntry
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.2f} {unit}"
-        count /= 1000
-    raise AssertionError
+from alloykit.units import human_bytes
 
 
 def _inputs(entry: PlanEntry) -> str:
@@ -64,10 +59,28 @@ def render_plan(
     *,
     peak_bytes: int,
     largest: tuple[PlanEntry | None, int] = (None, 0),
+    verbose: bool = False,
 ) -> None:
-    """Print the plan; ``largest`` is the entry with the largest working-memory bound and
-    that bound (:meth:`~alloykit.plan.Plan.largest_working`)."""
+    """Print the plan: the summary first, then the output tensors grouped by method and
+    parameters (one line per tensor with ``verbose``), drops and warnings. ``largest`` is the
+    entry with the largest working-memory bound and that bound
+    (:meth:`~alloykit.plan.Plan.largest_working`)."""
     recipe = plan.recipe
+    statistics = sum(plan.statistics_bytes(e) for e in plan.entries)
+    read = f"statistics read {human_bytes(statistics)}; " if plan.statistics else ""
+    entry, bound = largest
+    biggest = (
+        f"largest working set {human_bytes(bound)} ({entry.name}, "
+        f"{get_method(entry.method).form.value}); "
+        if entry is not None
+        else ""
+    )
+    console.print(
+        f"[bold]summary[/] {len(plan.entries)} output tensors, {len(plan.dropped)} dropped, "
+        f"{len(plan.warnings)} warnings; output size {human_bytes(plan.output_bytes)}; "
+        f"{read}{biggest}estimated peak memory {human_bytes(peak_bytes)}; "
+        f"config: {plan.reference}; tokenizer: {plan.tokenizer_source}"
+    )
     console.print(
         f"[bold]method[/] {plan.method.name}   [bold]seed[/] {plan.seed}   "
         f"[bold]compute dtype[/] {plan.compute_dtype}"
@@ -76,18 +89,21 @@ def render_plan(
         console.print(f"[bold]base[/] {recipe.base_model}")
     for ref, source in plan.sources.items():
         console.print(f"[bold]input[/] {ref} → {source.root} ({len(source.tensors)} tensors)")
-    for ref, statistics in plan.statistics.items():
-        kinds = ", ".join(sorted(statistics.kinds()))
-        console.print(f"[bold]statistics[/] {ref} → {statistics.path} ({kinds})")
+    for ref, statistics_file in plan.statistics.items():
+        kinds = ", ".join(sorted(statistics_file.kinds()))
+        console.print(f"[bold]statistics[/] {ref} → {statistics_file.path} ({kinds})")
     console.print()
-    console.print("[bold]output tensors[/] (name  shape  dtype  ←  inputs  params)")
-    for entry in plan.entries:
-        console.print(
-            f"  {entry.name}  {list(entry.shape)}  {entry.dtype}  ← {_inputs(entry)}  "
-            f"{_params(entry)}{_statistics(plan, entry)}",
-            highlight=False,
-            markup=False,
-        )
+    if verbose:
+        console.print("[bold]output tensors[/] (name  shape  dtype  ←  inputs  params)")
+        for each in plan.entries:
+            console.print(
+                f"  {each.name}  {list(each.shape)}  {each.dtype}  ← {_inputs(each)}  "
+                f"{_params(each)}{_statistics(plan, each)}",
+                highlight=False,
+                markup=False,
+            )
+    else:
+        _render_groups(plan, console)
     if plan.dropped:
         console.print()
         console.print(f"[bold]dropped input tensors[/] ({len(plan.dropped)})")
@@ -100,22 +116,57 @@ def render_plan(
         console.print(f"[bold yellow]warnings[/] ({len(plan.warnings)})")
         for warning in plan.warnings:
             console.print(f"  {warning}", highlight=False, markup=False)
-    console.print()
-    statistics = sum(plan.statistics_bytes(e) for e in plan.entries)
-    read = f"statistics read {human_bytes(statistics)}; " if plan.statistics else ""
-    entry, bound = largest
-    biggest = (
-        f"largest working set {human_bytes(bound)} ({entry.name}, "
-        f"{get_method(entry.method).form.value}); "
-        if entry is not None
-        else ""
-    )
+
+
+_NUMBER = re.compile(r"(?<=\.)\d+(?=\.)")
+
+
+def _render_groups(plan: Plan, console: Console) -> None:
+    """Output tensors that share a method and parameters, as one line per group (their count
+    and size) and their names with layer numbers folded into ranges."""
+    groups: dict[tuple[str, str, str], list[PlanEntry]] = {}
+    for entry in plan.entries:
+        groups.setdefault((entry.method, _params(entry), str(entry.dtype)), []).append(entry)
     console.print(
-        f"[bold]summary[/] {len(plan.entries)} output tensors, {len(plan.dropped)} dropped; "
-        f"output size {human_bytes(plan.output_bytes)}; {read}{biggest}"
-        f"estimated peak working memory {human_bytes(peak_bytes)}; "
-        f"config: {plan.reference}; tokenizer: {plan.tokenizer_source}"
+        f"[bold]output tensors[/] in {len(groups)} groups by method and parameters "
+        "(--verbose: one line per tensor)"
     )
+    for (method, params, dtype), entries in groups.items():
+        size = human_bytes(sum(e.nbytes for e in entries))
+        console.print(
+            f"  {len(entries)} tensors, {size} {dtype}: {method} {params}".rstrip(),
+            highlight=False,
+            markup=False,
+        )
+        for pattern in _name_patterns([e.name for e in entries]):
+            console.print(f"    {pattern}", highlight=False, markup=False)
+
+
+def _name_patterns(names: list[str]) -> list[str]:
+    """``names`` with their dotted numbers (layers, experts) folded: ``layers.[0-21].mlp``."""
+    numbers: dict[str, list[list[int]]] = {}
+    for name in names:
+        found = [int(n) for n in _NUMBER.findall(name)]
+        numbers.setdefault(_NUMBER.sub("#", name), []).append(found)
+    patterns = []
+    for pattern, values in numbers.items():
+        for position in range(len(values[0])):
+            seen = sorted({v[position] for v in values})
+            text = str(seen[0]) if len(seen) == 1 else _ranges(seen)
+            pattern = pattern.replace("#", text, 1)
+        patterns.append(pattern)
+    return patterns
+
+
+def _ranges(values: list[int]) -> str:
+    """``[0-3,5]`` for 0, 1, 2, 3, 5."""
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return "[" + ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) + "]"
 
 
 def render_methods(methods: list[Method], console: Console) -> None:

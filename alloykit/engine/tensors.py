@@ -215,7 +215,7 @@ class _Inputs:
             unchecked = []
             for slot in range(slots):
                 rows = self.rows(slot, start, stop)
-                if native.converts(rows, buffer[slot]):  # widened and checked in one pass
+                if native.widens(rows, buffer[slot]):  # widened and checked in one pass
                     if not native.widen_bf16(rows, buffer[slot]) and check:
                         self.fail_non_finite(slot, buffer[slot])
                 else:
@@ -268,7 +268,7 @@ class _Inputs:
     def write(self, chunk: Chunk, merged: torch.Tensor) -> bool:
         """Cast ``merged`` to the output dtype (checking it finite) and write it."""
         out = self.staging.output(merged.shape, self.entry.dtype.torch)
-        if native.converts(merged, out):  # narrowed and checked in one pass
+        if native.narrows(merged, out):  # narrowed and checked in one pass
             finite = native.narrow_bf16(merged, out)
         else:
             finite, out = _all_finite(merged), merged.to(self.entry.dtype.torch).cpu()

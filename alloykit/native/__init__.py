@@ -13,7 +13,8 @@ compare the two. ``ALLOYKIT_NATIVE=0`` in the environment turns them off.
 
 On x86-64 the file is built twice (see setup.py): a portable build, and an x86-64-v3 build
 (AVX2, ...) loaded instead where the CPU has it; ``ALLOYKIT_NATIVE=portable`` keeps the
-portable one. Both compute the same bits (the tests run each).
+portable one. Both compute the same bits (the tests run each). ``ALLOYKIT_NATIVE_PATH`` names
+another folder to load the builds from (CI's sanitized builds).
 
 Why C and not torch: a TIES merge written as tensor operations makes ~25 passes over every
 value through memory; a fused loop makes one (see docs/engine.md for the measurements).
@@ -32,6 +33,11 @@ import numpy as np
 
 MAX_MODELS = 64
 """The fused merge keeps one value per model in registers; more models take the torch path."""
+
+
+class KernelArgumentError(RuntimeError):
+    """A kernel was called with buffers it cannot take (wrong dtype, layout or size): a bug in
+    the caller, caught before any C code runs."""
 
 
 class KeepMode(IntEnum):
@@ -107,8 +113,9 @@ BUILDS = {"portable": "_kernels", "x86-64-v3": "_kernels_x86_64_v3"}
 
 
 def _library_paths() -> dict[str, Path]:
-    """The compiled builds found next to this file."""
-    here = Path(__file__).parent
+    """The compiled builds found next to this file, or in the folder ``ALLOYKIT_NATIVE_PATH``
+    names (CI points it at builds with AddressSanitizer, see ``.ci/sanitize``)."""
+    here = Path(os.environ.get("ALLOYKIT_NATIVE_PATH") or Path(__file__).parent)
     found = {}
     for build, stem in BUILDS.items():
         files = [f for f in sorted(here.glob(f"{stem}.*")) if f.suffix in (".so", ".pyd")]
@@ -226,12 +233,24 @@ def loaded() -> ctypes.CDLL:
     return _lib
 
 
+def _arguments(what: str, numel: int, n: int, *addresses: int) -> None:
+    """The address-level functions below take buffers whose sizes their callers checked (the
+    torch forms in :mod:`alloykit.native.tensors`, the lane's numpy buffers); what they can
+    still refuse before C dereferences them: counts out of range, addresses that are not."""
+    if numel < 0 or not 0 < n <= MAX_MODELS:
+        raise KernelArgumentError(f"{what}: {numel} values of {n} models (1..{MAX_MODELS})")
+    for address in addresses:
+        if not isinstance(address, int) or (address <= 0 and numel > 0):
+            raise KernelArgumentError(f"{what}: {address!r} is not a buffer's address")
+
+
 def weighted_sum_at(
     x: int, bf16: bool, numel: int, n: int, weights: int, divide_by: float, out: int
 ) -> None:
     """``(sum_m weights[m] * x[m]) / divide_by`` into float32 ``out``: ``x`` holds ``n``
     contiguous rows of ``numel`` values (float32, or bfloat16 with ``bf16``), ``weights`` ``n``
     float32 values; summed in model order."""
+    _arguments("weighted_sum", numel, n, x, weights, out)
     loaded().ak_weighted_sum(x, int(bf16), numel, n, weights, divide_by, out)
 
 
@@ -253,6 +272,9 @@ def task_vectors_at(
     ``i``'s ``numel`` values start ``i * stride`` elements after ``x`` (see ``ak_task_vectors``
     in kernels.c; ``out`` may be ``x`` when ``x`` is float32)."""
     n = len(keeps)
+    _arguments("task_vectors", numel, n, x, base, out)
+    if stride < numel and n > 1:
+        raise KernelArgumentError(f"task_vectors: stride {stride} < {numel} values")
     array = (Keep * n)(*keeps)
     status = loaded().ak_task_vectors(
         x, base, int(bf16), numel, stride, n, array, int(sign), int(normalize), divide_by,
@@ -277,6 +299,9 @@ def l1_norms_at(
     before and after thinning by ``keeps[m]`` (not rescaled), measured together so that the
     models' generators draw side by side."""
     n = len(models)
+    _arguments("l1_norms", numel, n, base, *models)
+    if len(keeps) != n:
+        raise KernelArgumentError(f"l1_norms: {len(keeps)} Keep values for {n} models")
     sums = (ctypes.c_double * (2 * n))()
     pointers = (ctypes.c_void_p * n)(*models)
     array = (Keep * n)(*keeps)
@@ -292,6 +317,9 @@ def offset_products_at(
     """Squared norms of the task vectors ``x_m - base`` (laid out as in
     :func:`task_vectors_at`), then the dot products of every pair in
     :func:`itertools.combinations` order, summed in float64 between blocks."""
+    _arguments("offset_products", numel, n, x, base)
+    if stride < numel and n > 1:
+        raise KernelArgumentError(f"offset_products: stride {stride} < {numel} values")
     sums = (ctypes.c_double * (n + n * (n - 1) // 2))()
     if loaded().ak_offset_products(x, base, int(bf16), numel, stride, n, sums):
         raise MemoryError("model stock: no memory for a block's task vectors")
@@ -300,12 +328,14 @@ def offset_products_at(
 
 def finite_bf16_at(src: int, numel: int) -> bool:
     """Whether every one of the ``numel`` bfloat16 values at ``src`` is finite."""
+    _arguments("finite_bf16", numel, 1, src)
     return bool(loaded().ak_finite_bf16(src, numel))
 
 
 def narrow_bf16_at(src: int, out: int, numel: int) -> bool:
     """Round ``numel`` float32 values at ``src`` to bfloat16 at ``out`` (to nearest even, as
     torch does), in one pass with their finiteness check; returns whether all are finite."""
+    _arguments("narrow_bf16", numel, 1, src, out)
     return bool(loaded().ak_narrow_bf16(src, out, numel))
 
 
@@ -313,7 +343,7 @@ _TENSOR_FUNCTIONS = frozenset(
     (
         "INPUT_DTYPES", "usable", "usable_stored", "uniform", "count_digits", "l1_norms",
         "task_vectors", "weighted_sum", "offset_products", "della_probabilities",
-        "widen_bf16", "finite_bf16", "narrow_bf16", "converts", "scratch",
+        "widen_bf16", "finite_bf16", "narrow_bf16", "widens", "narrows", "scratch",
     )
 )  # fmt: skip
 

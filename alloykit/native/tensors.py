@@ -1,5 +1,8 @@
 """The fused kernels of :mod:`alloykit.native` on torch tensors: what the methods' torch paths
-call. Each function checks what a C loop cannot (dtype, layout, device) and passes pointers."""
+call. Each function checks what a C loop cannot (dtype, layout, device, and that every buffer
+holds as many values as the kernel will read or write) and only then passes pointers: a wrong
+call is a :class:`~alloykit.native.KernelArgumentError` naming the buffer, never memory
+corruption (a float32 chunk handed to the bfloat16 widening once overran its buffer)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import threading
 import torch
 
 from alloykit import native
-from alloykit.native import Keep, Pcg64, SignVote
+from alloykit.native import MAX_MODELS, Keep, KernelArgumentError, Pcg64, SignVote
 
 INPUT_DTYPES = (torch.float32, torch.bfloat16)
 """What the kernels read: float32, or bfloat16 as stored (widened a block at a time); they
@@ -39,21 +42,63 @@ def _slices_contiguous(tensor: torch.Tensor) -> bool:
     return tensor.is_contiguous() or (tensor.dim() > 1 and tensor[0].is_contiguous())
 
 
-def _ptr(tensor: torch.Tensor) -> int:
+def _flat(
+    what: str, tensor: torch.Tensor, dtypes: tuple[torch.dtype, ...], numel: int | None = None
+) -> int:
+    """The address of ``tensor`` after checking that it is a contiguous CPU tensor of one of
+    ``dtypes`` holding ``numel`` values (when given)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise KernelArgumentError(f"{what}: expected a tensor, got {type(tensor).__name__}")
+    if tensor.device.type != "cpu":
+        raise KernelArgumentError(f"{what}: the kernels read CPU memory, not {tensor.device}")
+    if tensor.dtype not in dtypes:
+        names = " or ".join(str(d) for d in dtypes)
+        raise KernelArgumentError(f"{what}: expected {names}, got {tensor.dtype}")
+    if not tensor.is_contiguous():
+        raise KernelArgumentError(f"{what}: expected a contiguous tensor")
+    if numel is not None and tensor.numel() != numel:
+        raise KernelArgumentError(f"{what}: expected {numel} values, got {tensor.numel()}")
     return tensor.data_ptr()
 
 
-def _bf16(*inputs: torch.Tensor) -> bool:
-    """The kernels' ``bf16`` flag for inputs of one dtype."""
+def _stack(what: str, tensor: torch.Tensor, dtype: torch.dtype, numel: int) -> tuple[int, int]:
+    """The address and stride (in elements) of a stack ``[n, ...]`` of contiguous slices of
+    ``numel`` values each, apart (torch keeps every view's slices inside its storage)."""
+    if tensor.dim() < 1 or tensor.shape[0] < 1:
+        raise KernelArgumentError(f"{what}: expected a stack [n, ...] of n >= 1 inputs")
+    _flat(f"{what}[0]", tensor[0], (dtype,), numel)
+    stride = tensor.stride(0) if tensor.shape[0] > 1 else numel
+    if tensor.shape[0] > 1 and stride < numel:
+        raise KernelArgumentError(f"{what}: slices overlap (stride {stride} < {numel} values)")
+    return tensor.data_ptr(), stride
+
+
+def _input_dtype(*inputs: torch.Tensor) -> torch.dtype:
+    """The one dtype of the kernels' inputs (float32, or bfloat16 as stored)."""
     dtypes = {t.dtype for t in inputs}
     if len(dtypes) != 1 or not dtypes <= set(INPUT_DTYPES):
-        raise ValueError(f"the kernels read float32 or bfloat16 inputs of one dtype, not {dtypes}")
-    return torch.bfloat16 in dtypes
+        raise KernelArgumentError(
+            f"the kernels read float32 or bfloat16 inputs of one dtype, not {dtypes}"
+        )
+    return dtypes.pop()
+
+
+def _models(what: str, count: int) -> None:
+    if not 0 < count <= MAX_MODELS:
+        raise KernelArgumentError(f"{what}: 1..{MAX_MODELS} models, got {count}")
+
+
+def _keeps(keeps: list[Keep], count: int) -> None:
+    if len(keeps) != count or not all(isinstance(k, Keep) for k in keeps):
+        raise KernelArgumentError(f"expected {count} Keep values, one per model")
 
 
 def uniform(state: Pcg64, out: torch.Tensor) -> torch.Tensor:
     """Fill float32 ``out`` with the next numbers of ``state``'s stream."""
-    native.loaded().ak_uniform(ctypes.byref(state), out.numel(), _ptr(out))
+    if not isinstance(state, Pcg64):
+        raise KernelArgumentError("uniform: state must be a Pcg64")
+    address = _flat("uniform out", out, (torch.float32,))
+    native.loaded().ak_uniform(ctypes.byref(state), out.numel(), address)
     return out
 
 
@@ -63,11 +108,14 @@ def count_digits(
     """Add to int64 ``counts`` [2, 65536] the 16-bit digits at ``shift`` of ``|x - base|``'s
     bit patterns whose higher bits equal ``prefix`` (every entry at level 0); the digits'
     counts are the sum of the two tables."""
-    if counts.shape != (2, 1 << 16) or counts.dtype != torch.int64 or not counts.is_contiguous():
-        raise ValueError(f"count_digits: counts must be int64 [2, 65536], not {counts.shape}")
-    flag = int(_bf16(x, base))
+    if counts.shape != (2, 1 << 16):
+        raise KernelArgumentError(f"count_digits: counts must be [2, 65536], not {counts.shape}")
+    table = _flat("count_digits counts", counts, (torch.int64,))
+    dtype = _input_dtype(x, base)
+    x_at = _flat("count_digits x", x, (dtype,))
+    base_at = _flat("count_digits base", base, (dtype,), x.numel())
     native.loaded().ak_count_digits(
-        _ptr(x), _ptr(base), flag, x.numel(), shift, level, prefix, _ptr(counts)
+        x_at, base_at, int(dtype == torch.bfloat16), x.numel(), shift, level, prefix, table
     )
 
 
@@ -76,8 +124,12 @@ def l1_norms(
 ) -> list[tuple[float, float]]:
     """L1 norms of each ``xs[m] - base`` before and after thinning by ``keeps[m]`` (see
     :func:`alloykit.native.l1_norms_at`)."""
-    flag = _bf16(base, *xs)
-    return native.l1_norms_at([_ptr(x) for x in xs], _ptr(base), flag, base.numel(), keeps)
+    _models("l1_norms", len(xs))
+    _keeps(keeps, len(xs))
+    dtype = _input_dtype(base, *xs)
+    base_at = _flat("l1_norms base", base, (dtype,))
+    models = [_flat(f"l1_norms x[{m}]", x, (dtype,), base.numel()) for m, x in enumerate(xs)]
+    return native.l1_norms_at(models, base_at, dtype == torch.bfloat16, base.numel(), keeps)
 
 
 def task_vectors(
@@ -93,9 +145,15 @@ def task_vectors(
 ) -> torch.Tensor:
     """``base + scale * combine(weight_i * thin_i(x_i - base))`` into float32 ``out`` (which
     may be ``x[0]`` when ``x`` is float32): see :func:`alloykit.native.task_vectors_at`."""
+    _models("task_vectors", x.shape[0] if x.dim() else 0)
+    _keeps(keeps, x.shape[0])
+    dtype = _input_dtype(x, base)
+    base_at = _flat("task_vectors base", base, (dtype,))
+    x_at, stride = _stack("task_vectors x", x, dtype, base.numel())
+    out_at = _flat("task_vectors out", out, (torch.float32,), base.numel())
     native.task_vectors_at(
-        _ptr(x), _ptr(base), _bf16(x, base), base.numel(), x.stride(0), keeps, sign=sign,
-        normalize=normalize, divide_by=divide_by, scale=scale, out=_ptr(out),
+        x_at, base_at, dtype == torch.bfloat16, base.numel(), stride, keeps, sign=sign,
+        normalize=normalize, divide_by=divide_by, scale=scale, out=out_at,
     )  # fmt: skip
     return out
 
@@ -106,8 +164,13 @@ def weighted_sum(
     """``(sum_m weights[m] * x[m]) / divide_by`` into ``out``, summed in model order; ``x`` is
     ``[n, ...]`` (float32 or bfloat16), ``weights`` and ``out`` float32."""
     x = x.contiguous()
+    _models("weighted_sum", x.shape[0] if x.dim() else 0)
+    numel = x[0].numel()
+    x_at = _flat("weighted_sum x", x, (_input_dtype(x),))
+    weights_at = _flat("weighted_sum weights", weights, (torch.float32,), x.shape[0])
+    out_at = _flat("weighted_sum out", out, (torch.float32,), numel)
     native.weighted_sum_at(
-        _ptr(x), _bf16(x), out.numel(), x.shape[0], _ptr(weights), divide_by, _ptr(out)
+        x_at, x.dtype == torch.bfloat16, numel, x.shape[0], weights_at, divide_by, out_at
     )
     return out
 
@@ -115,9 +178,12 @@ def weighted_sum(
 def offset_products(x: torch.Tensor, base: torch.Tensor) -> list[float]:
     """Squared norms of the task vectors ``x[m] - base``, then the dot products of every pair
     in :func:`itertools.combinations` order, summed in float64 between blocks."""
-    flag = _bf16(x, base)
+    _models("offset_products", x.shape[0] if x.dim() else 0)
+    dtype = _input_dtype(x, base)
+    base_at = _flat("offset_products base", base, (dtype,))
+    x_at, stride = _stack("offset_products x", x, dtype, base.numel())
     return native.offset_products_at(
-        _ptr(x), _ptr(base), flag, base.numel(), x.stride(0), x.shape[0]
+        x_at, base_at, dtype == torch.bfloat16, base.numel(), stride, x.shape[0]
     )
 
 
@@ -126,10 +192,15 @@ def della_probabilities(
 ) -> torch.Tensor:
     """Keep probabilities of ``|x - base|`` ranked within rows of ``width`` entries:
     ``rank / (width - 1) * span + low``."""
-    rows = x.numel() // width
-    flag = int(_bf16(x, base))
+    if width < 1 or x.numel() % width:
+        raise KernelArgumentError(f"della: {x.numel()} values are not rows of {width}")
+    dtype = _input_dtype(x, base)
+    x_at = _flat("della x", x, (dtype,))
+    base_at = _flat("della base", base, (dtype,), x.numel())
+    out_at = _flat("della out", out, (torch.float32,), x.numel())
+    rows, flag = x.numel() // width, int(dtype == torch.bfloat16)
     lib = native.loaded()
-    if lib.ak_della_probabilities(_ptr(x), _ptr(base), flag, rows, width, span, low, _ptr(out)):
+    if lib.ak_della_probabilities(x_at, base_at, flag, rows, width, span, low, out_at):
         raise MemoryError("della: no memory for a row's ranks")
     return out
 
@@ -137,28 +208,42 @@ def della_probabilities(
 def widen_bf16(src: torch.Tensor, out: torch.Tensor) -> bool:
     """``out.copy_(src)`` for contiguous bfloat16 ``src`` and float32 ``out`` on CPU, in one
     pass with the finiteness check; returns whether every value is finite."""
-    return bool(native.loaded().ak_widen_bf16(_ptr(src), _ptr(out), src.numel()))
+    src_at = _flat("widen_bf16 src", src, (torch.bfloat16,))
+    out_at = _flat("widen_bf16 out", out, (torch.float32,), src.numel())
+    return bool(native.loaded().ak_widen_bf16(src_at, out_at, src.numel()))
 
 
 def finite_bf16(src: torch.Tensor) -> bool:
     """Whether every value of contiguous bfloat16 ``src`` (CPU) is finite."""
-    return native.finite_bf16_at(_ptr(src), src.numel())
+    return native.finite_bf16_at(_flat("finite_bf16 src", src, (torch.bfloat16,)), src.numel())
 
 
 def narrow_bf16(src: torch.Tensor, out: torch.Tensor) -> bool:
     """``out.copy_(src)`` for contiguous float32 ``src`` and bfloat16 ``out`` on CPU (rounded to
     nearest even, as torch does), in one pass with the finiteness check of ``src``."""
-    return native.narrow_bf16_at(_ptr(src), _ptr(out), src.numel())
+    src_at = _flat("narrow_bf16 src", src, (torch.float32,))
+    out_at = _flat("narrow_bf16 out", out, (torch.bfloat16,), src.numel())
+    return native.narrow_bf16_at(src_at, out_at, src.numel())
 
 
-def converts(src: torch.Tensor, out: torch.Tensor) -> bool:
-    """Whether :func:`widen_bf16` or :func:`narrow_bf16` can copy ``src`` into ``out``."""
+def widens(src: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether :func:`widen_bf16` can copy ``src`` into ``out`` (bfloat16 into float32)."""
+    return _converts(src, out, torch.bfloat16, torch.float32)
+
+
+def narrows(src: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether :func:`narrow_bf16` can copy ``src`` into ``out`` (float32 into bfloat16)."""
+    return _converts(src, out, torch.float32, torch.bfloat16)
+
+
+def _converts(
+    src: torch.Tensor, out: torch.Tensor, src_dtype: torch.dtype, out_dtype: torch.dtype
+) -> bool:
     if not native.available() or src.device.type != "cpu" or out.device.type != "cpu":
         return False
     if not (src.is_contiguous() and out.is_contiguous() and src.shape == out.shape):
         return False
-    pair = (src.dtype, out.dtype)
-    return pair in ((torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16))
+    return src.dtype == src_dtype and out.dtype == out_dtype
 
 
 class _Scratch(threading.local):

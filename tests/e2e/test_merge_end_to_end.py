@@ -158,9 +158,15 @@ def test_dry_run_prints_plan_and_writes_nothing(llama, tmp_path):
         app, ["merge", str(write_recipe(tmp_path / "r.yml", recipe)), str(out), "--dry-run"]
     )
     assert result.exit_code == 0, result.output
-    assert "model.layers.0.mlp.up_proj.weight" in result.output
-    assert "estimated peak working memory" in result.output
+    assert result.output.startswith("summary 39 output tensors")
+    assert "estimated peak memory" in result.output.splitlines()[0]
+    assert "model.layers.[0-3].mlp.up_proj.weight" in result.output  # grouped
+    assert "model.layers.0.mlp.up_proj.weight" not in result.output
     assert not out.exists()
+    verbose = runner.invoke(
+        app, ["merge", str(tmp_path / "r.yml"), str(out), "--dry-run", "--verbose"]
+    )
+    assert "model.layers.0.mlp.up_proj.weight  [64, 32]" in verbose.output
 
 
 def test_random_method_output_is_identical_for_any_thread_count(llama):

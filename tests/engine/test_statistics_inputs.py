@@ -172,7 +172,7 @@ def test_dry_run_shows_statistics_their_bytes_and_the_largest_bound(llama, stats
     import yaml
 
     recipe.write_text(yaml.safe_dump(_recipe("test_regmean", llama, stats)))
-    result = CliRunner().invoke(app, ["merge", str(recipe), "--dry-run"])
+    result = CliRunner().invoke(app, ["merge", str(recipe), "--dry-run", "--verbose"])
     assert result.exit_code == 0, result.output
     assert f"statistics {llama['ft1']} → {stats['ft1']} (fisher, gram)" in result.output
     q_line = next(line for line in result.output.splitlines() if "q_proj.weight" in line)

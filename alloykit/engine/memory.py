@@ -1,0 +1,98 @@
+"""What a merge keeps resident: the peak memory ``--dry-run`` estimates.
+
+A merge's resident set is the interpreter with its imports (torch's is most of it, when a tensor
+takes the torch path) plus, per worker thread, the buffers that thread reuses from tensor to
+tensor (:class:`~alloykit.engine.tensors.Staging`, :class:`~alloykit.engine.raw.Buffers`):
+they grow to the largest tensor the thread merged and stay. The largest of them is a tensor's
+inputs held whole over several passes (up to :data:`~alloykit.engine.HOLD_BYTES`); then the
+chunks in the compute dtype and the method's temporaries; the torch-free raw path adds DARE's
+survivor bits. Page cache is not counted: inputs are read with positional reads, not mapped.
+``benchmarks/memory_estimate.py`` compares the estimate with measured peaks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from alloykit import engine
+from alloykit.dtypes import BF16
+from alloykit.methods import get_method
+from alloykit.methods.step_choices import RescaleMode, Sparsification
+from alloykit.methods.stored import StoredMerge
+from alloykit.methods.task_vector_settings import METHODS as TASK_VECTOR_METHODS
+
+if TYPE_CHECKING:
+    from alloykit.plan import Plan, PlanEntry
+
+INTERPRETER_BYTES = 60 * 1024**2
+"""Python with alloykit, numpy and the kernels imported (56 MB measured, see
+benchmarks/README.md)."""
+TORCH_BYTES = 200 * 1024**2
+"""What ``import torch`` adds (the CPU build; 195 MB measured)."""
+THREAD_BYTES = 24 * 1024**2
+"""Per worker thread on the torch path: its malloc arena and torch's per-thread state."""
+PASSES = frozenset(("slerp", "model_stock", "sce"))
+"""Methods outside the task-vector family whose streaming merge makes statistics passes over
+a tensor's rows before merging it (a test checks this against the merges themselves)."""
+
+
+def estimated_peak_bytes(plan: Plan, options: engine.EngineOptions) -> int:
+    """Peak resident bytes of executing ``plan`` with ``options``: the imports, plus the
+    buffers of the ``threads`` largest tensors (merged first, one per thread, and kept)."""
+    chunk = options.chunk_size()
+    raw = engine._raw_merges(plan, plan.entries, options)
+    sizes = sorted(
+        (
+            _raw_bytes(plan, e, raw[e.name], chunk)
+            if e.name in raw
+            else _torch_bytes(plan, e, chunk)
+            for e in plan.entries
+        ),
+        reverse=True,
+    )
+    threads = max(1, min(options.threads, len(sizes)))
+    torch_path = len(raw) < len(plan.entries)
+    base = INTERPRETER_BYTES + (TORCH_BYTES + threads * THREAD_BYTES if torch_path else 0)
+    return base + sum(sizes[:threads])
+
+
+def reads_twice(entry: PlanEntry) -> bool:
+    """Whether the torch path's merge of ``entry`` makes passes over its rows before merging
+    (whole-tensor statistics: cut-offs, L1 norms, angles), so that the engine holds its inputs."""
+    if entry.method in PASSES:
+        return True
+    settings = next((m for m in TASK_VECTOR_METHODS if m.name == entry.method), None)
+    if settings is None:
+        return False
+    options = settings.options(entry.globals)
+    cut = options.sparsification in (Sparsification.MAGNITUDE, Sparsification.BREADCRUMBS)
+    return cut or (options.rescale_mode is RescaleMode.L1 and settings.random)
+
+
+def _torch_bytes(plan: Plan, entry: PlanEntry, chunk_elements: int) -> int:
+    slots = len(entry.inputs) + (entry.base is not None)
+    numel = math.prod(entry.shape)
+    stored = max(plan.sources[r.model].tensors[r.name].dtype.itemsize for r in _refs(entry))
+    values = plan.chunk_rows(entry, chunk_elements) * entry.row_numel if entry.shape else 1
+    held = slots * numel * stored
+    if not (get_method(entry.method).streams and reads_twice(entry)) or held > engine.HOLD_BYTES:
+        held = 0
+    read = slots * values * stored  # staged as read, before the compute dtype
+    return held + plan.working_bytes(entry, chunk_elements) + read + values * entry.dtype.itemsize
+
+
+def _raw_bytes(plan: Plan, entry: PlanEntry, merging: StoredMerge, chunk_elements: int) -> int:
+    slots = len(entry.inputs) + (entry.base is not None)
+    numel = math.prod(entry.shape)
+    values = plan.chunk_rows(entry, chunk_elements) * entry.row_numel
+    held = slots * numel * BF16.itemsize
+    if next(iter(merging.passes()), None) is None or held > engine.HOLD_BYTES:
+        held = 0
+    buffers = slots * values * BF16.itemsize + values * (4 + BF16.itemsize)  # stack, out, narrowed
+    survivors = len(entry.inputs) * math.ceil(numel / 8) if get_method(entry.method).random else 0
+    return held + buffers + survivors
+
+
+def _refs(entry: PlanEntry) -> list:
+    return [*entry.inputs, *([entry.base] if entry.base is not None else [])]
