@@ -111,7 +111,7 @@ class InProcess:
             yield Done(index, responses, time.perf_counter() - start)
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the worker lives and ends with this process."""
 
 
 _PROCESS_WORKER: CandidateWorker | None = None
