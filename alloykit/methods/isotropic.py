@@ -14,10 +14,9 @@ import torch
 
 from alloykit.methods.registry import register
 from alloykit.methods.subspace import (
-    is_matrix,
+    merged_by_matrix,
     reassemble,
     svd,
-    task_vectors,
     top_singular,
     widened,
 )
@@ -62,9 +61,7 @@ def iso_c(
     tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, alpha: float
 ) -> torch.Tensor:
     assert base is not None
-    deltas = task_vectors(tensors, base, weight)
-    merged = isotropic_sum(deltas) if is_matrix(base) else deltas.mean(0)
-    return base + alpha * merged
+    return merged_by_matrix(tensors, base, weight, alpha, isotropic_sum)
 
 
 @register("iso_cts")
@@ -77,9 +74,8 @@ def iso_cts(
     alpha: float,
 ) -> torch.Tensor:
     assert base is not None
-    deltas = task_vectors(tensors, base, weight)
-    if is_matrix(base):
-        merged = isotropic_common_and_specific(deltas, common_space_fraction)
-    else:
-        merged = deltas.mean(0)
-    return base + alpha * merged
+
+    def combine(deltas: torch.Tensor) -> torch.Tensor:
+        return isotropic_common_and_specific(deltas, common_space_fraction)
+
+    return merged_by_matrix(tensors, base, weight, alpha, combine)

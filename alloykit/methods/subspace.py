@@ -8,6 +8,8 @@ whole matrix (the contracts do not stream), in float32 on the kernel's device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from alloykit.methods.linear import broadcast_weights
@@ -68,3 +70,18 @@ def low_rank(matrix: torch.Tensor, rank: int) -> torch.Tensor:
     """The best rank-``rank`` approximation of ``matrix`` (Eckart-Young): its truncated SVD."""
     u, s, vh = top_singular(matrix, rank)
     return (u * s) @ vh
+
+
+def merged_by_matrix(
+    tensors: torch.Tensor,
+    base: torch.Tensor,
+    weight: torch.Tensor,
+    alpha: float,
+    combine: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``base + alpha · combine(task vectors)`` for a matrix, the mean task vector otherwise:
+    the frame TSV-M and Iso-C/CTS share (their papers merge 2-D layers in a subspace and every
+    other tensor by task arithmetic)."""
+    deltas = task_vectors(tensors, base, weight)
+    merged = combine(deltas) if is_matrix(base) else deltas.mean(0)
+    return base + alpha * merged

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from alloykit.methods.registry import register
-from alloykit.methods.subspace import is_matrix, reassemble, task_vectors, top_singular
+from alloykit.methods.subspace import merged_by_matrix, reassemble, top_singular
 
 
 def tsv_matrix(deltas: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,4 @@ def tsv_merge(
     tensors: torch.Tensor, base: torch.Tensor | None, *, weight: torch.Tensor, alpha: float
 ) -> torch.Tensor:
     assert base is not None
-    deltas = task_vectors(tensors, base, weight)
-    merged = tsv_matrix(deltas) if is_matrix(base) else deltas.mean(0)
-    return base + alpha * merged
+    return merged_by_matrix(tensors, base, weight, alpha, tsv_matrix)
