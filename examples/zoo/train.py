@@ -116,8 +116,10 @@ def pretrain(
     length: int,
     seed: int,
     log: Callable[[str], None] = print,
+    after_step: Callable[[int], None] | None = None,
 ) -> None:
-    """Next-token prediction on random windows of ``stream``."""
+    """Next-token prediction on random windows of ``stream``; ``after_step(steps_done)``
+    runs after each step (a probe may evaluate there; it must leave the model in train mode)."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = _optimizer(model, schedule)
     model.train()
@@ -127,6 +129,8 @@ def pretrain(
         _step(model, optimizer, schedule, step, loss)
         if step % 50 == 0 or step == schedule.steps - 1:
             log(f"pretrain step {step}: loss {loss.item():.3f}")
+        if after_step is not None:
+            after_step(step + 1)
     model.eval()
 
 
