@@ -16,15 +16,12 @@ import alloykit
 from alloykit.checkpoint.load_check import check_loads
 from alloykit.cli import app
 from alloykit.errors import OutputMismatchError
+from alloykit.tiny_models import FAMILIES
 
 TEXT = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 128,
-    "max_position_embeddings": 64,
+    key: value
+    for key, value in FAMILIES["llama"].items()
+    if key not in ("model_type", "tie_word_embeddings")
 }
 # layer_range [0, 3] then [1, 4]: six output layers from a four-layer model
 STACKED_SOURCE_LAYERS = [0, 1, 2, 1, 2, 3]
