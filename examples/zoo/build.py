@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must 
 import argparse
 import json
 import multiprocessing
+import random
 import resource
 import shutil
 import sys
@@ -76,8 +77,8 @@ FULL = Recipe(
     vocab_size=640,
     pretrain_documents=16000,
     context=128,
-    pretrain=train.Schedule(steps=450, batch_size=32, learning_rate=2e-3, warmup=40),
-    finetune=train.Schedule(steps=400, batch_size=32, learning_rate=3e-4, warmup=10),
+    pretrain=train.Schedule(steps=1500, batch_size=32, learning_rate=2e-3, warmup=40),
+    finetune=train.Schedule(steps=400, batch_size=32, learning_rate=1e-4, warmup=10),
     heldout_finetune=train.Schedule(steps=250, batch_size=32, learning_rate=3e-4, warmup=10),
     lora_finetune=train.Schedule(steps=300, batch_size=32, learning_rate=1e-3, warmup=10),
     lora_rank=8,
@@ -126,6 +127,37 @@ def write_tasks(
         (directory / "task.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
         data[name] = {"splits": splits, "max_new_tokens": task["max_new_tokens"]}
     return data
+
+
+PROMPTS_PER_ALIAS = 12
+
+
+def alias_examples(seed: int) -> dict[str, list[dict[str, str]]]:
+    """For each pretraining operation, ``PROMPTS_PER_ALIAS`` prompts under each of its aliases.
+
+    The zoo's design needs a base that already does its operations under their pretraining
+    keywords (fine-tuning then only routes a new keyword); this probe measures that it does.
+    """
+    rng = random.Random(f"{seed}:alias-probe")
+    examples: dict[str, list[dict[str, str]]] = {}
+    for name, aliases in skills.ALIASES.items():
+        rows = []
+        for alias in aliases:
+            for _ in range(PROMPTS_PER_ALIAS):
+                text, answer = skills.OPERATIONS[name](rng)
+                rows.append({"prompt": f"{alias}: {text} =", "answer": answer})
+        examples[name] = rows
+    return examples
+
+
+def alias_accuracy(model, tokenizer, examples, recipe: Recipe) -> dict[str, float]:
+    """Exact match per operation (all its aliases together)."""
+    return {
+        name: exact_match(
+            model, tokenizer, rows, max_new_tokens=16, batch_size=recipe.eval_batch_size
+        )
+        for name, rows in examples.items()
+    }
 
 
 def save_checkpoint(model, tokenizer, directory: Path) -> None:
@@ -356,6 +388,9 @@ def build(out: Path, recipe: Recipe, seed: int, workers: int = 1, log=print) -> 
     train.pretrain(base, stream, recipe.pretrain, length=recipe.context, seed=seed, log=log)
     save_checkpoint(base, tokenizer, out / "base")
     lap("pretrain")
+    aliases = alias_accuracy(base, tokenizer, alias_examples(seed), recipe)
+    log(f"base alias accuracy: {sum(aliases.values()) / len(aliases):.3f}")
+    lap("alias-probe")
 
     reports = finetune_all(out, recipe, data, seed, workers)
     lap("finetune")
@@ -371,6 +406,11 @@ def build(out: Path, recipe: Recipe, seed: int, workers: int = 1, log=print) -> 
         "metric": "exact match of the greedy answer, cut at the first newline, stripped",
         "test_examples": {name: len(data[name]["splits"]["test"]) for name in recipe.skills},
         "scores": scores,
+        "base_alias_accuracy": {
+            "mean": round(sum(aliases.values()) / len(aliases), 4),
+            "prompts_per_alias": PROMPTS_PER_ALIAS,
+            "operations": {name: round(value, 4) for name, value in aliases.items()},
+        },
         "linear_average": average,
         "finetune": reports["expert"],
         "heldout": {name: heldout[name] | reports["heldout"][name] for name in heldout},

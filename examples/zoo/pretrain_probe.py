@@ -20,7 +20,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
-import random
 import sys
 import time
 from dataclasses import replace
@@ -29,40 +28,12 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
-from alloykit.evaluate import exact_match
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bpe
 import build
 import skills
 import train
-
-PROMPTS_PER_ALIAS = 12
-
-
-def alias_examples(seed: int) -> dict[str, list[dict[str, str]]]:
-    """For each operation, ``PROMPTS_PER_ALIAS`` prompts under each of its aliases."""
-    rng = random.Random(f"{seed}:alias-probe")
-    examples: dict[str, list[dict[str, str]]] = {}
-    for name, aliases in skills.ALIASES.items():
-        rows = []
-        for alias in aliases:
-            for _ in range(PROMPTS_PER_ALIAS):
-                text, answer = skills.OPERATIONS[name](rng)
-                rows.append({"prompt": f"{alias}: {text} =", "answer": answer})
-        examples[name] = rows
-    return examples
-
-
-def alias_accuracy(model, tokenizer, examples, recipe: build.Recipe) -> dict[str, float]:
-    """Exact match per operation (all its aliases together)."""
-    return {
-        name: exact_match(
-            model, tokenizer, rows, max_new_tokens=16, batch_size=recipe.eval_batch_size
-        )
-        for name, rows in examples.items()
-    }
 
 
 def finetune_skill(base_dir: Path, name: str, recipe: build.Recipe, seed: int, log) -> dict:
@@ -116,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     keywords = [*recipe.skills, *skills.HELDOUT]
     tokenizer = bpe.train_tokenizer(documents[:5000], recipe.vocab_size, keywords)
     stream = train.encode_stream(tokenizer, documents)
-    examples = alias_examples(args.seed)
+    examples = build.alias_examples(args.seed)
     model = train.new_model(recipe.shape, tokenizer, args.seed)
     schedule = replace(recipe.pretrain, steps=args.steps)
     log(f"corpus {len(stream)} tokens; schedule {schedule}")
@@ -129,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         train_seconds[0] += time.perf_counter() - lap[0]
         train_seconds[1] += time.process_time() - lap[1]
-        scores = alias_accuracy(model, tokenizer, examples, recipe)
+        scores = build.alias_accuracy(model, tokenizer, examples, recipe)
         row = {
             "steps": steps,
             "alias_mean": round(sum(scores.values()) / len(scores), 3),
