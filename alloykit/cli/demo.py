@@ -21,8 +21,8 @@ ZOO = Path(__file__).resolve().parents[2] / "examples" / "zoo"
 # The 4-expert merge that did best on the zoo's validation splits in benchmarks/quality.py
 # (benchmarks/README.md, "Merge quality"): its method and settings. On the current zoo no
 # data-free merge keeps more than about a quarter of the experts' scores (see there).
-DEMO_METHOD = "tsv_merge"
-DEMO_PARAMETERS: dict[str, object] = {"alpha": 1.3}
+DEMO_METHOD = "iso_cts"
+DEMO_PARAMETERS: dict[str, object] = {"alpha": 1.5, "common_space_fraction": 0.8}
 DEMO_MODEL_PARAMETERS: dict[str, object] = {}
 
 

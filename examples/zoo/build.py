@@ -274,6 +274,7 @@ def finetune_job(job: Job) -> dict:
     )
     if job.kind == "lora":
         model.save_pretrained(job.directory)
+        _settle_adapter_files(job.directory)
         model = model.merge_and_unload()
     else:
         save_checkpoint(model, tokenizer, job.directory)
@@ -284,6 +285,20 @@ def finetune_job(job: Job) -> dict:
     report["cpu_seconds"] = round(time.process_time() - cpu, 1)
     log(f"done: {report}")
     return report
+
+
+def _settle_adapter_files(directory: Path) -> None:
+    """Make a saved adapter independent of where and in which process the zoo was built.
+
+    PEFT writes the build's absolute base path, its target modules in set order (which changes
+    with hash randomization from process to process) and an empty model card.
+    """
+    (directory / "README.md").unlink(missing_ok=True)
+    config_path = directory / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = "../../base"
+    config["target_modules"] = sorted(config["target_modules"])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _worker_start() -> None:
@@ -358,8 +373,20 @@ def score_zoo(out: Path, recipe: Recipe, tokenizer, data) -> tuple[dict, dict, d
     return scores, {"experts": averaged, "scores": row(average)}, heldout
 
 
-def build(out: Path, recipe: Recipe, seed: int, workers: int = 1, log=print) -> dict:
-    """Write the zoo under ``out`` (replacing base/, experts/, tasks/) and its scores.json."""
+def build(
+    out: Path,
+    recipe: Recipe,
+    seed: int,
+    workers: int = 1,
+    log=print,
+    from_base: Path | None = None,
+) -> dict:
+    """Write the zoo under ``out`` (replacing base/, experts/, tasks/) and its scores.json.
+
+    ``from_base``: a base this recipe and seed already pretrained (a previous build's
+    ``base/``), copied instead of pretrained again: pretraining is most of a rebuild's time
+    and does not depend on the skills' tasks, so changing a task needs only the fine-tunes.
+    """
     started = time.perf_counter()
     timings: dict[str, float] = {}
     mark = started
@@ -371,11 +398,20 @@ def build(out: Path, recipe: Recipe, seed: int, workers: int = 1, log=print) -> 
         mark = now
         log(f"[{phase}] {timings[phase]:.1f}s")
 
+    if from_base is not None:
+        from_base = from_base.resolve()
+        if not (from_base / "model.safetensors").is_file():
+            raise SystemExit(f"--from-base {from_base}: no model.safetensors there")
+        if from_base == (out / "base").resolve():
+            raise SystemExit("--from-base: give a copy outside --out (base/ is rebuilt)")
     for stale in ("base", "experts", "adapters", "heldout", "tasks"):
         shutil.rmtree(out / stale, ignore_errors=True)
     documents = skills.pretraining_documents(recipe.pretrain_documents, seed)
     keywords = [*recipe.skills, *skills.HELDOUT]
-    tokenizer = bpe.train_tokenizer(documents[:5000], recipe.vocab_size, keywords)
+    if from_base is None:
+        tokenizer = bpe.train_tokenizer(documents[:5000], recipe.vocab_size, keywords)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(from_base)
     table = {name: skills.SKILLS[name] for name in recipe.skills}
     data = write_tasks(out / "tasks", recipe, tokenizer, seed, table)
     data |= write_tasks(out / "heldout" / "tasks", recipe, tokenizer, seed, skills.HELDOUT)
@@ -383,11 +419,17 @@ def build(out: Path, recipe: Recipe, seed: int, workers: int = 1, log=print) -> 
     log(f"corpus: {len(documents)} documents, {len(stream)} tokens")
     lap("data")
 
-    base = train.new_model(recipe.shape, tokenizer, seed)
-    log(f"base: {sum(p.numel() for p in base.parameters()) / 1e6:.2f}M parameters")
-    train.pretrain(base, stream, recipe.pretrain, length=recipe.context, seed=seed, log=log)
-    save_checkpoint(base, tokenizer, out / "base")
-    lap("pretrain")
+    if from_base is None:
+        base = train.new_model(recipe.shape, tokenizer, seed)
+        log(f"base: {sum(p.numel() for p in base.parameters()) / 1e6:.2f}M parameters")
+        train.pretrain(base, stream, recipe.pretrain, length=recipe.context, seed=seed, log=log)
+        save_checkpoint(base, tokenizer, out / "base")
+        lap("pretrain")
+    else:
+        shutil.copytree(from_base, out / "base")
+        base = load_checkpoint(out / "base")
+        log(f"base: copied from {from_base} (not pretrained again)")
+        lap("copy-base")
     aliases = alias_accuracy(base, tokenizer, alias_examples(seed), recipe)
     log(f"base alias accuracy: {sum(aliases.values()) / len(aliases):.3f}")
     lap("alias-probe")
@@ -402,6 +444,7 @@ def build(out: Path, recipe: Recipe, seed: int, workers: int = 1, log=print) -> 
     result = {
         "seed": seed,
         "workers": workers,
+        "base_from": str(from_base) if from_base is not None else None,
         "split": "test",
         "metric": "exact match of the greedy answer, cut at the first newline, stripped",
         "test_examples": {name: len(data[name]["splits"]["test"]) for name in recipe.skills},
@@ -436,6 +479,13 @@ def main(argv: list[str] | None = None) -> None:
         "seeded on its own, so the zoo does not depend on this number); default 3, "
         "1 with --quick",
     )
+    parser.add_argument(
+        "--from-base",
+        type=Path,
+        default=None,
+        help="copy this already pretrained base (same recipe and seed) instead of "
+        "pretraining: rebuilds tasks, fine-tunes and scores only",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     transformers_logging.set_verbosity_error()
@@ -447,6 +497,7 @@ def main(argv: list[str] | None = None) -> None:
         args.seed,
         workers=args.workers or (1 if args.quick else 3),
         log=lambda line: print(line, flush=True),
+        from_base=args.from_base,
     )
     for label, row in [*result["scores"].items(), ("average", result["linear_average"]["scores"])]:
         print(f"{label:>12} " + " ".join(f"{k}={v:.2f}" for k, v in row.items()))

@@ -14,13 +14,13 @@ gates run each expert's prompts with that expert's MLPs, which is what a top-1 M
 the first layer routes right, so with one expert per token every layer's router is checked.
 Rates are printed with ``-s``. ``ALLOYKIT_ZOO`` points the test at a zoo built elsewhere.
 
-On zoo v2 (issue 15) the check fails and is marked as an expected failure: its base never saw
-the skills' keywords (by design: pretraining writes the operations under other keywords), so a
-keyword's embedding in the base is its untrained initial vector and the base's hidden states
-tell skills apart mostly by their inputs. Measured at layer 0: every skill routes >= 96%
-except reverse, 60% (its prompts, 3-6 lowercase letters, look like rotate's and double's);
-with ``hidden_expert`` gates deeper layers fall to 4-56% for several skills. The mark is
-strict: once a zoo passes again, the test fails until the mark is removed.
+On the current zoo (a base that does its operations under their pretraining aliases, 0.995)
+``hidden`` gates route every skill's held-out prompts to its expert at layer 0 (>= 84%:
+reverse 84%, the rest 96-100%). ``hidden_expert`` gates checked at every layer do not: deeper
+routers send some skills elsewhere (sort 56-76% at layers 1-3, largest 72% at layer 1), because
+each expert changes the operation choice for every prompt, not only its skill's (see
+examples/zoo/README.md, "Merging on this zoo"). That case is marked as an expected failure,
+strictly: once a zoo passes it, the test fails until the mark is removed.
 """
 
 from __future__ import annotations
@@ -38,12 +38,6 @@ ZOO = Path(os.environ.get("ALLOYKIT_ZOO", Path(__file__).resolve().parents[2] / 
 GATE_PROMPTS = 8  # training prompts per skill that make its gate
 HELD_OUT = 25  # test prompts per skill that are routed
 REQUIRED = 0.8
-
-
-def zoo_is_v2() -> bool:
-    """Zoo v2 records a held-out expert in scores.json (issue 15's design)."""
-    scores = ZOO / "scores.json"
-    return scores.is_file() and "heldout" in json.loads(scores.read_text())
 
 
 def zoo_skills() -> list[str]:
@@ -76,15 +70,22 @@ def routed_experts(model, tokenizer, prompt: str) -> list[int]:
     reason=f"example zoo checkpoints are absent from {ZOO} (base/, experts/<skill>/, "
     "tasks/<skill>/): build them with `python examples/zoo/build.py`",
 )
-@pytest.mark.xfail(
-    zoo_is_v2(),
-    reason="zoo v2's base never saw the skills' keywords: reverse routes 60% at layer 0 "
-    "(see the module docstring)",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("gate_mode", "experts_per_token", "checked_layers"),
-    [("hidden", 2, [0]), ("hidden", 1, [0]), ("hidden_expert", 1, None)],  # None: every layer
+    [
+        ("hidden", 2, [0]),
+        ("hidden", 1, [0]),
+        pytest.param(  # None: every layer
+            "hidden_expert",
+            1,
+            None,
+            marks=pytest.mark.xfail(
+                reason="deeper routers send sort (56-76%) and largest (72%) elsewhere "
+                "(see the module docstring)",
+                strict=True,
+            ),
+        ),
+    ],
 )
 def test_gates_route_held_out_prompts_to_their_skills_expert(
     tmp_path, gate_mode: str, experts_per_token: int, checked_layers: list[int] | None
