@@ -197,8 +197,6 @@ def _verdict(
             return answer_text(tokenizer, tokens, rules.stops, rules.eos) == target, None
         if position == len(candidate) or token != candidate[position]:
             break
-    if any(token >= len(tokenizer) for token in tokens):
-        return None, None
     text = _text(tokenizer, tokens)
     if "\ufffd" in text:
         return None, None
