@@ -106,7 +106,7 @@ def _greedy(
     input_ids, mask, positions = left_padded(prompts, 0, device)
     parameters = inspect.signature(model.forward).parameters
     extra = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
-    cache_argument = "cache" if "cache" in parameters else "past_key_values"
+    cache_keyword = cache_argument(model)
     out = model(
         input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
     )
@@ -127,7 +127,7 @@ def _greedy(
             attention_mask=mask,
             position_ids=position,
             use_cache=True,
-            **{cache_argument: _cache_of(out)},
+            **{cache_keyword: cache_of(out)},
             **extra,
         )
     return torch.stack(steps, dim=1).cpu()
@@ -168,7 +168,12 @@ def stop_table(model, tokenizer) -> torch.Tensor:
     return table
 
 
-def _cache_of(output):
+def cache_argument(model) -> str:
+    """The keyword a model's forward takes its KV cache by."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def cache_of(output):
     """The KV cache of a forward pass (``cache`` in transformers 5, ``past_key_values`` before)."""
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values

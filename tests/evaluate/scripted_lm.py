@@ -11,11 +11,19 @@ import torch
 TOP = 10.0
 
 
+class History(list):
+    """The scripted model's "KV cache": each row's tokens so far."""
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self[:] = [self[int(i)] for i in indices]
+
+
 class ScriptedLM(torch.nn.Module):
     """After ``prompt`` (with the tokenizer's BOS) the k-th greedy token is ``replies[prompt][k]``,
     then ``filler`` for ever. Its "KV cache" is the token history, so generation's incremental
     steps and one teacher-forced pass see the same ranking. ``ties`` maps a reply position to a
-    second token whose logit equals the first's there."""
+    second token whose logit equals the first's there. ``selectable_cache=False`` returns the
+    cache as a plain list, which cannot drop rows (as an older transformers' tuples)."""
 
     def __init__(
         self,
@@ -25,6 +33,7 @@ class ScriptedLM(torch.nn.Module):
         filler: int,
         extra_vocab: int = 4,
         ties: dict[tuple[str, int], int] | None = None,
+        selectable_cache: bool = True,
     ) -> None:
         super().__init__()
         self.vocab = len(tokenizer) + extra_vocab
@@ -35,6 +44,7 @@ class ScriptedLM(torch.nn.Module):
         self.replies.sort(key=lambda item: -len(item[0]))
         self.ties = {(prompts[prompt], k): token for (prompt, k), token in (ties or {}).items()}
         self.filler = filler
+        self.cache_type = History if selectable_cache else list
 
     def get_output_embeddings(self) -> torch.nn.Linear:
         return self.head
@@ -52,7 +62,7 @@ class ScriptedLM(torch.nn.Module):
         history = past_key_values or [[] for _ in range(rows)]
         fresh = attention_mask[:, -width:]
         logits = torch.zeros(rows, width, self.vocab)
-        seen_by_row = []
+        seen_by_row = self.cache_type()
         for row in range(rows):
             seen = list(history[row])
             for column in range(width):

@@ -181,6 +181,17 @@ def test_padding_side_and_batch_size_do_not_change_verdicts(
     assert hits == [True] * 7 + [i % 3 == 2 for i in range(7)]
 
 
+@pytest.mark.parametrize("selectable_cache", [True, False])
+def test_a_cache_that_cannot_drop_rows_gives_the_same_verdicts(
+    char_tokenizer, selectable_cache: bool
+) -> None:
+    replies = {"p1:": " abc\n", "p2:": " xbc\n", "p3:": " ab\n", "p4:": " a c\n"}
+    model = scripted(char_tokenizer, replies, selectable_cache=selectable_cache)
+    examples = [{"prompt": p, "answer": "abc"} for p in replies]
+    verdicts, hits = both_strategies(model, char_tokenizer, examples, max_new_tokens=8)
+    assert verdicts == hits == [True, False, False, False]
+
+
 FAMILIES = ["llama", "qwen2", "gemma", "mistral", "phi3", "gpt2"]
 PROMPTS = ["q", "what is 2+2?", "reverse: abc =", "hello", "x = (1, 2, 3); y =", "a b "]
 
