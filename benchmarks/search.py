@@ -1,6 +1,7 @@
 """Recipe search on the example zoo: quality, estimator error, and candidate throughput.
 
     python benchmarks/search.py [--zoo examples/zoo] [--trials 200] [--out .benchcache/search]
+    python benchmarks/search.py --throughput-only    # measurement 3 alone, no search
 
 Three measurements, printed as ratios and written to ``benchmarks/results/search.json``:
 
@@ -15,6 +16,9 @@ Three measurements, printed as ratios and written to ``benchmarks/results/search
 3. **Throughput.** The same candidates merged in memory into a resident model and scored on
    the subset, against merging each to disk with ``alloykit.merge`` and loading it back with
    transformers (what mergekit-evolve and Mergenetic do), scored on the same examples.
+   ``--throughput-only`` runs it alone: the subset comes from the IRT items fitted on the
+   endpoints' full responses (``OUT/anchors.json`` when a search with this spec left one, else
+   computed here), and it writes ``benchmarks/results/search_throughput.json``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,12 @@ def spec_for(zoo: Path, skills: list[str], args: argparse.Namespace) -> dict[str
         "optimizer": args.optimizer,
         "trials": args.trials,
         "layer_groups": args.layer_groups,
-        "fitness": {"estimator": args.estimator, "subset": args.subset, "batch_size": 128},
+        "fitness": {
+            "estimator": args.estimator,
+            "subset": args.subset,
+            "batch_size": 128,
+            "strategy": args.strategy,
+        },
         "seed": args.seed,
     }
 
@@ -108,34 +117,89 @@ def estimator_errors(space, fitness, worker, points: list[dict], seed: int) -> d
 
 
 def throughput(space, fitness, worker, points: list[dict], template: Path) -> dict[str, Any]:
-    """Seconds per candidate in memory against to disk and back, on the same examples."""
+    """Seconds per candidate in memory against to disk and back, on the same examples: wall
+    time, and this process's CPU time (steadier on a shared machine). The fitness alone is
+    timed again on each in-memory candidate."""
     import alloykit
     from alloykit.evaluate import load_model
     from alloykit.search.workers import Job
 
     requests = fitness.requests()
-    start = time.perf_counter()
-    in_memory = [worker.run(Job(requests, recipe=space.recipe(p))) for p in points]
-    memory_seconds = (time.perf_counter() - start) / len(points)
+    in_memory, fitness_cpu = [], 0.0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for point in points:
+        in_memory.append(worker.run(Job(requests, recipe=space.recipe(point))))
+    memory = (time.perf_counter() - wall, time.process_time() - cpu)
+    for point in points:
+        worker.run(Job(requests, recipe=space.recipe(point)))
+        start = time.process_time()
+        worker.answers(worker.model, worker.tokenizer, Job(requests))
+        fitness_cpu += time.process_time() - start
     scratch = Path(tempfile.mkdtemp(prefix="alloykit-search-bench-"))
     try:
-        start = time.perf_counter()
         on_disk = []
+        wall, cpu = time.perf_counter(), time.process_time()
         for point in points:
             recipe = space.recipe(point)
             out = alloykit.merge(recipe, scratch / "candidate", force=True, fsync=False)
             model, tokenizer = load_model(out)
             on_disk.append(worker.answers(model, tokenizer, Job(requests)))
-        disk_seconds = (time.perf_counter() - start) / len(points)
+        disk = (time.perf_counter() - wall, time.process_time() - cpu)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    count = len(points)
     return {
-        "candidates": len(points),
+        "candidates": count,
         "same_answers": in_memory == on_disk,
-        "in_memory_seconds": memory_seconds,
-        "disk_seconds": disk_seconds,
-        "ratio": disk_seconds / memory_seconds,
+        "in_memory_seconds": memory[0] / count,
+        "disk_seconds": disk[0] / count,
+        "ratio": disk[0] / memory[0],
+        "in_memory_cpu_seconds": memory[1] / count,
+        "disk_cpu_seconds": disk[1] / count,
+        "cpu_ratio": disk[1] / memory[1],
+        "fitness_cpu_seconds": fitness_cpu / count,
     }
+
+
+def endpoint_responses(spec, worker, fitness, out: Path) -> dict[str, Any]:
+    """The base's and experts' full responses: the search's cached ones if they match the spec."""
+    from alloykit.search.workers import Job
+
+    cache = out / "anchors.json"
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+        if stored.get("spec") == spec.fingerprint():
+            return stored["responses"]
+    recipe = spec.recipe
+    paths = [recipe["base_model"], *(entry["model"] for entry in recipe["models"])]
+    return {path: worker.run(Job(fitness.full_requests(), model=path)) for path in paths}
+
+
+def throughput_only(args: argparse.Namespace, spec, space, worker) -> int:
+    """Measurement 3 alone, on the subset the search's IRT items choose."""
+    from alloykit.search.fitness import Fitness
+
+    fitness = Fitness(spec)
+    fitness.fit_anchors(endpoint_responses(spec, worker, fitness, args.out))
+    rng = np.random.default_rng(args.seed + 1)
+    points = [space.point(list(rng.random(space.dimensions))) for _ in range(args.check_candidates)]
+    speed = throughput(space, fitness, worker, points[: args.throughput_candidates], args.zoo)
+    summary = {
+        "zoo": str(args.zoo),
+        "strategy": spec.fitness.strategy,
+        "examples_per_candidate": sum(len(r) for r in fitness.requests().values()),
+        "throughput": speed,
+    }
+    print(json.dumps(summary, indent=2))
+    print(
+        f"throughput: in memory {speed['ratio']:.1f}x the disk loop (wall), "
+        f"{speed['cpu_ratio']:.1f}x (CPU); fitness {speed['fitness_cpu_seconds']:.3f} CPU s "
+        "per candidate"
+    )
+    path = args.json or ROOT / "benchmarks/results/search_throughput.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-candidates", type=int, default=8)
     parser.add_argument("--quality", type=Path, default=ROOT / "benchmarks/results/quality.json")
     parser.add_argument("--out", type=Path, default=ROOT / ".benchcache" / "search")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/search.json")
+    parser.add_argument("--strategy", default="forced", help="exact match: forced or generate")
+    parser.add_argument("--throughput-only", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -165,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     skills = sorted(p.name for p in (args.zoo / "experts").iterdir() if p.is_dir())
     skills = skills[: args.experts]
     spec = load_spec(spec_for(args.zoo, skills, args))
+    if args.throughput_only:
+        space = Space(spec)
+        return throughput_only(args, spec, space, CandidateWorker(spec, str(args.zoo / "base")))
     started = time.perf_counter()
     result = run_search(spec, args.out)
     search_seconds = time.perf_counter() - started
@@ -207,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{errors['subset_mae_points']:.1f} points ({errors['candidates']} candidates)"
     )
     print(f"throughput: in memory {speed['ratio']:.1f}x the disk loop")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    path = args.json or ROOT / "benchmarks/results/search.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

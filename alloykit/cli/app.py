@@ -426,6 +426,13 @@ def eval_(
         int | None,
         typer.Option(min=1, help="CPU threads for torch (default: torch's; 1 suits tiny models)."),
     ] = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="Exact match by 'forced' (one teacher-forced pass, generating only what it "
+            "cannot decide) or 'generate' (every answer generated); the same scores."
+        ),
+    ] = "forced",
     lm_eval: Annotated[
         list[str] | None, typer.Option("--lm-eval", help="An lm-evaluation-harness task name.")
     ] = None,
@@ -438,11 +445,13 @@ def eval_(
     """Score MODEL on tasks: exact match, multiple-choice accuracy, perplexity."""
     from alloykit.errors import AlloyError
     from alloykit.evaluate import evaluate, load_model, load_task
+    from alloykit.evaluate.answers import check_strategy
     from alloykit.evaluate.report import progress_bars, results_json, results_table
 
     with guarded(debug):
         if not task and not lm_eval:
             raise AlloyError("no tasks given", "add --task PATH (or --lm-eval NAME)")
+        check_strategy(strategy)
         tasks = [load_task(path) for path in task or []]
         if threads is not None:
             import torch
@@ -464,6 +473,7 @@ def eval_(
                     subset_seed=subset_seed,
                     batch_size=batch_size,
                     on_progress=on_progress,
+                    strategy=strategy,
                 )
         if lm_eval:
             from alloykit.evaluate.lm_eval_bridge import run_lm_eval

@@ -1,17 +1,22 @@
 """Evaluate models on local tasks: generation exact match, multiple choice, perplexity.
 
 ``evaluate(model_or_path, tasks)`` scores task definitions (:func:`load_task`) on a model;
-``generate_answers`` / ``exact_match`` are the batched building blocks for generation tasks.
+``exact_match`` / ``answer_hits`` score generation tasks (by teacher forcing, or by
+``generate_answers``); they are the batched building blocks for generation tasks.
 """
 
 from __future__ import annotations
 
-from alloykit.evaluate.generation import answer_hits, exact_match, generate_answers
+from alloykit.evaluate.answers import STRATEGIES, Strategy, answer_hits, exact_match
+from alloykit.evaluate.forced import forced_verdicts
+from alloykit.evaluate.generation import generate_answers
 from alloykit.evaluate.likelihood import choice_accuracy, choice_hits, choice_scores, perplexity
 from alloykit.evaluate.runner import TaskResult, evaluate, item_hits, load_model
 from alloykit.evaluate.tasks import Task, TaskError, load_task, select
 
 __all__ = [
+    "STRATEGIES",
+    "Strategy",
     "Task",
     "TaskError",
     "TaskResult",
@@ -21,6 +26,7 @@ __all__ = [
     "choice_scores",
     "evaluate",
     "exact_match",
+    "forced_verdicts",
     "generate_answers",
     "item_hits",
     "load_model",

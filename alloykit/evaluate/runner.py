@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from alloykit.errors import AlloyError, CheckpointError
-from alloykit.evaluate.generation import answer_hits, exact_match
+from alloykit.evaluate.answers import Strategy, answer_hits, check_strategy, exact_match
 from alloykit.evaluate.likelihood import choice_accuracy, choice_hits, perplexity
 from alloykit.evaluate.tasks import Task, load_task, select
 
@@ -46,6 +46,7 @@ def evaluate(
     device: str | None = None,
     tokenizer=None,
     on_progress: OnProgress | None = None,
+    strategy: Strategy = "forced",
 ) -> list[TaskResult]:
     """Score ``tasks`` on a model directory, or on a loaded model (with its ``tokenizer``).
 
@@ -53,8 +54,10 @@ def evaluate(
     drawn with ``subset_seed``: the same subset every time, a cheap and stable estimate.
     ``device`` defaults to cpu for a path; a loaded model stays where it is unless given one.
     ``on_progress(task, done, total)`` is called after every batch. Every task's data is read
-    and checked before the model runs, so bad input fails fast.
+    and checked before the model runs, so bad input fails fast. ``strategy`` is how generation
+    tasks are scored (:func:`answer_hits`): the same verdicts either way.
     """
+    check_strategy(strategy)
     if isinstance(tasks, (Task, str, Path)):
         tasks = [tasks]
     loaded = [task if isinstance(task, Task) else load_task(task) for task in tasks]
@@ -66,8 +69,9 @@ def evaluate(
         if device is not None:
             model.to(_device(device))
         tokenizer = tokenizer if tokenizer is not None else _tokenizer_of(model)
+    options = (batch_size, on_progress, limit, subset_seed, strategy)
     return [
-        _run_task(model, tokenizer, task, split, items, batch_size, on_progress, limit, subset_seed)
+        _run_task(model, tokenizer, task, split, items, *options)
         for task, items in zip(loaded, data, strict=True)
     ]
 
@@ -124,6 +128,7 @@ def _run_task(
     on_progress: OnProgress | None,
     limit: int | None,
     seed: int | None,
+    strategy: Strategy,
 ) -> TaskResult:
     started = time.perf_counter()
     advance = _progress(task.name, on_progress)
@@ -148,6 +153,7 @@ def _run_task(
             max_new_tokens=task.max_new_tokens,
             batch_size=batch_size,
             on_batch=advance,
+            strategy=strategy,
         )
     else:
         n = len(data)
@@ -164,12 +170,24 @@ def _run_task(
 
 
 def item_hits(
-    model, tokenizer, task: Task, examples: Sequence[dict], *, batch_size: int = 64
+    model,
+    tokenizer,
+    task: Task,
+    examples: Sequence[dict],
+    *,
+    batch_size: int = 64,
+    strategy: Strategy = "forced",
 ) -> list[bool]:
-    """Whether the model gets each example of a generation or multiple-choice task right."""
+    """Whether the model gets each example of a generation or multiple-choice task right
+    (``strategy``: how generation tasks are scored, :func:`answer_hits`)."""
     if task.type == "generation":
         return answer_hits(
-            model, tokenizer, examples, max_new_tokens=task.max_new_tokens, batch_size=batch_size
+            model,
+            tokenizer,
+            examples,
+            max_new_tokens=task.max_new_tokens,
+            batch_size=batch_size,
+            strategy=strategy,
         )
     if task.type == "multiple_choice":
         normalize = task.metric == "acc_norm"

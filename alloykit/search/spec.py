@@ -43,6 +43,9 @@ class FitnessSpec(BaseModel):
     limit: int | None = Field(None, ge=1)
     """At most this many examples of each task (the first ones), before any subset."""
     batch_size: int = Field(64, ge=1)
+    strategy: Literal["forced", "generate"] = "forced"
+    """How generation tasks' exact match is scored (:func:`alloykit.evaluate.answer_hits`):
+    the same verdicts either way, so it is not part of the spec's fingerprint."""
 
 
 class SearchSpec(BaseModel):
@@ -83,7 +86,9 @@ class SearchSpec(BaseModel):
     def fingerprint(self) -> str:
         """Identifies what the trials of a search depend on: a journal written under another
         spec is refused rather than mixed in."""
-        data = self.model_dump(mode="json", exclude={"trials", "base_dir"})
+        data = self.model_dump(
+            mode="json", exclude={"trials": True, "base_dir": True, "fitness": {"strategy"}}
+        )
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def path(self, raw: str) -> Path:

@@ -77,7 +77,12 @@ class CandidateWorker:
             split = self.split_named(job.split).tasks[name]
             examples = [split.examples[i] for i in indices]
             responses[name] = item_hits(
-                model, tokenizer, split.task, examples, batch_size=self.batch_size
+                model,
+                tokenizer,
+                split.task,
+                examples,
+                batch_size=self.batch_size,
+                strategy=self.spec.fitness.strategy,
             )
         return responses
 

@@ -117,3 +117,19 @@ def test_lm_eval_missing_is_an_install_hint(
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     result = run_cli(tiny_lm_dir, "--lm-eval", "anything")
     assert_one_line_error(result, "not installed", 'pip install "alloykit[lm-eval]"')
+
+
+def test_both_strategies_give_the_same_scores(tiny_lm_dir: Path, task_dirs) -> None:
+    scores = {}
+    for strategy in ("forced", "generate"):
+        args = ["--task", task_dirs["generation"], "--json", "--strategy", strategy]
+        result = run_cli(tiny_lm_dir, *args)
+        assert result.exit_code == 0, result.output
+        [row] = json.loads(result.stdout)["results"]
+        scores[strategy] = (row["score"], row["n"])
+    assert scores["forced"] == scores["generate"]
+
+
+def test_an_unknown_strategy_is_one_line(tiny_lm_dir: Path, task_dirs) -> None:
+    result = run_cli(tiny_lm_dir, "--task", task_dirs["generation"], "--strategy", "beam")
+    assert_one_line_error(result, "unknown exact-match strategy 'beam'", "forced, generate")
