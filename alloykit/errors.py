@@ -47,6 +47,15 @@ class DiskFullError(OutputError):
 class NonFiniteError(AlloyError):
     """An input tensor holds NaN or infinity."""
 
+    @classmethod
+    def in_input(cls, model: str, name: str, nan: bool) -> NonFiniteError:
+        """The error for tensor ``name`` of ``model`` holding NaN (``nan``) or infinite values."""
+        kind = "NaN" if nan else "infinite values"
+        return cls(
+            f"tensor {name!r} of model {model!r} contains {kind}",
+            "the checkpoint is corrupt or was saved after a diverged training run",
+        )
+
 
 class OutputMismatchError(AlloyError):
     """The written config and tensors disagree (transformers would drop or miss weights): a

@@ -25,11 +25,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from alloykit.api import MergeOptions, RecipeLike, _options
-from alloykit.checkpoint.resident import ResidentSource, TensorSink, storage_key
+from alloykit.checkpoint.resident import ResidentSource, TensorSink, load_resident, storage_key
 from alloykit.engine import execute
 from alloykit.errors import PlanError
 from alloykit.plan import Plan, PlanEntry
-from alloykit.planner import make_plan
+from alloykit.planner import make_plan, reparameterised
 from alloykit.quiet_imports import collector_paused
 from alloykit.recipe import load_recipe
 from alloykit.recipe.model import Recipe
@@ -63,15 +63,12 @@ class Merger:
             from alloykit.engine.tensors import resolve_device
         self.device = resolve_device(device)
         self.plan = make_plan(_recipe(recipe), self.options.plan_options())
-        used: dict[str, set[str]] = {ref: set() for ref in self.plan.sources}
-        for entry in self.plan.entries:
-            for ref in entry.all_inputs:
-                used[ref.model].add(ref.name)
-        compute = self.plan.compute_dtype.torch
-        self.sources: dict[str, ResidentSource] = {
-            ref: ResidentSource(source, sorted(used[ref]), device=self.device, dtype=compute)
-            for ref, source in self.plan.sources.items()
-        }
+        self.sources: dict[str, ResidentSource] = load_resident(
+            self.plan.sources,
+            [[(ref.model, ref.name) for ref in e.all_inputs] for e in self.plan.entries],
+            device=self.device,
+            dtype=self.plan.compute_dtype.torch,
+        )
         self.plan.sources = dict(self.sources)
         self._torch = torch
 
@@ -104,9 +101,12 @@ class Merger:
                 f"{self.plan.method.name!r}",
                 "a Merger re-merges with new parameters only; make a new Merger for another method",
             )
-        sources = {ref: self.sources[ref] for ref in new.model_references()}
-        plan = make_plan(new, self.options.plan_options(), sources=sources)
-        _check_same_tensors(self.plan, plan)
+        options = self.options.plan_options()
+        plan = reparameterised(self.plan, new, options)
+        if plan is None:  # not only parameter values differ: plan it, then compare
+            sources = {ref: self.sources[ref] for ref in new.model_references()}
+            plan = make_plan(new, options, sources=sources)
+            _check_same_tensors(self.plan, plan)
         return plan
 
     def merge(self, recipe: RecipeLike | None = None) -> dict[str, torch.Tensor]:

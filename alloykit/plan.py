@@ -75,6 +75,20 @@ class PlanEntry:
 
 
 @dataclass(frozen=True)
+class ParameterSite:
+    """What an entry's parameter values were resolved from: the output tensor's name, its
+    relative depth ``t``, its slice, and each merged model's recipe entry (by key path, e.g.
+    ``models[2]``; ``base_model`` for a base merged as one more model) with that model's
+    tensor name. A recipe that differs only in parameter values re-resolves them from here
+    without planning again (:func:`alloykit.planner.reparameterised`)."""
+
+    tensor: str
+    t: float
+    slice_index: int | None
+    models: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class DroppedTensor:
     model: str
     name: str
@@ -115,6 +129,8 @@ class Plan:
     chat_template: str | None = None  # Jinja text to install, resolved from the recipe's value
     statistics: dict[str, StatisticsFile] = field(default_factory=dict)
     """The statistics file of each model that has one, by model reference."""
+    parameter_sites: dict[str, ParameterSite] = field(default_factory=dict)
+    """Where each merged entry's parameters come from, by entry name."""
 
     @property
     def output_bytes(self) -> int:

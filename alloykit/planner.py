@@ -8,6 +8,7 @@ are resolved per tensor with mergekit's precedence, filters and gradients
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 from alloykit.arch.layers import (
@@ -33,6 +34,7 @@ from alloykit.errors import PlanError
 from alloykit.methods import BasePolicy, get_method
 from alloykit.plan import (
     DroppedTensor,
+    ParameterSite,
     Plan,
     PlanEntry,
     PlanOptions,
@@ -41,7 +43,7 @@ from alloykit.plan import (
     tensor_seed,
 )
 from alloykit.recipe.model import ModelInput, Recipe, Scalar
-from alloykit.recipe.resolve import resolve_parameters
+from alloykit.recipe.resolve import ParameterResolver
 from alloykit.vocab.plan import VocabularyPlan, plan_vocabulary
 from alloykit.vocab.source import add_vocab_tensor
 
@@ -71,6 +73,86 @@ def make_plan(
     return _Planner(recipe, options, sources).build()
 
 
+def reparameterised(plan: Plan, recipe: Recipe, options: PlanOptions) -> Plan | None:
+    """``plan`` with the parameter values (and seed) of ``recipe``, when ``recipe`` differs
+    from the recipe ``plan`` was made from in those alone: the same tensors from the same
+    inputs, each with its parameters resolved again from its
+    :class:`~alloykit.plan.ParameterSite`. ``None`` when the recipes differ in anything else
+    (models, method, dtypes, layer ranges, ...): that recipe needs a plan of its own."""
+    if _structure(recipe) != _structure(plan.recipe):
+        return None
+    method = get_method(recipe.merge_method)
+    resolver = ParameterResolver(recipe, method)
+    inputs = _model_inputs(recipe)
+    seed = options.seed if options.seed is not None else (recipe.seed or 0)
+    entries = []
+    for entry in plan.entries:
+        site = plan.parameter_sites.get(entry.name)
+        if site is None:  # copied, not merged
+            entries.append(entry)
+            continue
+        models = [(inputs[key_path], name) for key_path, name in site.models]
+        per_model, global_values = _parameters(resolver, site, models)
+        seed_of = tensor_seed(seed, entry.name) if method.random else 0
+        entries.append(replace(entry, per_model=per_model, globals=global_values, seed=seed_of))
+    return replace(plan, recipe=recipe, entries=entries, seed=seed)
+
+
+def _structure(recipe: Recipe) -> Recipe:
+    """``recipe`` without its parameter values and seed (and the text they came from)."""
+    bare = tuple(replace(m, parameters={}) for m in recipe.models or ())
+    pieces = tuple(
+        replace(p, parameters={}, sources=tuple(replace(s, parameters={}) for s in p.sources))
+        for p in recipe.slices or ()
+    )
+    return replace(
+        recipe,
+        parameters={},
+        models=bare if recipe.models is not None else None,
+        slices=pieces if recipe.slices is not None else None,
+        seed=None,
+        raw={},
+        warnings=(),
+    )
+
+
+def _model_inputs(recipe: Recipe) -> dict[str, ModelInput]:
+    """Every model entry of ``recipe`` by key path, and a base merged as one more model."""
+    found = {m.key_path: m for m in recipe.models or ()}
+    for piece in recipe.slices or ():
+        found.update((s.key_path, s) for s in piece.sources)
+    if recipe.base_model is not None:
+        found[_BASE_KEY] = ModelInput(model=recipe.base_model, key_path=_BASE_KEY)
+    return found
+
+
+_BASE_KEY = "base_model"
+
+
+def _parameters(
+    resolver: ParameterResolver, site: ParameterSite, models: list[tuple[ModelInput, str]]
+) -> tuple[dict[str, tuple[Scalar, ...]], dict[str, Scalar]]:
+    """The per-model values (one per merged model, in order) and the global values of one
+    output tensor."""
+    per_model: dict[str, list[Scalar]] = {}
+    global_values: dict[str, Scalar] = {}
+    for model_input, input_name in models:
+        values = resolver.values(
+            tensor_name=site.tensor,
+            t=site.t,
+            slice_index=site.slice_index,
+            model_input=model_input,
+            input_tensor_name=input_name,
+        )
+        for param in resolver.method.params:
+            value = values[param.name]
+            if param.scope.value == "per-model":
+                per_model.setdefault(param.name, []).append(value)
+            else:
+                global_values[param.name] = value
+    return {k: tuple(v) for k, v in per_model.items()}, global_values
+
+
 class _Planner:
     def __init__(self, recipe: Recipe, options: PlanOptions, sources: dict[str, ModelSource]):
         self.recipe = recipe
@@ -92,6 +174,8 @@ class _Planner:
         self.derived: dict[str, DerivedSource] = {}
         self.vocabulary = self._plan_vocabulary()
         self.statistics = self._open_statistics()
+        self.resolver = ParameterResolver(recipe, self.method)
+        self.sites: dict[str, ParameterSite] = {}
 
     # -- top level -------------------------------------------------------------------------
     def build(self) -> Plan:
@@ -123,6 +207,7 @@ class _Planner:
             vocabulary=self.vocabulary,
             chat_template=self._chat_template(),
             statistics=self.statistics,
+            parameter_sites=self.sites,
         )
 
     def _plan_vocabulary(self) -> VocabularyPlan | None:
@@ -177,7 +262,7 @@ class _Planner:
                 f"method {self.method.name!r} does not treat base_model specially: "
                 f"{base_ref!r} is merged as one more model (as mergekit does)"
             )
-            return [*inputs, ModelInput(model=base_ref, key_path="base_model")], None
+            return [*inputs, ModelInput(model=base_ref, key_path=_BASE_KEY)], None
         if policy is BasePolicy.UNUSED or base_ref is None:
             if policy is BasePolicy.REQUIRED:
                 raise PlanError(
@@ -193,7 +278,7 @@ class _Planner:
                     f"{where}: base_model {base_ref!r} is not among this slice's sources",
                     "add the base model to every slice's sources with the same layer_range",
                 )
-            base = ModelInput(model=base_ref, key_path="base_model")
+            base = ModelInput(model=base_ref, key_path=_BASE_KEY)
         count = len(others)
         low, high = self.method.min_models, self.method.max_models
         if count < low or (high is not None and count > high):
@@ -492,26 +577,11 @@ class _Planner:
                 f"{out_name}: non-float tensor copied from {(base_ref or refs[0]).model}"
             )
             return
-        per_model: dict[str, list[Scalar]] = {}
-        global_values: dict[str, Scalar] = {}
-        for model_input, input_name in inputs:
-            values = resolve_parameters(
-                self.recipe,
-                self.method,
-                tensor_name=out_name,
-                t=t,
-                slice_index=slice_index,
-                model_input=model_input,
-                input_tensor_name=input_name,
-            )
-            for param in self.method.params:
-                value = values[param.name]
-                if param.scope.value == "per-model":
-                    per_model.setdefault(param.name, []).append(value)
-                else:
-                    global_values[param.name] = value
+        site = ParameterSite(out_name, t, slice_index, tuple((m.key_path, n) for m, n in inputs))
+        per_model, global_values = _parameters(self.resolver, site, inputs)
         if not inputs:
             raise PlanError(f"{out_name}: no models to merge", "list at least one model")
+        self.sites[out_name] = site
         self.entries.append(
             PlanEntry(
                 name=out_name,
@@ -520,7 +590,7 @@ class _Planner:
                 method=self.method.name,
                 inputs=tuple(refs),
                 base=base_ref,
-                per_model={k: tuple(v) for k, v in per_model.items()},
+                per_model=per_model,
                 globals=global_values,
                 seed=tensor_seed(self.seed, out_name) if self.method.random else 0,
                 common_rows=common_rows,

@@ -1,7 +1,8 @@
 """Inputs and outputs held in memory: the source and the sink of :class:`alloykit.Merger`.
 
 A :class:`ResidentSource` stands for an opened checkpoint whose tensors were read once and kept
-(in RAM or on a GPU, in the compute dtype), so that merging again reads no file. It keeps the
+(in RAM or on a GPU, in the compute dtype, checked finite; stacked by output tensor where
+they can be, :func:`load_resident`), so that merging again reads and checks nothing. It keeps the
 checkpoint's headers (stored dtypes included), so a plan made from it is the plan made from
 the files. A :class:`TensorSink` writes merged rows into tensors the caller owns: the
 parameters of a live model, or tensors allocated once and reused.
@@ -9,10 +10,11 @@ parameters of a live model, or tensors allocated once and reused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from alloykit.checkpoint.source import ModelSource
+from alloykit.errors import NonFiniteError
 
 if TYPE_CHECKING:
     import torch
@@ -20,31 +22,19 @@ if TYPE_CHECKING:
 
 
 class ResidentSource(ModelSource):
-    """``source``'s tensors ``names``, read once and kept on ``device`` in ``dtype``.
+    """An opened checkpoint whose used tensors are kept in memory (:func:`load_resident`).
 
-    Only floating-point tensors are converted; others (integer buffers) keep their dtype.
-    Tensors that are not kept cannot be read: the plan made at load time names every input.
+    Only floating-point tensors are in the compute dtype; others (integer buffers) keep their
+    dtype. Tensors that are not kept cannot be read: the plan made at load time names every
+    input.
     """
 
-    def __init__(
-        self,
-        source: ModelSource,
-        names: Iterable[str],
-        *,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> None:
+    def __init__(self, source: ModelSource) -> None:
         super().__init__(
             source.reference, source.root, list(source.files), source.config, source.tensors
         )
         self.kept: dict[str, torch.Tensor] = {}
-        for name in names:
-            stored = source.read(name)
-            target = dtype if stored.is_floating_point() else stored.dtype
-            # a tensor read from a file is a fresh buffer, kept as it is when it fits; others
-            # (pickles, derived tensors) may be shared with their source, so they are copied
-            fresh = source.entry(name) is not None
-            self.kept[name] = stored.to(device=device, dtype=target, copy=not fresh)
+        self.stacks: dict[str, tuple[torch.Tensor, int]] = {}
 
     def read(self, name: str) -> torch.Tensor:
         return self.kept[name]
@@ -56,9 +46,85 @@ class ResidentSource(ModelSource):
     def reads_rows(self, name: str) -> bool:
         return False
 
+    def checked_finite(self, name: str) -> bool:
+        """Every kept tensor was checked when it was loaded (:func:`load_resident`)."""
+        return True
+
+    def stacked(self, name: str) -> tuple[torch.Tensor, int] | None:
+        return self.stacks.get(name)
+
     @property
     def resident_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.kept.values())
+
+
+def load_resident(
+    sources: dict[str, ModelSource],
+    groups: Iterable[Sequence[tuple[str, str]]],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict[str, ResidentSource]:
+    """Read every tensor of ``groups`` once onto ``device`` (floating tensors in ``dtype``) and
+    keep it: each group is one output tensor's inputs as ``(model reference, tensor name)``
+    in the engine's order (models, then the base).
+
+    A group of floating tensors of one shape (with at least one dimension), none of them in
+    an earlier group, is read into one stack ``[inputs, *shape]``, whose slots the sources
+    keep as views (:meth:`ResidentSource.stacked`): the engine's chunks then view the stack,
+    and no memory is added. Other tensors are kept alone, once each. Every floating tensor is
+    checked free of NaN and infinity as it is loaded (a :class:`NonFiniteError` naming it):
+    the inputs never change, so merges need not check them again.
+    """
+    import torch
+
+    resident = {ref: ResidentSource(source) for ref, source in sources.items()}
+    for group in groups:
+        metas = [sources[model].tensors[name] for model, name in group]
+        fresh = len(set(group)) == len(group) and all(
+            name not in resident[model].kept for model, name in group
+        )
+        stackable = (
+            fresh
+            and all(m.dtype.is_floating_point and m.shape == metas[0].shape for m in metas)
+            and len(metas[0].shape) >= 1
+        )
+        if stackable:
+            stack = torch.empty((len(group), *metas[0].shape), dtype=dtype, device=device)
+            for slot, (model, name) in enumerate(group):
+                _load(sources[model], name, stack[slot])
+                resident[model].kept[name] = stack[slot]
+                resident[model].stacks[name] = (stack, slot)
+            continue
+        for model, name in group:
+            if name not in resident[model].kept:
+                resident[model].kept[name] = _load(sources[model], name, device=device, dtype=dtype)
+    return resident
+
+
+def _load(
+    source: ModelSource,
+    name: str,
+    into: torch.Tensor | None = None,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``source``'s tensor ``name`` copied ``into`` a tensor, or converted to ``dtype`` (if
+    floating) on ``device``; floating values checked finite."""
+    stored = source.read(name)
+    if into is not None:
+        kept = into.copy_(stored)
+    else:
+        assert device is not None and dtype is not None
+        target = dtype if stored.is_floating_point() else stored.dtype
+        # a tensor read from a file is a fresh buffer, kept as it is when it fits; others
+        # (pickles, derived tensors) may be shared with their source, so they are copied
+        fresh = source.entry(name) is not None
+        kept = stored.to(device=device, dtype=target, copy=not fresh)
+    if kept.is_floating_point() and not bool(kept.isfinite().all()):
+        raise NonFiniteError.in_input(source.reference, name, bool(kept.isnan().any()))
+    return kept
 
 
 class TensorSink:

@@ -84,6 +84,19 @@ class ModelSource:
         meta = self.tensors[name]
         return meta.numel * meta.dtype.itemsize
 
+    def checked_finite(self, name: str) -> bool:
+        """Whether tensor ``name`` (as :meth:`read` gives it) was checked free of NaN and
+        infinity once and for all, so the engine need not check it as it merges: tensors
+        kept in memory by :class:`~alloykit.checkpoint.resident.ResidentSource`; no others."""
+        return False
+
+    def stacked(self, name: str) -> tuple[torch.Tensor, int] | None:
+        """The stack ``[inputs, *shape]`` of one output tensor's inputs that holds tensor
+        ``name`` at the returned slot, where the source keeps its tensors so
+        (:class:`~alloykit.checkpoint.resident.ResidentSource`): the engine's chunks then
+        view the stack instead of copying rows. None for tensors read from files."""
+        return None
+
 
 def open_source(
     reference: str, *, search_dirs: tuple[Path, ...] = (), allow_pickle: bool = False

@@ -98,8 +98,4 @@ def merge_entry(
 
 def non_finite_input(ref: TensorRef, nan: bool) -> NonFiniteError:
     """The error for input ``ref`` holding NaN (``nan``) or infinite values."""
-    kind = "NaN" if nan else "infinite values"
-    return NonFiniteError(
-        f"tensor {ref.name!r} of model {ref.model!r} contains {kind}",
-        "the checkpoint is corrupt or was saved after a diverged training run",
-    )
+    return NonFiniteError.in_input(ref.model, ref.name, nan)

@@ -124,16 +124,27 @@ class _Inputs:
         self.sink = sink
         self.refs = entry.all_inputs
         self.stored = False  # chunks are bfloat16 as stored (set by prepare)
+        self.views = False  # chunks view the resident stack (set by prepare)
         self.held: dict[int, torch.Tensor] = {}
         self.stack: torch.Tensor | None = None  # every input held, stacked as stored
-        for slot, ref in enumerate(self.refs):
-            if not plan.sources[ref.model].reads_rows(ref.name):
-                self.held[slot] = plan.sources[ref.model].read(ref.name)
+        sources = [plan.sources[ref.model] for ref in self.refs]
+        for slot, (source, ref) in enumerate(zip(sources, self.refs, strict=True)):
+            if not source.reads_rows(ref.name):
+                self.held[slot] = source.read(ref.name)
+        self.unchecked = [
+            slot
+            for slot, (source, ref) in enumerate(zip(sources, self.refs, strict=True))
+            if not source.checked_finite(ref.name)
+        ]
+        self.resident = _resident_stack(sources, self.refs)
 
     def hold(self) -> None:
         """Read every input whole, once, if they are small enough to keep for several passes.
         Inputs of one shape and dtype are read into one stack (a per-thread buffer reused from
-        tensor to tensor), whose rows the chunks of stored inputs view."""
+        tensor to tensor), whose rows the chunks of stored inputs view. Resident inputs are
+        held already."""
+        if self.resident is not None:
+            return
         sources = [self.plan.sources[ref.model] for ref in self.refs]
         size = sum(src.nbytes(ref.name) for src, ref in zip(sources, self.refs, strict=True))
         if size > engine.HOLD_BYTES:
@@ -192,14 +203,25 @@ class _Inputs:
         return True
 
     def prepare(self, merging: StreamingMerge) -> None:
-        """Read chunks as stored when ``merging`` takes them so and :meth:`can_stay_stored`."""
+        """Read chunks as stored when ``merging`` takes them so and :meth:`can_stay_stored`;
+        view the resident stack when ``merging`` takes views and the stack is in the compute
+        dtype."""
         self.stored = merging.reads_stored and self.can_stay_stored()
+        self.views = (
+            merging.reads_views
+            and self.resident is not None
+            and self.resident.dtype == self.plan.compute_dtype.torch
+        )
 
     def chunks(self, step: int, *, check: bool) -> Iterator[Chunk]:
         """The merged rows in chunks of ``step`` rows, in the compute dtype on the device, or
-        as stored (see :meth:`prepare`)."""
+        as stored, or viewing the resident stack (see :meth:`prepare`). Inputs checked
+        finite once and for all (:meth:`ModelSource.checked_finite`) are not checked again."""
         if self.stored:
             yield from self._stored_chunks(step, check=check)
+            return
+        if self.views:
+            yield from self._resident_chunks(step, check=check)
             return
         entry, dtype = self.entry, self.plan.compute_dtype.torch
         total = entry.merged_rows
@@ -212,25 +234,50 @@ class _Inputs:
             part = (stop - start, *shape[1:]) if entry.shape else ()
             slots = count + (entry.base is not None)
             buffer = self.staging.stacked((slots, *part), dtype, self.device)
-            unchecked = []
-            for slot in range(slots):
-                rows = self.rows(slot, start, stop)
-                if native.widens(rows, buffer[slot]):  # widened and checked in one pass
-                    if not native.widen_bf16(rows, buffer[slot]) and check:
-                        self.fail_non_finite(slot, buffer[slot])
-                else:
-                    buffer[slot].copy_(rows, non_blocking=True)
-                    unchecked.append(slot)
+            to_check = self.unchecked if check else []
+            if self.resident is not None:  # one copy of every input's rows
+                buffer.copy_(self.resident[:, start:stop])
+            else:
+                widened = self._read_chunk(buffer, start, stop, check=check)
+                to_check = [slot for slot in to_check if slot not in widened]
             stacked = buffer[:count]
             base = buffer[count] if entry.base is not None else None
             if self.device.type == "cuda":
                 self.staging.copied = torch.cuda.Event()
                 self.staging.copied.record()
-            if check:
-                for slot in unchecked:
-                    if not _all_finite(buffer[slot]):
-                        self.fail_non_finite(slot, buffer[slot])
+            for slot in to_check:
+                if not _all_finite(buffer[slot]):
+                    self.fail_non_finite(slot, buffer[slot])
             yield Chunk(stacked, base, start, shape)
+
+    def _read_chunk(self, buffer: torch.Tensor, start: int, stop: int, *, check: bool) -> set[int]:
+        """Rows ``[start, stop)`` of every input into ``buffer`` (the compute dtype); returns
+        the slots widened from bfloat16 and checked finite in the same pass."""
+        widened = set()
+        for slot in range(buffer.shape[0]):
+            rows = self.rows(slot, start, stop)
+            if native.widens(rows, buffer[slot]):  # widened and checked in one pass
+                if not native.widen_bf16(rows, buffer[slot]) and check:
+                    self.fail_non_finite(slot, buffer[slot])
+                widened.add(slot)
+            else:
+                buffer[slot].copy_(rows, non_blocking=True)
+        return widened
+
+    def _resident_chunks(self, step: int, *, check: bool) -> Iterator[Chunk]:
+        """:meth:`chunks` viewing the resident stack: nothing is copied."""
+        assert self.resident is not None
+        entry = self.entry
+        total = entry.merged_rows
+        shape = (total, *entry.shape[1:])
+        count = len(entry.inputs)
+        for start in range(0, max(total, 1), step):
+            rows = self.resident[:, start : min(start + step, total)]
+            for slot in self.unchecked if check else ():
+                if not _all_finite(rows[slot]):
+                    self.fail_non_finite(slot, rows[slot])
+            base = rows[count] if entry.base is not None else None
+            yield Chunk(rows[:count], base, start, shape, views=True)
 
     def _stored_chunks(self, step: int, *, check: bool) -> Iterator[Chunk]:
         """:meth:`chunks` of bfloat16 inputs as stored, read straight into the stacked buffer."""
@@ -287,6 +334,18 @@ class _Inputs:
                 rows = self.rows(lead, start, stop).to(self.plan.compute_dtype.torch)
                 self.sink.write_rows(entry.name, start, rows.to(entry.dtype.torch))
         self.sink.finish(entry.name)
+
+
+def _resident_stack(sources: list[ModelSource], refs: list[TensorRef]) -> torch.Tensor | None:
+    """The stack ``[inputs, *shape]`` holding every one of ``refs`` at its slot, in order,
+    where the sources keep them so (:meth:`ModelSource.stacked`); else None."""
+    found = None
+    for slot, (source, ref) in enumerate(zip(sources, refs, strict=True)):
+        place = source.stacked(ref.name)
+        if place is None or place[1] != slot or (found is not None and place[0] is not found):
+            return None
+        found = place[0]
+    return found if found is not None and found.shape[0] == len(refs) else None
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:

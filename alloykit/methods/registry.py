@@ -103,7 +103,9 @@ def register(name: str, *, stored_kernel: Kernel | None = None) -> Callable[[Ker
     elementwise (each output row depends only on the same rows of the inputs), so the engine
     calls it on a few rows at a time; it may then add ``stored_kernel``, the same computation
     on bfloat16 inputs as stored, in float32
-    (:attr:`~alloykit.methods.streaming.StreamingMerge.reads_stored`).
+    (:attr:`~alloykit.methods.streaming.StreamingMerge.reads_stored`). Both kernels of such a
+    method must leave their inputs as they are: the engine hands them read-only views
+    (:attr:`~alloykit.methods.streaming.StreamingMerge.reads_views`).
     """
 
     def wrap(kernel: Kernel) -> Kernel:

@@ -36,13 +36,24 @@ class Chunk:
     float32 (given only to merges whose :attr:`StreamingMerge.reads_stored` is set). They are
     read-only: they may view inputs held for several passes, and ``tensors`` may then be a
     stack of contiguous slices that are not adjacent."""
+    views: bool = False
+    """``tensors`` and ``base``, in the compute dtype, view inputs the engine keeps (resident
+    in an :class:`alloykit.Merger`): read-only, given only to merges whose
+    :attr:`StreamingMerge.reads_views` is set."""
+
+    @property
+    def read_only(self) -> bool:
+        """Whether ``tensors`` and ``base`` must be left as they are (:attr:`stored`,
+        :attr:`views`)."""
+        return self.stored or self.views
 
     def widened(self, dtype: torch.dtype) -> Chunk:
-        """This chunk with its inputs in ``dtype``: what a merge's torch path computes with."""
-        if not self.stored and self.tensors.dtype == dtype:
+        """This chunk with its inputs in ``dtype``, in memory of its own (which the merge may
+        overwrite): what a merge's torch path computes with."""
+        if not self.read_only and self.tensors.dtype == dtype:
             return self
         base = None if self.base is None else self.base.to(dtype)
-        return Chunk(self.tensors.to(dtype), base, self.first_row, self.shape)
+        return Chunk(self.tensors.to(dtype, copy=True), base, self.first_row, self.shape)
 
     @property
     def offset(self) -> int:
@@ -60,6 +71,10 @@ class StreamingMerge(ABC):
     """Whether the observers and :meth:`merge` take :attr:`Chunk.stored` chunks (computing in
     float32 from bfloat16 values a block at a time, as the fused kernels do): the engine then
     saves widening every chunk to float32 first, a pass through memory (docs/engine.md)."""
+    reads_views = False
+    """Whether the observers and :meth:`merge` take :attr:`Chunk.views` chunks, leaving their
+    inputs as they are (or computing on :meth:`Chunk.widened` copies): the engine then saves
+    copying resident inputs into a chunk buffer on every merge."""
 
     def passes(self) -> Iterator[Observer]:
         """Observers of whole-tensor statistics, one per pass over all chunks (none by default).
@@ -74,7 +89,7 @@ class StreamingMerge(ABC):
 
         ``merge`` and the observers of :meth:`passes` may overwrite ``chunk.tensors`` (saving
         a temporary the size of the chunk): every pass gets freshly read chunks. Chunks that
-        are :attr:`Chunk.stored` are the exception: they are read-only.
+        are :attr:`Chunk.read_only` are the exception.
         """
 
 
@@ -92,7 +107,8 @@ class KernelMerge(StreamingMerge):
         self.kernel = kernel
         self.params = params
         self.stored_kernel = stored_kernel  # the kernel of stored chunks, computing in float32
-        self.reads_stored = stored_kernel is not None
+        # a method with a stored kernel leaves its inputs as they are (see registry.register)
+        self.reads_stored = self.reads_views = stored_kernel is not None
 
     def merge(self, chunk: Chunk) -> torch.Tensor:
         if chunk.stored:

@@ -45,6 +45,7 @@ class TaskVectorMerge(StreamingMerge):
     """
 
     reads_stored = True  # the fused kernels read bfloat16; the torch path widens first
+    reads_views = True  # the fused kernels write elsewhere; the torch path widens a copy
 
     def __init__(
         self,
@@ -153,8 +154,8 @@ class TaskVectorMerge(StreamingMerge):
             SignRule.TOTAL: native.SignVote.TOTAL,
             SignRule.FREQUENCY: native.SignVote.FREQUENCY,
         }[self.sign_rule]
-        # each value of x[0] is read before it is overwritten; stored inputs are bfloat16
-        out = torch.empty_like(base, dtype=torch.float32) if chunk.stored else x[0]
+        # each value of x[0] is read before it is overwritten, when it may be
+        out = torch.empty_like(base, dtype=torch.float32) if chunk.read_only else x[0]
         native.task_vectors(
             x, base, keeps, sign=sign, normalize=self.normalize, divide_by=divide_by,
             scale=self.scale, out=out,

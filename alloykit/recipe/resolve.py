@@ -134,3 +134,59 @@ def _finish(param: Param, value: Scalar, key_path: str, tensor_name: str, t: flo
     if param.type is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+class ParameterResolver:
+    """:func:`resolve_parameters` for every tensor of one recipe, each distinct answer computed
+    once: a value depends on the tensor's name only through filters and on its depth only
+    through gradients, so in a recipe with neither every tensor of a model gets the same
+    values, and a plan of thousands of tensors resolves a handful. A re-merge with new
+    parameters (:class:`alloykit.Merger`) re-resolves them all, every time."""
+
+    def __init__(self, recipe: Recipe, method: Method) -> None:
+        self.recipe = recipe
+        self.method = method
+        settings = [
+            entry for level in _levels(recipe) for s in level.values() for entry in s.entries
+        ]
+        self.by_name = any(e.filter not in (None, "*") for e in settings)
+        self.by_depth = any(isinstance(e.value, tuple) for e in settings)
+        self._known: dict[tuple[object, ...], dict[str, Scalar]] = {}
+
+    def values(
+        self,
+        *,
+        tensor_name: str,
+        t: float,
+        slice_index: int | None,
+        model_input: ModelInput,
+        input_tensor_name: str,
+    ) -> dict[str, Scalar]:
+        """:func:`resolve_parameters` of this recipe (the dict is shared: do not change it)."""
+        key = (
+            model_input.model,
+            model_input.key_path,
+            slice_index,
+            (tensor_name, input_tensor_name) if self.by_name else None,
+            t if self.by_depth else None,
+        )
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = resolve_parameters(
+                self.recipe,
+                self.method,
+                tensor_name=tensor_name,
+                t=t,
+                slice_index=slice_index,
+                model_input=model_input,
+                input_tensor_name=input_tensor_name,
+            )
+        return found
+
+
+def _levels(recipe: Recipe) -> list[Parameters]:
+    """Every parameter level of ``recipe``: top, models', slices' and their sources'."""
+    levels = [recipe.parameters, *(m.parameters for m in recipe.models or ())]
+    for piece in recipe.slices or ():
+        levels.extend([piece.parameters, *(s.parameters for s in piece.sources)])
+    return levels
