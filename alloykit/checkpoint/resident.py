@@ -143,6 +143,17 @@ class TensorSink:
         else:
             target.copy_(rows.reshape(()))
 
+    def rows_in_place(
+        self, name: str, start: int, stop: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
+        """Rows ``[start, stop)`` of the target, for a merge to write in place (nothing is
+        then copied), when the target holds them contiguously in ``dtype`` on ``device``."""
+        target = self.targets[name]
+        if target.dtype != dtype or target.device != device or not target.dim():
+            return None
+        rows = target[start:stop]
+        return rows if rows.is_contiguous() else None
+
     def write_bytes(self, name: str, first_row: int, data: Buffer, rows: int) -> None:
         """Rows given as raw bytes in the target's dtype (the torch-free lane's output)."""
         import torch

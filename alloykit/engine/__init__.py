@@ -55,6 +55,10 @@ _DEVICE = re.compile(r"^(cpu|cuda)(:\d+)?$")
 
 
 class Sink(Protocol):
+    """Where merged tensors go. A sink may also offer ``rows_in_place(name, start, stop,
+    dtype, device)``: rows of its own tensor that a merge may write directly, or None
+    (:class:`~alloykit.checkpoint.resident.TensorSink`)."""
+
     def write_rows(self, name: str, first_row: int, rows: Any) -> None:
         """Store ``rows`` (a torch tensor); their memory is reused once this returns."""
         ...
@@ -234,7 +238,13 @@ def _run_in_order(
     threads: int,
 ) -> None:
     """Start ``run(entry, reserved bytes)`` for each entry in order on a pool of ``threads``,
-    within the byte ``budget``; stop starting entries at the first failure and raise it."""
+    within the byte ``budget``; stop starting entries at the first failure and raise it.
+    With one thread, the entries run in the calling thread: a hand-off to a worker costs a
+    wake-up per entry, which on a busy machine can take longer than a small tensor's merge."""
+    if threads == 1:  # one entry in flight at a time: the budget never holds one back
+        for entry in order:
+            run(entry, 0)
+        return
     pending: set[Future[None]] = set()
     position: dict[Future[None], int] = {}
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="alloykit") as pool:

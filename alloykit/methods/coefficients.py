@@ -14,10 +14,12 @@ import numpy as np
 def weight_divisor(weights: Sequence[float], normalize: bool) -> float:
     """What a normalized weighted sum divides by: the weights' float32 sum in model order, or
     1 without ``normalize`` or where that sum is ~0 (|sum| <= 1e-8)."""
+    if not normalize:
+        return 1.0
     total = np.float32(0)
     for weight in np.asarray(weights, dtype=np.float32):
         total = np.float32(total + weight)
-    return float(total) if normalize and abs(float(total)) > 1e-8 else 1.0
+    return float(total) if abs(float(total)) > 1e-8 else 1.0
 
 
 def stock_ratio(sums: Sequence[float], k: int) -> float:

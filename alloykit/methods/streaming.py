@@ -41,6 +41,11 @@ class Chunk:
     in an :class:`alloykit.Merger`): read-only, given only to merges whose
     :attr:`StreamingMerge.reads_views` is set."""
 
+    out: torch.Tensor | None = None
+    """Where the merged rows may be written, float32 and contiguous (the caller's tensor,
+    e.g. a live model's parameter): a merge that writes them there returns ``out``, and
+    nothing is copied. Merges may ignore it."""
+
     @property
     def read_only(self) -> bool:
         """Whether ``tensors`` and ``base`` must be left as they are (:attr:`stored`,

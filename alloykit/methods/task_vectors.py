@@ -154,8 +154,9 @@ class TaskVectorMerge(StreamingMerge):
             SignRule.TOTAL: native.SignVote.TOTAL,
             SignRule.FREQUENCY: native.SignVote.FREQUENCY,
         }[self.sign_rule]
-        # each value of x[0] is read before it is overwritten, when it may be
-        out = torch.empty_like(base, dtype=torch.float32) if chunk.read_only else x[0]
+        out = chunk.out
+        if out is None:  # each value of x[0] is read before it is overwritten, when it may be
+            out = torch.empty_like(base, dtype=torch.float32) if chunk.read_only else x[0]
         native.task_vectors(
             x, base, keeps, sign=sign, normalize=self.normalize, divide_by=divide_by,
             scale=self.scale, out=out,

@@ -6,9 +6,13 @@ follows mergekit 0.1.5 exactly (see docs/recipes.md, "How a value is chosen").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from alloykit.errors import RecipeError
 from alloykit.methods import BasePolicy, Method, Param, Scope
 from alloykit.recipe.model import ModelInput, Parameters, Recipe, Scalar
+
+PerModel = dict[str, tuple[Scalar, ...]]
 
 
 def relative_depth(layer_offset: int | None, num_layers: int) -> float:
@@ -152,6 +156,45 @@ class ParameterResolver:
         self.by_name = any(e.filter not in (None, "*") for e in settings)
         self.by_depth = any(isinstance(e.value, tuple) for e in settings)
         self._known: dict[tuple[object, ...], dict[str, Scalar]] = {}
+        self._entries: dict[tuple[object, ...], tuple[PerModel, dict[str, Scalar]]] = {}
+        self._per_model = [p.name for p in method.params if p.scope is Scope.PER_MODEL]
+        self._global = [p.name for p in method.params if p.scope is Scope.GLOBAL]
+
+    def entry_values(
+        self,
+        *,
+        tensor_name: str,
+        t: float,
+        slice_index: int | None,
+        models: Sequence[tuple[ModelInput, str]],
+    ) -> tuple[PerModel, dict[str, Scalar]]:
+        """One output tensor's parameters: the per-model values (per parameter, one value per
+        model of ``models``, each a recipe entry with its tensor's name) and the globals."""
+        key = (
+            tuple((m.model, m.key_path, n if self.by_name else None) for m, n in models),
+            slice_index,
+            tensor_name if self.by_name else None,
+            t if self.by_depth else None,
+        )
+        found = self._entries.get(key)
+        if found is None:
+            every = [
+                self.values(
+                    tensor_name=tensor_name,
+                    t=t,
+                    slice_index=slice_index,
+                    model_input=model_input,
+                    input_tensor_name=input_name,
+                )
+                for model_input, input_name in models
+            ]
+            per_model = {n: tuple(v[n] for v in every) for n in self._per_model if every}
+            shared = every[-1] if every else {}
+            found = self._entries[key] = (
+                per_model,
+                {n: shared[n] for n in self._global if n in shared},
+            )
+        return dict(found[0]), dict(found[1])
 
     def values(
         self,
