@@ -4,6 +4,7 @@ tensors or a live model, equal to alloykit.merge's result, with no process-wide 
 from __future__ import annotations
 
 import gc
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,16 +13,27 @@ from safetensors.torch import load_file
 
 import alloykit
 from alloykit.checkpoint.resident import TensorSink
-from alloykit.errors import AlloyError, PlanError
+from alloykit.errors import AlloyError, NonFiniteError, PlanError
 
-METHODS = ["linear", "task_arithmetic", "ties", "dare_ties", "slerp", "model_stock"]
+METHODS = [
+    "linear",
+    "task_arithmetic",
+    "ties",
+    "dare_ties",
+    "dare_linear",
+    "breadcrumbs_ties",
+    "della",
+    "slerp",
+    "model_stock",
+]
+SPARSE = ("ties", "dare_ties", "dare_linear", "breadcrumbs_ties", "della")
 
 
 def recipe(method: str, models: dict[str, Path], **parameters) -> dict:
     """A float32 recipe for ``method`` over the tiny family ``models``."""
     fts = ["ft1", "ft2"] if method in ("slerp",) else ["ft1", "ft2", "ft3"]
     listed = [{"model": str(models[ft])} for ft in fts]
-    if method in ("ties", "dare_ties"):
+    if method in SPARSE:
         for i, item in enumerate(listed):
             item["parameters"] = {"weight": 0.5 + 0.1 * i, "density": 0.6}
     if method == "linear":
@@ -80,6 +92,76 @@ def test_a_random_method_follows_the_recipe_seed(llama):
     reseeded = {**recipe("dare_ties", llama), "seed": 11}
     assert_same(merger.merge(reseeded), alloykit.merge_to_state_dict(reseeded))
     assert any(not torch.equal(merger.merge()[n], t) for n, t in merger.merge(reseeded).items())
+
+
+def test_a_re_merge_with_new_parameter_values_does_not_plan_again(llama, monkeypatch):
+    merger = alloykit.Merger(recipe("ties", llama))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("planned again")
+
+    monkeypatch.setattr("alloykit.merger.make_plan", refuse)
+    changed = recipe("ties", llama, **{"lambda": 0.7})
+    changed["models"][1]["parameters"] = {"weight": 2.0, "density": 0.3}
+    merger.merge(changed)
+    with pytest.raises(AssertionError, match="planned again"):
+        merger.merge({**changed, "out_dtype": "bfloat16"})
+
+
+@pytest.mark.parametrize("method", ["linear", "task_arithmetic", "ties", "della", "model_stock"])
+def test_merging_leaves_the_resident_inputs_as_they_were(method, llama):
+    merger = alloykit.Merger(recipe(method, llama))
+    before = {
+        ref: {name: tensor.clone() for name, tensor in source.kept.items()}
+        for ref, source in merger.sources.items()
+    }
+    merger.merge()
+    merger.merge(recipe(method, llama, **({"lambda": 0.3} if method != "linear" else {})))
+    for ref, source in merger.sources.items():
+        for name, tensor in source.kept.items():
+            assert torch.equal(tensor, before[ref][name]), (ref, name)
+
+
+def test_resident_inputs_are_stacked_by_output_tensor(llama):
+    merger = alloykit.Merger(recipe("task_arithmetic", llama))
+    entry = next(e for e in merger.entries if len(e.shape) == 2)
+    stacks = {merger.sources[r.model].stacked(r.name)[0].data_ptr() for r in entry.all_inputs}
+    slots = [merger.sources[r.model].stacked(r.name)[1] for r in entry.all_inputs]
+    assert len(stacks) == 1 and slots == list(range(len(entry.all_inputs)))
+
+
+def test_a_non_finite_resident_input_is_named_when_the_merger_is_made(llama, tmp_path):
+    from safetensors.torch import save_file
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in llama["ft2"].iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    tensors = load_file(broken / "model.safetensors")
+    name = "model.layers.1.mlp.up_proj.weight"
+    tensors[name][3, 4] = float("nan")
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    the_recipe = recipe("task_arithmetic", {**llama, "ft2": broken})
+    with pytest.raises(NonFiniteError, match=rf"tensor '{name}' of model '.*broken' contains NaN"):
+        alloykit.Merger(the_recipe)
+
+
+def test_output_dtypes_other_than_the_compute_dtype_equal_alloykit_merge(llama):
+    the_recipe = {**recipe("ties", llama), "out_dtype": "bfloat16"}
+    assert_same(alloykit.Merger(the_recipe).merge(), alloykit.merge_to_state_dict(the_recipe))
+
+
+def test_a_merge_runs_in_the_calling_thread_unless_given_threads(llama):
+    seen = []
+
+    def observe(entry) -> None:
+        seen.append(threading.current_thread())
+
+    alloykit.Merger(recipe("ties", llama), on_done=observe).merge()
+    assert set(seen) == {threading.current_thread()}
+    seen.clear()
+    alloykit.Merger(recipe("ties", llama), on_done=observe, threads=2).merge()
+    assert threading.current_thread() not in seen
 
 
 def test_merging_reads_no_file(llama, tmp_path):
