@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from alloykit import native
+from alloykit.methods.step_choices import SignRule
+
 
 def weight_divisor(weights: Sequence[float], normalize: bool) -> float:
     """What a normalized weighted sum divides by: the weights' float32 sum in model order, or
@@ -34,3 +37,15 @@ def stock_ratio(sums: Sequence[float], k: int) -> float:
     cos = sum(cosines) / len(cosines)
     denominator = 1 + (k - 1) * cos
     return 0.0 if abs(denominator) < 1e-6 else k * cos / denominator
+
+
+def sign_vote(rule: SignRule | None) -> native.SignVote:
+    """The fused kernels' code for a sign rule (``None``: no sign election)."""
+    return _SIGN_VOTES[rule]
+
+
+_SIGN_VOTES = {
+    None: native.SignVote.NONE,
+    SignRule.TOTAL: native.SignVote.TOTAL,
+    SignRule.FREQUENCY: native.SignVote.FREQUENCY,
+}

@@ -19,8 +19,8 @@ import numpy as np
 
 from alloykit import native
 from alloykit.methods import thinning
-from alloykit.methods.coefficients import stock_ratio, weight_divisor
-from alloykit.methods.step_choices import SignRule, Sparsification
+from alloykit.methods.coefficients import sign_vote, stock_ratio, weight_divisor
+from alloykit.methods.step_choices import Sparsification
 from alloykit.methods.task_vector_settings import METHODS, TaskVectorMethod, TaskVectorOptions
 from alloykit.methods.thinning import Thinning, as_decimal, model_seed, survivor_bytes
 
@@ -104,11 +104,7 @@ class TaskVectorsOfStored(StoredMerge):
                 )
                 for m in range(n)
             ]  # fmt: skip
-        self.sign = {
-            None: native.SignVote.NONE,
-            SignRule.TOTAL: native.SignVote.TOTAL,
-            SignRule.FREQUENCY: native.SignVote.FREQUENCY,
-        }[options.sign_rule]
+        self.sign = sign_vote(options.sign_rule)
         self.divide_by = 1.0
         if options.sign_rule is None:
             self.divide_by = weight_divisor(self.weights, options.normalize)

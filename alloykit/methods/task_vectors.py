@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from alloykit import native
-from alloykit.methods.coefficients import weight_divisor
+from alloykit.methods.coefficients import sign_vote, weight_divisor
 from alloykit.methods.linear import broadcast_weights
 from alloykit.methods.registry import register_streaming
 from alloykit.methods.step_choices import RescaleMode, SignRule, Sparsification
@@ -149,17 +149,12 @@ class TaskVectorMerge(StreamingMerge):
         divide_by = 1.0
         if self.sign_rule is None:
             divide_by = weight_divisor(weights, self.normalize)
-        sign = {
-            None: native.SignVote.NONE,
-            SignRule.TOTAL: native.SignVote.TOTAL,
-            SignRule.FREQUENCY: native.SignVote.FREQUENCY,
-        }[self.sign_rule]
         out = chunk.out
         if out is None:  # each value of x[0] is read before it is overwritten, when it may be
             out = torch.empty_like(base, dtype=torch.float32) if chunk.read_only else x[0]
         native.task_vectors(
-            x, base, keeps, sign=sign, normalize=self.normalize, divide_by=divide_by,
-            scale=self.scale, out=out,
+            x, base, keeps, sign=sign_vote(self.sign_rule), normalize=self.normalize,
+            divide_by=divide_by, scale=self.scale, out=out,
         )  # fmt: skip
         for sparsifier, keep in zip(self.sparsifiers, keeps, strict=False):
             sparsifier.native_done(keep)
