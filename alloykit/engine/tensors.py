@@ -128,16 +128,16 @@ class _Inputs:
         self.views = False  # chunks view the resident stack (set by prepare)
         self.held: dict[int, torch.Tensor] = {}
         self.stack: torch.Tensor | None = None  # every input held, stacked as stored
-        sources = [plan.sources[ref.model] for ref in self.refs]
-        for slot, (source, ref) in enumerate(zip(sources, self.refs, strict=True)):
+        self.unchecked: list[int] = []  # slots whose chunks are checked finite
+        places = []
+        for slot, ref in enumerate(self.refs):
+            source = plan.sources[ref.model]
             if not source.reads_rows(ref.name):
                 self.held[slot] = source.read(ref.name)
-        self.unchecked = [
-            slot
-            for slot, (source, ref) in enumerate(zip(sources, self.refs, strict=True))
-            if not source.checked_finite(ref.name)
-        ]
-        self.resident = _resident_stack(sources, self.refs)
+            if not source.checked_finite(ref.name):
+                self.unchecked.append(slot)
+            places.append(source.stacked(ref.name))
+        self.resident = _resident_stack(places)
         self.in_place = None  # rows_in_place of the sink, when merges may write there
         if entry.dtype == plan.compute_dtype and hasattr(sink, "rows_in_place"):
             self.in_place = sink.rows_in_place
@@ -194,7 +194,10 @@ class _Inputs:
 
     def can_stay_stored(self) -> bool:
         """Whether every input is stored in bfloat16 and the fused kernels can read them so
-        (CPU, float32 compute, the kernels built): see :attr:`StreamingMerge.reads_stored`."""
+        (CPU, float32 compute, the kernels built): see :attr:`StreamingMerge.reads_stored`.
+        Resident inputs are in the compute dtype, never stored bfloat16."""
+        if self.resident is not None:
+            return False
         if not (native.available() and self.device.type == "cpu" and self.entry.shape):
             return False
         if self.plan.compute_dtype.torch != torch.float32:
@@ -352,16 +355,15 @@ class _Inputs:
         self.sink.finish(entry.name)
 
 
-def _resident_stack(sources: list[ModelSource], refs: list[TensorRef]) -> torch.Tensor | None:
-    """The stack ``[inputs, *shape]`` holding every one of ``refs`` at its slot, in order,
-    where the sources keep them so (:meth:`ModelSource.stacked`); else None."""
+def _resident_stack(places: list[tuple[torch.Tensor, int] | None]) -> torch.Tensor | None:
+    """The stack ``[inputs, *shape]`` holding every input at its slot, in order, where the
+    sources keep them so (``places``: :meth:`ModelSource.stacked` of each input); else None."""
     found = None
-    for slot, (source, ref) in enumerate(zip(sources, refs, strict=True)):
-        place = source.stacked(ref.name)
+    for slot, place in enumerate(places):
         if place is None or place[1] != slot or (found is not None and place[0] is not found):
             return None
         found = place[0]
-    return found if found is not None and found.shape[0] == len(refs) else None
+    return found if found is not None and found.shape[0] == len(places) else None
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
