@@ -13,8 +13,11 @@ from round to round, as in a recipe search) three ways, in turn:
   ``AutoModelForCausalLM.from_pretrained(out)``, what a search without a Merger pays.
 
 It prints the median seconds of each and the ratios merger/torch (target <= 1.5) and
-disk/merger, the time to build the Merger (plan and read the inputs once), and the largest
-difference between the merger's and plain torch's results. Per-round times go to stderr.
+disk/merger, the time to build the Merger (plan and read the inputs once), the largest
+difference between the merger's and plain torch's results, and the median CPU seconds of the
+merger and of plain torch (the process's, all threads): on a machine shared with other work,
+wall times mostly measure waiting for a core, CPU times much less so. Per-round times go to
+stderr.
 
     python benchmarks/merger.py --zoo examples/zoo                 # base/ + experts/*/
     python benchmarks/merger.py --size 250M                        # built in a temp dir
@@ -148,10 +151,11 @@ IN_PLACE = {"task_arithmetic": torch_task_arithmetic_in_place}
 # -- timing ---------------------------------------------------------------------------------------
 
 
-def timed(run: Callable[..., object], *args: object) -> float:
-    start = time.perf_counter()
+def timed(run: Callable[..., object], *args: object) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all threads) of ``run(*args)``."""
+    start, cpu = time.perf_counter(), time.process_time()
     run(*args)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def to_disk_and_back(recipe: dict, out: Path) -> None:
@@ -177,21 +181,23 @@ def bench(
     targets = {e.name: targets[e.name] for e in merger.entries}
     weights = [1.0 / len(experts)] * len(experts)
     times: dict[str, list[float]] = {"merger": [], "torch": [], "in place": [], "disk": []}
+    cpu: dict[str, list[float]] = {"merger": [], "torch": [], "in place": []}
     difference = 0.0
     for index in range(rounds):
         scale = 0.8 + 0.1 * index
         this = recipe(method, base, experts, scale)
-        times["merger"].append(timed(merger.merge_into, model, this))
+        record(times, cpu, "merger", timed(merger.merge_into, model, this))
         merged = {n: t.clone() for n, t in targets.items()}
         inputs = (base_t, experts_t, targets, weights, scale)
-        times["torch"].append(timed(PLAIN[method], *inputs))
+        record(times, cpu, "torch", timed(PLAIN[method], *inputs))
         difference = max(
             difference, max(float((merged[n] - t).abs().max()) for n, t in targets.items())
         )
         if method in IN_PLACE:
-            times["in place"].append(timed(IN_PLACE[method], *inputs))
-        times["disk"].append(timed(to_disk_and_back, this, work / "merged"))
+            record(times, cpu, "in place", timed(IN_PLACE[method], *inputs))
+        times["disk"].append(timed(to_disk_and_back, this, work / "merged")[0])
     medians = {k: statistics.median(v) if v else float("nan") for k, v in times.items()}
+    cpu_medians = {f"{k} cpu": statistics.median(v) if v else float("nan") for k, v in cpu.items()}
     return {
         "label": label,
         "method": method,
@@ -202,7 +208,15 @@ def bench(
         "times": times,
         "difference": difference,
         **medians,
+        **cpu_medians,
     }
+
+
+def record(
+    times: dict[str, list[float]], cpu: dict[str, list[float]], key: str, took: tuple[float, float]
+) -> None:
+    times[key].append(took[0])
+    cpu[key].append(took[1])
 
 
 def report(row: dict) -> None:
@@ -211,7 +225,8 @@ def report(row: dict) -> None:
         f"| {row['merger']:.3f} | {row['torch']:.3f} | {row['merger'] / row['torch']:.2f} "
         f"| {row['in place']:.3f} | {row['merger'] / row['in place']:.2f} "
         f"| {row['disk']:.3f} | {row['disk'] / row['merger']:.1f} | {row['load_s']:.2f} "
-        f"| {row['difference']:.1e} |",
+        f"| {row['difference']:.1e} | {row['merger cpu']:.3f} | {row['torch cpu']:.3f} "
+        f"| {row['merger cpu'] / row['torch cpu']:.2f} |",
         flush=True,
     )
     rounds = "; ".join(
@@ -239,9 +254,9 @@ def main() -> None:
     print(
         "| models | method | params x experts | merger s | torch s | merger/torch "
         "| torch in place s | merger/in place | disk+reload s | disk/merger | Merger() s "
-        "| max diff |"
+        "| max diff | merger CPU s | torch CPU s | CPU merger/torch |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="alloykit-merger-bench-") as tmp:
         work = Path(tmp)
         families = []
