@@ -128,7 +128,7 @@ class _Inputs:
         self.views = False  # chunks view the resident stack (set by prepare)
         self.held: dict[int, torch.Tensor] = {}
         self.stack: torch.Tensor | None = None  # every input held, stacked as stored
-        self.unchecked: list[int] = []  # slots whose chunks are checked finite
+        self.unchecked: list[int] = []  # slots not checked once and for all: chunks are
         places = []
         for slot, ref in enumerate(self.refs):
             source = plan.sources[ref.model]
