@@ -28,3 +28,17 @@ def test_cuda_merge_writes_a_loadable_directory(llama, tmp_path):
     recipe = recipe_for(next(m for m in all_methods() if m.name == "ties"), llama)
     out = alloykit.merge(recipe, tmp_path / "out", device="cuda", threads=2)
     assert (out / "model.safetensors.index.json").exists()
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties", "slerp"])
+def test_a_cuda_merger_re_merges_as_the_cuda_engine_merges(method, llama):
+    """Resident stacks on the GPU: chunks view them (or are copied from them) on the device."""
+    recipe = recipe_for(next(m for m in all_methods() if m.name == method), llama)
+    merger = alloykit.Merger(recipe, device="cuda")
+    merger.merge()
+    expected = alloykit.merge_to_state_dict(recipe, device="cuda")
+    merged = merger.merge(recipe)
+    assert set(merged) == set(expected)
+    for name, tensor in expected.items():
+        assert merged[name].device.type == "cuda"
+        torch.testing.assert_close(merged[name].cpu(), tensor, rtol=1e-5, atol=1e-6, msg=name)
