@@ -10,6 +10,7 @@ parameters of a live model, or tensors allocated once and reused.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -110,19 +111,31 @@ def _load(
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """``source``'s tensor ``name`` copied ``into`` a tensor, or converted to ``dtype`` (if
+    """``source``'s tensor ``name`` read ``into`` a tensor, or converted to ``dtype`` (if
     floating) on ``device``; floating values checked finite."""
-    stored = source.read(name)
+    import torch
+
     if into is not None:
-        kept = into.copy_(stored)
+        stored_as = source.tensors[name].dtype.torch
+        if source.entry(name) is not None and stored_as == into.dtype and into.device.type == "cpu":
+            # the file's bytes straight into the stack, as the engine reads held inputs
+            kept = into
+            source.read_rows(name, 0, into.shape[0], into.view(-1).view(torch.uint8))
+        else:
+            kept = into.copy_(source.read(name))
     else:
         assert device is not None and dtype is not None
+        stored = source.read(name)
         target = dtype if stored.is_floating_point() else stored.dtype
         # a tensor read from a file is a fresh buffer, kept as it is when it fits; others
         # (pickles, derived tensors) may be shared with their source, so they are copied
         fresh = source.entry(name) is not None
         kept = stored.to(device=device, dtype=target, copy=not fresh)
-    if kept.is_floating_point() and not bool(kept.isfinite().all()):
+    # a sum is NaN or infinite whenever a value is (one pass, no temporary); only then, or
+    # when a finite sum overflows, are the values checked one by one
+    if kept.is_floating_point() and not (
+        math.isfinite(kept.sum().item()) or bool(kept.isfinite().all())
+    ):
         raise NonFiniteError.in_input(source.reference, name, bool(kept.isnan().any()))
     return kept
 
