@@ -160,8 +160,9 @@ class Plan:
         """The working-memory bound of computing one entry, in bytes.
 
         Streaming: a chunk of each input as read and in the compute dtype, plus the method's
-        temporaries, plus the statistics (as read and stacked; a streaming method keeps what
-        it derives from them within that, e.g. RegMean's float64 factor). Whole-tensor: every
+        temporaries, plus twice the statistics: the stack they are read into, and as much
+        again for what the method derives from them (RegMean's float64 factor of the Gram sum
+        is two of one model's Grams). Whole-tensor: every
         input as read and in the compute dtype, the statistics (as read and stacked), the
         output, and the method's declared temporaries
         (:attr:`~alloykit.methods.contract.Method.temporaries`) in tensors the output's size.
