@@ -17,6 +17,8 @@ a chunk's rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from alloykit.methods.registry import register_streaming
@@ -57,7 +59,7 @@ class RegMeanMerge(StreamingMerge):
         self.alpha = alpha
         self.pivots: torch.Tensor | None = None
         self.pseudo_inverse: torch.Tensor | None = None
-        self.factor = self._gram_sum()
+        self.factor: torch.Tensor | None = self._gram_sum()
         pivots = torch.empty(self.factor.shape[0], dtype=torch.int32, device=grams.device)
         info = torch.empty((), dtype=torch.int32, device=grams.device)
         torch.linalg.lu_factor_ex(self.factor, out=(self.factor, pivots, info))
@@ -75,7 +77,9 @@ class RegMeanMerge(StreamingMerge):
                 total[first : first + rows.shape[0]].add_(scaled_rows(rows, first, self.alpha))
         return total
 
-    def _blocks(self, gram: torch.Tensor):
+    def _blocks(self, gram: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """Blocks of rows of ``gram`` of about :data:`BLOCK_BYTES` in float64, with the index
+        of their first row."""
         step = max(1, BLOCK_BYTES // (gram.shape[-1] * SOLVE_DTYPE.itemsize))
         for first in range(0, gram.shape[0], step):
             yield first, gram[first : first + step]
@@ -97,7 +101,7 @@ class RegMeanMerge(StreamingMerge):
                     scaled_rows(rows, first, self.alpha), wide
                 )
         solution = self._solve(target)
-        return solution.T.to(weights.dtype)
+        return solution.T.to(weights.dtype, memory_format=torch.contiguous_format)
 
     def _solve(self, target: torch.Tensor) -> torch.Tensor:
         if self.pivots is not None:
