@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from alloykit.calibrate.examples import Example
+from alloykit.errors import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,19 @@ def encode(tokenizer, examples: list[Example], max_length: int | None = None) ->
         ids = context + target
         encoded.append(Encoded(ids[:max_length] if max_length else ids, max(len(context), 1)))
     return encoded
+
+
+def check_vocabulary(sequences: list[Encoded], model, model_name: str) -> None:
+    """Refuse token ids past the model's input embeddings: a tokenizer of another model would
+    otherwise fail deep inside the forward pass with an index error."""
+    rows = model.get_input_embeddings().num_embeddings
+    largest = max((max(example.ids) for example in sequences if example.ids), default=-1)
+    if largest >= rows:
+        raise CheckpointError(
+            f"model {model_name}: its tokenizer gives token id {largest}, past the {rows} rows "
+            "of the model's input embeddings",
+            "give the model directory the tokenizer it was trained with",
+        )
 
 
 def padded(

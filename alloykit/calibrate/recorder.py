@@ -93,9 +93,12 @@ class GramRecorder:
         return record
 
     def averages(self) -> dict[str, torch.Tensor]:
-        """Each layer's Gram averaged over the tokens it saw (layers that saw none left out)."""
+        """Each layer's Gram averaged over the tokens it saw (layers that saw none left out).
+
+        The sums are divided in place (a 1.1B model's Grams are 5 GB): call it once, at the end.
+        """
         return {
-            name: (total / self.counts[name]).cpu()
+            name: total.div_(self.counts[name]).cpu()
             for name, total in self.sums.items()
             if self.counts[name]
         }
@@ -120,5 +123,7 @@ class FisherAccumulator:
         self.examples += 1
 
     def averages(self) -> dict[str, torch.Tensor]:
+        """Each parameter's squared gradients averaged over the examples, divided in place:
+        call it once, at the end."""
         count = max(self.examples, 1)
-        return {name: (total / count).cpu() for name, total in self.sums.items()}
+        return {name: total.div_(count).cpu() for name, total in self.sums.items()}

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alloykit.calibrate.batches import encode, padded
+from alloykit.calibrate.batches import check_vocabulary, encode, padded
 from alloykit.calibrate.examples import load_examples
 from alloykit.calibrate.recorder import ArchitectureError, GramRecorder, linear_weights
 from alloykit.checkpoint.source import ModelSource, open_source
@@ -91,7 +91,9 @@ def regmean_pp(
     prefix, blocks = decoder_layers(work)
     params = dict(work.named_parameters())
     names = [n for n in params if n in stored]
-    batches = [_batches(tokenizer, d, samples, seed, batch_size, work) for d in data]
+    batches = [
+        _batches(tokenizer, d, samples, seed, batch_size, work, str(models[0])) for d in data
+    ]
 
     merged: dict[str, torch.Tensor] = {}
     outside = [n for n in names if not n.startswith(f"{prefix}.")]
@@ -166,9 +168,10 @@ def _grams(work, layers: dict[str, nn.Linear], batches, stop: nn.Module | None):
     return recorder.averages()
 
 
-def _batches(tokenizer, data, samples: int, seed: int, batch_size: int, model):
+def _batches(tokenizer, data, samples: int, seed: int, batch_size: int, model, model_name: str):
     device = next(model.parameters()).device
     encoded = encode(tokenizer, load_examples(data, samples, seed).examples)
+    check_vocabulary(encoded, model, model_name)
     rows = [example.ids for example in encoded]
     return [
         padded(rows[start : start + batch_size], tokenizer.pad_token_id, device)

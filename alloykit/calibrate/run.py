@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from alloykit.calibrate.batches import Encoded, encode, padded
+from alloykit.calibrate.batches import Encoded, check_vocabulary, encode, padded
 from alloykit.calibrate.examples import load_examples
 from alloykit.calibrate.fingerprint import fingerprint
 from alloykit.calibrate.recorder import FisherAccumulator, GramRecorder, linear_weights
@@ -61,6 +61,7 @@ def calibrate(
     model_name = str(model)
     layers = linear_weights(loaded, source.tensors, model_name) if "gram" in kinds else {}
     sequences = encode(tokenizer, chosen.examples, _max_length(loaded))
+    check_vocabulary(sequences, loaded, model_name)
     grams = GramRecorder(layers)
     fisher = (
         FisherAccumulator(_stored_parameters(loaded, source.tensors)) if "fisher" in kinds else None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alloykit.checkpoint.fingerprint import fingerprint
-from alloykit.checkpoint.safetensors_format import TensorEntry, read_header, read_tensor
+from alloykit.checkpoint.safetensors_format import TensorEntry, read_header, read_rows, read_tensor
 from alloykit.checkpoint.source import ModelSource
 from alloykit.dtypes import F32
 from alloykit.errors import CheckpointError
@@ -45,9 +45,16 @@ class StatisticsFile:
         """The statistics the file holds (``gram``, ``fisher``, ...)."""
         return {key.split(":", 1)[0] for key in self.entries}
 
-    def read(self, key: str) -> torch.Tensor:
-        """The statistic ``key`` (float32, on CPU)."""
-        return read_tensor(self.entries[key])
+    def read(self, key: str, into: torch.Tensor | None = None) -> torch.Tensor:
+        """The statistic ``key`` (float32, on CPU), read into ``into`` (a contiguous CPU
+        tensor of its size) when given."""
+        entry = self.entries[key]
+        if into is None:
+            return read_tensor(entry)
+        import torch
+
+        rows = entry.shape[0] if entry.shape else 1
+        return read_rows(entry, 0, rows, into.view(-1).view(torch.uint8))
 
 
 def open_statistics(path: Path, source: ModelSource, where: str) -> StatisticsFile:

@@ -329,9 +329,10 @@ DATA_DRIVEN = (
                 fallback="the plain average (norms, biases, embeddings)",
             ),
         ),
-        temporaries=6.0,
-        notes="Solved in float64 with torch.linalg.solve; a singular Gram sum takes the "
-        "pseudo-inverse (minimum-norm solution).",
+        streams=True,
+        notes="Streams: the Gram sum is LU-factorised once per tensor in float64, then each "
+        "chunk of rows is solved with it; a singular Gram sum takes the pseudo-inverse "
+        "(minimum-norm solution).",
     ),
 )
 

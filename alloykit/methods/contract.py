@@ -17,10 +17,10 @@ A method that can merge a tensor a few rows at a time also has a ``streaming`` f
 
 A method's :attr:`Method.form` says how the engine feeds it: streaming (row chunks),
 whole-tensor (one matrix at a time per worker, within the byte budget, its working memory
-bounded by :attr:`Method.temporaries`), or whole-tensor with statistics: per-model auxiliary
+bounded by :attr:`Method.temporaries`), or either of them with statistics: per-model auxiliary
 tensors of their own shapes (:class:`Statistic`: Gram matrices, Fisher diagonals) that the
-kernel receives as keyword arguments, ``[n, *statistic shape]`` float32 on the compute
-device, or ``None`` where no model has that statistic for the tensor.
+kernel (or streaming factory) receives as keyword arguments, ``[n, *statistic shape]``
+float32 on the compute device, or ``None`` where no model has that statistic for the tensor.
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class Form(str, Enum):
     STREAMING = "streaming"
     WHOLE_TENSOR = "whole-tensor"
     WITH_STATISTICS = "whole-tensor with statistics"
+    STREAMING_WITH_STATISTICS = "streaming with statistics"
 
 
 class StatisticShape(str, Enum):
@@ -181,7 +182,10 @@ class Method:
     """Whether the engine may merge a tensor a few rows at a time (:attr:`streaming` is set)."""
     notes: str = ""
     statistics: tuple[Statistic, ...] = ()
-    """Per-model statistics the kernel receives beside each tensor (a whole-tensor form)."""
+    """Per-model statistics the kernel receives beside each tensor, whole (stacked ``[n, ...]``)
+    even when the method streams: its streaming factory then gets them, and its chunks are
+    rows of the weights only (``register_streaming``: a plain row-chunked kernel would be
+    handed whole statistics beside partial rows)."""
     temporaries: float = 2.0
     """A whole-tensor kernel's peak temporaries, in float32 tensors the size of the output
     (e.g. an SVD's factors): part of the working-memory bound the plan states per entry."""
@@ -189,11 +193,6 @@ class Method:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "param_index", {p.name: p for p in self.params})
-        if self.statistics and self.streams:
-            raise ValueError(
-                f"method {self.name!r}: a method with statistics takes whole tensors "
-                "(streams=False)"
-            )
         if self.temporaries < 0:
             raise ValueError(f"method {self.name!r}: temporaries must be >= 0")
 
@@ -201,7 +200,7 @@ class Method:
     def form(self) -> Form:
         """How the engine feeds this method a tensor."""
         if self.streams:
-            return Form.STREAMING
+            return Form.STREAMING_WITH_STATISTICS if self.statistics else Form.STREAMING
         return Form.WITH_STATISTICS if self.statistics else Form.WHOLE_TENSOR
 
     def param(self, name: str) -> Param | None:

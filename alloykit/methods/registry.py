@@ -112,6 +112,11 @@ def register(name: str, *, stored_kernel: Kernel | None = None) -> Callable[[Ker
         method = _declared(name)
         if stored_kernel is not None and not method.streams:
             raise ValueError(f"method {name!r}: a stored_kernel needs a contract that streams")
+        if method.streams and method.statistics:
+            raise ValueError(
+                f"method {name!r}: a method with statistics streams by its own merge "
+                "(register_streaming), not by its kernel on row chunks"
+            )
         streaming = row_chunks(kernel, stored_kernel) if method.streams else None
         attach(method, Implementation(kernel, streaming), kernel.__module__)
         return kernel

@@ -27,6 +27,7 @@ from alloykit.methods.contract import (
     Statistic,
     StatisticShape,
 )
+from alloykit.plan import STATISTICS_CHUNK_SCALE
 from alloykit.recipe import load_recipe
 
 FISHER_AVERAGE = Method(
@@ -288,12 +289,34 @@ def test_a_contract_states_its_form():
     assert whole.form in (Form.STREAMING, Form.WHOLE_TENSOR)
 
 
-def test_a_streaming_contract_cannot_take_statistics():
-    with pytest.raises(ValueError, match="takes whole tensors"):
-        Method(
-            "x", "", "", (), BasePolicy.UNUSED, __name__, streams=True,
-            statistics=(Statistic("gram", StatisticShape.GRAM),),
-        )  # fmt: skip
+def test_a_streaming_method_with_statistics_must_bring_its_own_merge(monkeypatch):
+    streaming = Method(
+        "test_streaming_gram", "", "", (), BasePolicy.UNUSED, __name__, streams=True,
+        statistics=(Statistic("gram", StatisticShape.GRAM),),
+    )  # fmt: skip
+    assert streaming.form is Form.STREAMING_WITH_STATISTICS
+    monkeypatch.setitem(registry._REGISTRY, streaming.name, streaming)
+    with pytest.raises(ValueError, match="register_streaming"):
+        registry.register(streaming.name)(regmean)
+
+
+def test_regmean_streams_with_the_whole_grams_and_rows_of_the_weights(llama, stats):
+    assert registry.get_method("regmean").form is Form.STREAMING_WITH_STATISTICS
+    recipe = _recipe("regmean", llama, stats)
+    whole = alloykit.merge_to_state_dict(recipe, chunk_elements=1 << 30)
+    by_rows = alloykit.merge_to_state_dict(recipe, chunk_elements=1)  # one row per chunk
+    for name, tensor in whole.items():
+        torch.testing.assert_close(by_rows[name], tensor, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_the_streaming_bound_counts_a_chunk_of_each_input_and_the_statistics(llama, stats):
+    plan = alloykit.plan(_recipe("regmean", llama, stats))
+    entry = next(e for e in plan.entries if e.name.endswith("q_proj.weight"))
+    rows = plan.chunk_rows(entry, 1 << 4)
+    assert rows == min(entry.shape[0], (1 << 4) * STATISTICS_CHUNK_SCALE // entry.shape[1])
+    grams = 2 * entry.shape[1] ** 2 * 4  # one float32 Gram per model
+    assert plan.statistics_bytes(entry) == grams
+    assert plan.working_bytes(entry, 1 << 4) == rows * entry.shape[1] * 4 * (2 * 2 + 3) + 2 * grams
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -13,8 +13,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alloykit.methods import regmean as regmean_module
 from alloykit.methods.fisher import fisher_merge
-from alloykit.methods.regmean import regmean
+from alloykit.methods.regmean import regmean, regmean_streaming
+from alloykit.methods.streaming import Chunk
 
 
 def fisher(models, weights, fishers=None, floor=1e-6) -> torch.Tensor:
@@ -96,7 +98,67 @@ def test_regmean_singular_gram_sum_takes_the_minimum_norm_solution() -> None:
     close(regmean_of(weights, grams, alpha=1.0), [[2.0, 0.0]])
 
 
+def regmean_by_chunks(weights: torch.Tensor, grams: torch.Tensor, alpha: float, rows: int):
+    """RegMean as the engine runs it: one merge per tensor, fed chunks of ``rows`` rows."""
+    shape = tuple(weights.shape[1:])
+    merging = regmean_streaming(shape, weights.dtype, alpha=alpha, gram=grams)
+    parts = [
+        merging.merge(Chunk(weights[:, first : first + rows].clone(), None, first, shape))
+        for first in range(0, shape[0], rows)
+    ]
+    return torch.cat(parts)
+
+
+def test_regmean_widens_grams_a_block_of_rows_at_a_time_without_changing_the_solution(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(regmean_module, "BLOCK_BYTES", 1)  # one Gram row per block
+    rng = np.random.default_rng(1)
+    inputs = [rng.normal(size=(9, 5)), rng.normal(size=(11, 5))]
+    weights = [rng.normal(size=(4, 5)), rng.normal(size=(4, 5))]
+    alpha = 0.7
+    grams = [x.T @ x for x in inputs]
+    scaled = [alpha * g + (1 - alpha) * np.diag(np.diag(g)) for g in grams]
+    expected = (sum(w @ g for w, g in zip(weights, scaled, strict=True))) @ np.linalg.inv(
+        sum(scaled)
+    )
+    stack = torch.tensor(np.asarray(weights), dtype=torch.float32)
+    gram = torch.tensor(np.asarray(grams), dtype=torch.float32)
+    close(regmean_by_chunks(stack, gram, alpha, rows=3), expected, tol=1e-4)
+
+
+def test_regmean_of_a_singular_gram_sum_by_chunks_is_the_minimum_norm_solution() -> None:
+    weights = torch.tensor([[[1.0, 5.0], [2.0, 6.0]], [[3.0, 7.0], [0.0, 1.0]]])
+    grams = torch.tensor(np.asarray([np.diag([1.0, 0.0]), np.diag([1.0, 0.0])]))
+    close(regmean_by_chunks(weights, grams.float(), 1.0, rows=1), [[2.0, 0.0], [1.0, 0.0]])
+
+
 finite = st.floats(-4, 4, allow_nan=False, width=32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 9),
+    st.integers(1, 6),
+    st.integers(1, 9),
+    st.integers(1, 3),
+    st.integers(0, 2**31 - 1),
+    st.floats(0.0, 1.0),
+)
+def test_regmean_by_row_chunks_is_the_whole_tensor_merge(out, size, rows, count, seed, alpha):
+    rng = np.random.default_rng(seed)
+    weights = torch.tensor(rng.normal(size=(count, out, size)), dtype=torch.float32)
+    grams = []
+    for _ in range(count):
+        x = rng.normal(size=(size + 2, size))
+        grams.append(x.T @ x + 0.1 * np.eye(size))
+    gram = torch.tensor(np.asarray(grams), dtype=torch.float32)
+    torch.testing.assert_close(
+        regmean_by_chunks(weights, gram, alpha, rows),
+        regmean(weights, None, alpha=alpha, gram=gram),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 @settings(max_examples=40, deadline=None)

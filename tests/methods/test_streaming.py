@@ -34,9 +34,14 @@ CASES: dict[str, dict] = {
     "ram": {"epsilon": 0.3},
     "ramplus_tl": {"r": 0.5, "alpha": 2.0, "epsilon": 0.3},
     "magmax": {"weight": [0.5, 1.0, -0.3], "lambda": 0.7},
+    "regmean": {"alpha": 0.9},
+    "regmean without grams": {"alpha": 0.9},
 }
-REDUCING = {"slerp", "model_stock", "ties l1", "dare_linear l1", "sce", "sce all"}
-"""Cases whose whole-tensor sums are added chunk by chunk: equal up to float rounding."""
+REDUCING = {"slerp", "model_stock", "ties l1", "dare_linear l1", "sce", "sce all", "regmean"}
+"""Cases whose whole-tensor sums are added chunk by chunk (or, for RegMean, solved a few
+columns at a time): equal up to float rounding."""
+WITH_GRAMS = {"regmean"}
+"""Cases given each model's Gram ``[cols, cols]`` of random inputs (the rest get none)."""
 
 
 def test_every_streaming_method_has_a_case() -> None:
@@ -65,6 +70,9 @@ def test_chunked_merge_equals_the_whole_tensor_merge(
     if coarse:  # many equal magnitudes: ties at the cut-offs
         base, tensors = base.round(decimals=1), tensors.round(decimals=1)
     params = {k: (v[:count] if isinstance(v, list) else v) for k, v in CASES[case].items()}
+    if case in WITH_GRAMS:
+        inputs = torch.randn((count, cols + 2, cols), generator=generator)
+        params["gram"] = inputs.mT @ inputs + 0.1 * torch.eye(cols)
     kwargs = kernel_params(name, count, seed=seed, **params)
     whole = method.kernel(tensors, base, **kwargs)
 
