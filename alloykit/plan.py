@@ -162,23 +162,37 @@ class Plan:
         Streaming: a chunk of each input as read and in the compute dtype, plus the method's
         temporaries, plus twice the statistics: the stack they are read into, and as much
         again for what the method derives from them (RegMean's float64 factor of the Gram sum
-        is two of one model's Grams). Whole-tensor: every
-        input as read and in the compute dtype, the statistics (as read and stacked), the
-        output, and the method's declared temporaries
-        (:attr:`~alloykit.methods.contract.Method.temporaries`) in tensors the output's size.
-        This is what the engine's budget counts; the whole merge's resident peak is
-        :func:`alloykit.engine.memory.estimated_peak_bytes`.
+        is two of one model's Grams). Whole-tensor: :meth:`whole_tensor_bytes`, the staging
+        buffers and the kernel's temporaries together. This is what the engine's budget counts;
+        the whole merge's resident peak is :func:`alloykit.engine.memory.estimated_peak_bytes`.
         """
         count = len(entry.inputs) + (entry.base is not None)
         rows = self.chunk_rows(entry, chunk_elements) if entry.shape else 1
         size = self.compute_dtype.itemsize
-        method = get_method(entry.method)
-        if method.streams or not entry.shape:
+        if get_method(entry.method).streams or not entry.shape:
             chunk = rows * entry.row_numel * size * (2 * count + 3)
             return chunk + 2 * self.statistics_bytes(entry)
-        numel = rows * entry.row_numel
-        own = 2 * count + 1 + method.temporaries
-        return int(numel * size * own) + 2 * self.statistics_bytes(entry)
+        return sum(self.whole_tensor_bytes(entry))
+
+    def whole_tensor_bytes(self, entry: PlanEntry) -> tuple[int, int]:
+        """``(staging, temporaries)`` of merging ``entry`` whole, in bytes.
+
+        Staging is what a worker keeps from tensor to tensor and grows to its largest tensor:
+        every input as stored, the inputs stacked in the compute dtype, the output. The
+        temporaries live while the kernel runs: the statistics (as read and stacked) and what
+        the method declares (:meth:`~alloykit.methods.contract.Method.temporary_values`, float32
+        at least: the SVD methods widen half precision).
+        """
+        numel = prod(entry.shape)
+        stored = sum(
+            self.sources[ref.model].tensors[ref.name].dtype.itemsize for ref in entry.all_inputs
+        )
+        stacked = len(entry.all_inputs) * self.compute_dtype.itemsize
+        staging = numel * (stored + stacked + entry.dtype.itemsize)
+        method = get_method(entry.method)
+        values = method.temporary_values(tuple(entry.shape), len(entry.inputs))
+        temporaries = values * max(self.compute_dtype.itemsize, F32.itemsize)
+        return staging, temporaries + 2 * self.statistics_bytes(entry)
 
     def statistics_bytes(self, entry: PlanEntry) -> int:
         """Bytes of the statistics read to merge ``entry``."""
@@ -189,10 +203,15 @@ class Plan:
                     total += self.statistics[ref.model].entries[ref.name].nbytes
         return total
 
-    def largest_working(self, chunk_elements: int) -> tuple[PlanEntry | None, int]:
-        """The entry with the largest :meth:`working_bytes`, and that bound."""
+    def largest_working(
+        self, chunk_elements: int, *, whole_tensor: bool = False
+    ) -> tuple[PlanEntry | None, int]:
+        """The entry with the largest :meth:`working_bytes` (among those merged whole, with
+        ``whole_tensor``), and that bound."""
         best: tuple[PlanEntry | None, int] = (None, 0)
         for entry in self.entries:
+            if whole_tensor and (get_method(entry.method).streams or not entry.shape):
+                continue
             bound = self.working_bytes(entry, chunk_elements)
             if bound > best[1]:
                 best = (entry, bound)

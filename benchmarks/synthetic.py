@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab
     "tiny": (64, 160, 2, 4, 2, 512),  # for smoke tests
+    "56M": (512, 1408, 8, 8, 4, 32000),  # whole-matrix methods' memory (benchmarks/README.md)
     "0.1B": (768, 2048, 12, 12, 4, 32000),
     "0.5B": (1024, 2816, 24, 16, 8, 32000),
     "1.1B": (2048, 5632, 22, 32, 4, 32000),

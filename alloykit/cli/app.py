@@ -55,11 +55,12 @@ from alloykit.cli.options import (
     Threads,
 )
 from alloykit.cli.render import (
+    add_budget_warnings,
     human_bytes,
     methods_markdown,
     render_method,
     render_methods,
-    render_plan,
+    render_plan_and_memory,
 )
 from alloykit.cli.search import search
 
@@ -194,13 +195,9 @@ def merge(
             the_plan.warnings.append(
                 "chat_template is not written: --no-copy-tokenizer leaves the tokenizer out"
             )
+        add_budget_warnings(the_plan, options.engine_options())
         if dry_run or verbose:
-            from alloykit.engine.memory import estimated_peak_bytes
-
-            engine = options.engine_options()
-            peak = estimated_peak_bytes(the_plan, engine)
-            largest = the_plan.largest_working(engine.chunk_size())
-            render_plan(the_plan, console, peak_bytes=peak, largest=largest, verbose=verbose > 0)
+            render_plan_and_memory(the_plan, console, options.engine_options(), verbose=verbose > 0)
         if dry_run:
             return
         if not verbose:
@@ -340,11 +337,8 @@ def _build_moe(recipe, out: Path | None, options, dry_run: bool) -> None:
         check_output_dir(out.absolute(), options.force)
     the_plan = moe_plan(recipe, options)
     if dry_run:
-        from alloykit.engine.memory import estimated_peak_bytes
-
         console.print(f"[bold]moe[/] {the_plan.layout.summary()}")
-        peak = estimated_peak_bytes(the_plan, options.engine_options())
-        render_plan(the_plan, console, peak_bytes=peak, verbose=True)  # every expert's line
+        render_plan_and_memory(the_plan, console, options.engine_options(), verbose=True)
         return
     for warning in the_plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}", markup=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from alloykit.cli.render import render_plan
+from alloykit.cli.render import add_budget_warnings, render_plan_and_memory
 
 if TYPE_CHECKING:
     from alloykit.api import MergeOptions
@@ -36,8 +36,6 @@ def merge_documents(
         has_final = any(step.name is None for step in steps)
         directory = intermediate_dir or intermediate_dir_for(out, recipe, has_final)
         steps = load_steps(recipe, directory.absolute())
-        from alloykit.engine.memory import estimated_peak_bytes
-
         engine = options.engine_options()
         for number, step in enumerate(steps, 1):
             target = out if step.name is None else directory / step.name
@@ -47,7 +45,7 @@ def merge_documents(
                 console.print(f"  planned once {', '.join(waiting)} is built\n")
                 continue
             the_plan = plan(load_recipe(step.recipe, seed=options.seed, source_file=recipe))
-            render_plan(the_plan, console, peak_bytes=estimated_peak_bytes(the_plan, engine))
+            render_plan_and_memory(the_plan, console, engine)
             console.print()
         return
 
@@ -57,6 +55,7 @@ def merge_documents(
         if the_plan is None:
             console.print(f"kept {target} ({step.label}, built by an earlier run)")
             return
+        add_budget_warnings(the_plan, options.engine_options())
         for warning in the_plan.warnings:
             console.print(f"[yellow]warning:[/] {step.label}: {warning}", markup=True)
         console.print(f"merging {step.label} → {target}")

@@ -7,6 +7,8 @@ import re
 from rich.console import Console
 from rich.table import Table
 
+from alloykit.engine import EngineOptions
+from alloykit.engine.memory import budget_warnings, estimated_peak_bytes, whole_tensor_summary
 from alloykit.methods import Method, get_method
 from alloykit.plan import Plan, PlanEntry
 from alloykit.units import human_bytes
@@ -59,12 +61,13 @@ def render_plan(
     *,
     peak_bytes: int,
     largest: tuple[PlanEntry | None, int] = (None, 0),
+    whole_tensor: tuple[PlanEntry | None, int] = (None, 0),
     verbose: bool = False,
 ) -> None:
     """Print the plan: the summary first, then the output tensors grouped by method and
     parameters (one line per tensor with ``verbose``), drops and warnings. ``largest`` is the
-    entry with the largest working-memory bound and that bound
-    (:meth:`~alloykit.plan.Plan.largest_working`)."""
+    entry with the largest working-memory bound and that bound, ``whole_tensor`` the same among
+    the entries merged whole (:meth:`~alloykit.plan.Plan.largest_working`)."""
     recipe = plan.recipe
     statistics = sum(plan.statistics_bytes(e) for e in plan.entries)
     read = f"statistics read {human_bytes(statistics)}; " if plan.statistics else ""
@@ -81,6 +84,13 @@ def render_plan(
         f"{read}{biggest}estimated peak memory {human_bytes(peak_bytes)}; "
         f"config: {plan.reference}; tokenizer: {plan.tokenizer_source}"
     )
+    whole, whole_bound = whole_tensor
+    if whole is not None:
+        console.print(
+            f"[bold]whole-tensor[/] largest {whole_tensor_summary(whole)} ({whole.name}, "
+            f"{whole.method}): ~{human_bytes(whole_bound)} per worker while it is merged",
+            highlight=False,
+        )
     console.print(
         f"[bold]method[/] {plan.method.name}   [bold]seed[/] {plan.seed}   "
         f"[bold]compute dtype[/] {plan.compute_dtype}"
@@ -116,6 +126,30 @@ def render_plan(
         console.print(f"[bold yellow]warnings[/] ({len(plan.warnings)})")
         for warning in plan.warnings:
             console.print(f"  {warning}", highlight=False, markup=False)
+
+
+def render_plan_and_memory(
+    plan: Plan, console: Console, options: EngineOptions, *, verbose: bool = False
+) -> None:
+    """:func:`render_plan` with the memory the merge needs under ``options``: its estimated
+    peak, the largest working sets, and a warning (added to the plan's) for a tensor merged
+    whole whose working set alone exceeds the budget."""
+    add_budget_warnings(plan, options)
+    chunk = options.chunk_size()
+    render_plan(
+        plan,
+        console,
+        peak_bytes=estimated_peak_bytes(plan, options),
+        largest=plan.largest_working(chunk),
+        whole_tensor=plan.largest_working(chunk, whole_tensor=True),
+        verbose=verbose,
+    )
+
+
+def add_budget_warnings(plan: Plan, options: EngineOptions) -> None:
+    """Add to ``plan``'s warnings those of :func:`~alloykit.engine.memory.budget_warnings`,
+    once."""
+    plan.warnings.extend(w for w in budget_warnings(plan, options) if w not in plan.warnings)
 
 
 _NUMBER = re.compile(r"(?<=\.)\d+(?=\.)")

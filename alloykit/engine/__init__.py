@@ -176,9 +176,7 @@ def execute(
     skipped = set(skip)
     budget = _Budget(options.budget_bytes)
     threads = max(1, options.threads)
-    order = sorted(
-        (e for e in plan.entries if e.name not in skipped), key=lambda e: e.nbytes, reverse=True
-    )
+    order = execution_order(e for e in plan.entries if e.name not in skipped)
     by_raw = _raw_merges(plan, order, options)
     merge = _torch_path(plan, options, chunk_elements) if len(by_raw) < len(order) else None
     with ExitStack() as stack:
@@ -211,6 +209,11 @@ def execute(
         if options.tune_process:
             stack.enter_context(_objects_frozen())
         _run_in_order(order, run, plan, chunk_elements, budget, threads)
+
+
+def execution_order(entries: Iterable[PlanEntry]) -> list[PlanEntry]:
+    """The order the engine starts entries in: largest output first."""
+    return sorted(entries, key=lambda e: e.nbytes, reverse=True)
 
 
 def _torch_path(

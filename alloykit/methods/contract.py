@@ -26,6 +26,8 @@ float32 on the compute device, or ``None`` where no model has that statistic for
 from __future__ import annotations
 
 import importlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -111,6 +113,10 @@ class Param:
         return value
 
 
+TemporariesBound = Callable[[tuple[int, ...], int], int]
+"""``(shape, models) -> float32 values``: a whole-tensor kernel's peak temporaries."""
+
+
 class Form(str, Enum):
     """How the engine feeds a method a tensor (shown by ``alloykit methods`` and ``--dry-run``)."""
 
@@ -186,15 +192,25 @@ class Method:
     even when the method streams: its streaming factory then gets them, and its chunks are
     rows of the weights only (``register_streaming``: a plain row-chunked kernel would be
     handed whole statistics beside partial rows)."""
-    temporaries: float = 2.0
-    """A whole-tensor kernel's peak temporaries, in float32 tensors the size of the output
-    (e.g. an SVD's factors): part of the working-memory bound the plan states per entry."""
+    temporaries: float | TemporariesBound = 2.0
+    """A whole-tensor kernel's peak temporaries: a number of float32 tensors the size of the
+    output, or, where that number grows with the shape or the model count (an SVD's factors and
+    workspace), a function ``(shape, models) -> values`` giving the float32 values the kernel
+    holds at once beyond its stacked inputs (:mod:`alloykit.methods.working_sets`). Part of the
+    working-memory bound the plan states per entry and the engine's budget admits."""
     param_index: dict[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "param_index", {p.name: p for p in self.params})
-        if self.temporaries < 0:
+        if not callable(self.temporaries) and self.temporaries < 0:
             raise ValueError(f"method {self.name!r}: temporaries must be >= 0")
+
+    def temporary_values(self, shape: tuple[int, ...], models: int) -> int:
+        """Float32 values the whole-tensor kernel holds at once beyond its inputs, for a tensor
+        of ``shape`` merged from ``models`` models (see :attr:`temporaries`)."""
+        if callable(self.temporaries):
+            return int(self.temporaries(shape, models))
+        return math.ceil(self.temporaries * math.prod(shape))
 
     @property
     def form(self) -> Form:

@@ -9,6 +9,7 @@ Choices the papers leave open follow the reference implementations (FusionBench'
 
 from __future__ import annotations
 
+from alloykit.methods import working_sets
 from alloykit.methods.contract import BasePolicy, Method, Param, Scope
 
 TASK_WEIGHT = Param(
@@ -32,6 +33,7 @@ TSV_MERGE = Method(
     params=(TASK_WEIGHT, _alpha(1.0, "task vector")),
     base=BasePolicy.REQUIRED,
     kernel_module="alloykit.methods.tsv",
+    temporaries=working_sets.task_singular_vectors,
     notes="Each of the T task vectors keeps floor(min(rows, cols) / T) singular directions (a "
     "matrix with fewer than T of them gets no update, as in the reference). The concatenated "
     "singular vectors are orthogonalized by their polar factor (P Q^T of their SVD), the "
@@ -47,6 +49,7 @@ ISOTROPIC = (
         params=(TASK_WEIGHT, _alpha(1.0, "task vector")),
         base=BasePolicy.REQUIRED,
         kernel_module="alloykit.methods.isotropic",
+        temporaries=working_sets.isotropic_common,
         notes="All min(rows, cols) singular values of the summed task vector, zeros included, "
         "become their mean. " + AVERAGED_NOTE,
     ),
@@ -71,6 +74,7 @@ ISOTROPIC = (
         ),
         base=BasePolicy.REQUIRED,
         kernel_module="alloykit.methods.isotropic",
+        temporaries=working_sets.isotropic_common_and_specific,
         notes="The common space keeps k - T·round((k - floor(k·fraction)) / T) directions "
         "(k = min(rows, cols)), so the task-specific rest divides evenly, as in the reference; "
         "where that rounding would exceed k, each task gets floor(k / T). Singular values of "
@@ -190,6 +194,7 @@ CART = Method(
     ),
     base=BasePolicy.UNUSED,
     kernel_module="alloykit.methods.cart",
+    temporaries=working_sets.centred_low_rank,
     min_models=2,
     notes="Centred task vectors are the models minus their mean, so no base model is used. "
     "Tensors that are not 2-D get the mean of the models (their centred vectors sum to zero). "
@@ -224,6 +229,7 @@ WUDI = Method(
     ),
     base=BasePolicy.REQUIRED,
     kernel_module="alloykit.methods.wudi",
+    temporaries=working_sets.interference_descent,
     notes="Runs on the merge's device (a GPU is advised: each step multiplies the layer by a "
     "cols x cols matrix, held once per tensor). No random draws: the result depends only on "
     "the inputs. " + AVERAGED_NOTE.replace("decomposed", "optimized"),
