@@ -10,7 +10,7 @@ fresh process per shape, against the working set their contracts declare.
     python benchmarks/memory_estimate.py --size 0.5B
     python benchmarks/memory_estimate.py --size 0.1B --only ties --threads 1
     python benchmarks/memory_estimate.py --size 56M --whole-matrix
-    python benchmarks/memory_estimate.py --kernels
+    python benchmarks/memory_estimate.py --kernels --kernel-shapes 32000x512 512x1408
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def whole_matrix_recipe(method: str, models: dict[str, Path], scratch: Path) -> 
     return body
 
 
-def kernel_rows(shapes: tuple[tuple[int, int], ...], counts: tuple[int, ...]) -> None:
+def kernel_rows(shapes: list[tuple[int, ...]], counts: tuple[int, ...]) -> None:
     """Print each whole-matrix kernel's measured peak against its declared working set."""
     print("| method | shape | models | declared MB | measured MB | declared / measured |")
     print("|---|---|---|---|---|---|")
@@ -138,9 +138,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--whole-matrix", action="store_true")
     parser.add_argument("--kernels", action="store_true")
+    parser.add_argument(
+        "--kernel-shapes", nargs="*", default=[f"{m}x{n}" for m, n in KERNEL_SHAPES]
+    )
     args = parser.parse_args()
     if args.kernels:
-        kernel_rows(KERNEL_SHAPES, (3, 8))
+        shapes = [tuple(map(int, shape.split("x"))) for shape in args.kernel_shapes]
+        kernel_rows(shapes, (3, 8))
         return
     models = build(args.cache / "synthetic", args.size)
     methods = args.only or (WHOLE_MATRIX if args.whole_matrix else METHODS)
