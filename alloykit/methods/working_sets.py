@@ -89,14 +89,21 @@ def centred_low_rank(shape: Shape, models: int) -> int:
     return 3 * rows * cols + svd_values(rows, cols)
 
 
+PRODUCT_BUFFERS = 4
+"""``cols x cols`` matrices' worth of buffers that WUDI's matrix products add (MKL packs its
+operands): fitted to the peaks measured on 2048 x 2048 and 512 x 1408 layers, where WUDI held
+3-6 such matrices more than its own tensors (benchmarks/README.md)."""
+
+
 def interference_descent(shape: Shape, models: int) -> int:
     """WUDI (:mod:`alloykit.methods.wudi`): the task vectors, then the larger of building the
     gradient's terms (``cols x cols`` Grams) and Adam's steps (the merged vector, its two
-    moments, the gradient and its temporaries, the ``cols x cols`` term and the result)."""
+    moments, the gradient and its temporaries, the ``cols x cols`` term and the result), and
+    the products' buffers (:data:`PRODUCT_BUFFERS`)."""
     if len(shape) != 2:
         return averaged_values(shape, models)
     rows, cols = shape
     matrix = rows * cols
     terms = 2 * matrix + 3 * cols * cols
     steps = 8 * matrix + cols * cols
-    return models * matrix + max(terms, steps)
+    return models * matrix + max(terms, steps) + PRODUCT_BUFFERS * cols * cols
