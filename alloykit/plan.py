@@ -183,14 +183,15 @@ class Plan:
         the method declares (:meth:`~alloykit.methods.contract.Method.temporary_values`, float32
         at least: the SVD methods widen half precision).
         """
-        numel = prod(entry.shape)
+        shape = (entry.merged_rows, *entry.shape[1:])  # rows past a vocabulary mismatch are copied
+        numel = prod(shape)
         stored = sum(
             self.sources[ref.model].tensors[ref.name].dtype.itemsize for ref in entry.all_inputs
         )
         stacked = len(entry.all_inputs) * self.compute_dtype.itemsize
         staging = numel * (stored + stacked + entry.dtype.itemsize)
         method = get_method(entry.method)
-        values = method.temporary_values(tuple(entry.shape), len(entry.inputs))
+        values = method.temporary_values(shape, len(entry.inputs))
         temporaries = values * max(self.compute_dtype.itemsize, F32.itemsize)
         return staging, temporaries + 2 * self.statistics_bytes(entry)
 

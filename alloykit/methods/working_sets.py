@@ -46,8 +46,9 @@ def averaged_values(shape: Shape, models: int) -> int:
 
 def task_singular_vectors(shape: Shape, models: int) -> int:
     """TSV-M (:mod:`alloykit.methods.tsv`): the task vectors, every task's factors (kept until
-    the layer is reassembled), their concatenation and then the larger of the SVD that
-    orthogonalizes it and the reassembly (orthogonal factors, scaled ``U``, product)."""
+    the layer is reassembled), their concatenation and then the largest of the SVD that
+    orthogonalizes it, the reassembly (orthogonal factors, scaled ``U``, product) and the sum
+    with the base (the scaled update and the result)."""
     if len(shape) != 2:
         return averaged_values(shape, models)
     rows, cols = shape
