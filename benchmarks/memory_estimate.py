@@ -3,8 +3,8 @@
 For each method of ``vs_mergekit.py`` (the same recipes, on the same synthetic Llama-shaped
 bf16 checkpoints), prints the dry run's "estimated peak memory" and the peak RSS of the merge
 itself, measured by ``/usr/bin/time -v`` on a fresh process (``--no-fsync``), and their ratio.
-``--whole-matrix`` does the same for the methods that merge each matrix whole (SVDs, WUDI,
-RegMean on random Gram matrices), beside TIES; ``--kernels`` measures those kernels alone, in a
+``--whole-matrix`` does the same for the methods that merge each matrix whole (SVDs, WUDI),
+beside TIES and RegMean (on random Gram matrices); ``--kernels`` measures those kernels alone, in a
 fresh process per shape, against the working set their contracts declare.
 
     python benchmarks/memory_estimate.py --size 0.5B
@@ -33,7 +33,8 @@ from synthetic import SHAPES, build
 from vs_mergekit import ALLOYKIT_OPTIONS, METHODS, TIME, recipe
 
 WHOLE_MATRIX = ("ties", "tsv_merge", "iso_c", "iso_cts", "cart", "wudi", "regmean")
-"""TIES (streaming) for reference, then the methods that take each matrix whole."""
+"""TIES (streaming) for reference, the methods that take each matrix whole, and RegMean (whole
+until it learned to stream with its statistics)."""
 WHOLE_MATRIX_PARAMETERS = {"ties": {"density": 0.2}, "wudi": {"iterations": 10}}
 """WUDI's memory does not depend on its iteration count; 10 steps instead of 300 save time."""
 KERNEL_SHAPES = ((32000, 512), (512, 1408), (2048, 2048))
