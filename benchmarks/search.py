@@ -2,6 +2,7 @@
 
     python benchmarks/search.py [--zoo examples/zoo] [--trials 200] [--out .benchcache/search]
     python benchmarks/search.py --throughput-only    # measurement 3 alone, no search
+    python benchmarks/search.py --throughput-only --mergekit-python /path/to/venv/bin/python
 
 Three measurements, printed as ratios and written to ``benchmarks/results/search.json``:
 
@@ -15,7 +16,10 @@ Three measurements, printed as ratios and written to ``benchmarks/results/search
    same size are compared with the full accuracy: mean absolute error in points.
 3. **Throughput.** The same candidates merged in memory into a resident model and scored on
    the subset, against merging each to disk with ``alloykit.merge`` and loading it back with
-   transformers (what mergekit-evolve and Mergenetic do), scored on the same examples.
+   transformers, scored on the same examples; with ``--mergekit-python PATH`` (a venv's
+   python with mergekit), a third loop merges each candidate with mergekit's ``run_merge`` in a
+   long-lived worker process (``benchmarks/mergekit_worker.py``) and reloads it the same way:
+   the Mergenetic / mergekit-evolve disk path. Without it that loop is skipped with a line.
    ``--throughput-only`` runs it alone: the subset comes from the IRT items fitted on the
    endpoints' full responses (``OUT/anchors.json`` when a search with this spec left one, else
    computed here), and it writes ``benchmarks/results/search_throughput.json``.
@@ -116,10 +120,56 @@ def estimator_errors(space, fitness, worker, points: list[dict], seed: int) -> d
     }
 
 
-def throughput(space, fitness, worker, points: list[dict], template: Path) -> dict[str, Any]:
+def mergekit_disk_loop(
+    mergekit_python: Path, recipes: list[dict], score, scratch: Path
+) -> tuple[list[Any], float, float, float]:
+    """Each recipe merged by mergekit's ``run_merge`` in a long-lived worker under
+    ``mergekit_python`` (its start-up and imports not counted), then loaded back and scored
+    here: the answers, wall seconds, CPU seconds (this process plus the worker's merges), and
+    the worker's merge wall seconds alone."""
+    import subprocess
+
+    out = scratch / "mergekit-candidate"
+    worker = subprocess.Popen(
+        [str(mergekit_python), str(Path(__file__).with_name("mergekit_worker.py")), str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if worker.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{mergekit_python}: mergekit worker did not start (see stderr)")
+        answers, merge_wall, merge_cpu = [], 0.0, 0.0
+        wall, cpu = time.perf_counter(), time.process_time()
+        for number, recipe in enumerate(recipes):
+            path = scratch / f"mergekit-{number}.yaml"
+            path.write_text(json.dumps(recipe))  # JSON is YAML
+            worker.stdin.write(f"{path}\n")
+            worker.stdin.flush()
+            reply = worker.stdout.readline().split(maxsplit=2)
+            if not reply or reply[0] != "done":
+                raise RuntimeError(f"mergekit worker on {path}: {' '.join(reply) or 'no answer'}")
+            merge_wall += float(reply[1])
+            merge_cpu += float(reply[2])
+            answers.append(score(out))
+        return (
+            answers,
+            time.perf_counter() - wall,
+            time.process_time() - cpu + merge_cpu,
+            merge_wall,
+        )
+    finally:
+        worker.stdin.close()
+        worker.wait(timeout=60)
+
+
+def throughput(
+    space, fitness, worker, points: list[dict], mergekit_python: Path | None = None
+) -> dict[str, Any]:
     """Seconds per candidate in memory against to disk and back, on the same examples: wall
-    time, and this process's CPU time (steadier on a shared machine). The fitness alone is
-    timed again on each in-memory candidate."""
+    time, and CPU time (steadier on a shared machine). The fitness alone is timed again on
+    each in-memory candidate. With ``mergekit_python``, a third loop merges with mergekit
+    instead of ``alloykit.merge`` (the Mergenetic / mergekit-evolve disk path)."""
     import alloykit
     from alloykit.evaluate import load_model
     from alloykit.search.workers import Job
@@ -145,10 +195,18 @@ def throughput(space, fitness, worker, points: list[dict], template: Path) -> di
             model, tokenizer = load_model(out)
             on_disk.append(worker.answers(model, tokenizer, Job(requests)))
         disk = (time.perf_counter() - wall, time.process_time() - cpu)
+        if mergekit_python is not None:
+
+            def score(out: Path) -> Any:
+                model, tokenizer = load_model(out)
+                return worker.answers(model, tokenizer, Job(requests))
+
+            recipes = [space.recipe(point) for point in points]
+            mk_answers, *mergekit = mergekit_disk_loop(mergekit_python, recipes, score, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     count = len(points)
-    return {
+    result = {
         "candidates": count,
         "same_answers": in_memory == on_disk,
         "in_memory_seconds": memory[0] / count,
@@ -159,6 +217,16 @@ def throughput(space, fitness, worker, points: list[dict], template: Path) -> di
         "cpu_ratio": disk[1] / memory[1],
         "fitness_cpu_seconds": fitness_cpu / count,
     }
+    if mergekit_python is not None:
+        result["mergekit"] = {
+            "same_answers": in_memory == mk_answers,
+            "disk_seconds": mergekit[0] / count,
+            "disk_cpu_seconds": mergekit[1] / count,
+            "merge_seconds": mergekit[2] / count,
+            "ratio": mergekit[0] / memory[0],
+            "cpu_ratio": mergekit[1] / memory[1],
+        }
+    return result
 
 
 def endpoint_responses(spec, worker, fitness, out: Path) -> dict[str, Any]:
@@ -175,6 +243,34 @@ def endpoint_responses(spec, worker, fitness, out: Path) -> dict[str, Any]:
     return {path: worker.run(Job(fitness.full_requests(), model=path)) for path in paths}
 
 
+def mergekit_python(args: argparse.Namespace) -> Path | None:
+    """``--mergekit-python`` when it is an interpreter, else None with a line saying why."""
+    if args.mergekit_python is None:
+        print("mergekit disk loop skipped: no --mergekit-python given")
+        return None
+    if not args.mergekit_python.is_file():
+        print(f"mergekit disk loop skipped: {args.mergekit_python} does not exist")
+        return None
+    return args.mergekit_python
+
+
+def throughput_lines(speed: dict[str, Any]) -> str:
+    """The throughput ratios in words."""
+    lines = (
+        f"throughput: in memory {speed['ratio']:.1f}x the alloykit disk loop (wall), "
+        f"{speed['cpu_ratio']:.1f}x (CPU); fitness {speed['fitness_cpu_seconds']:.3f} CPU s "
+        "per candidate"
+    )
+    if "mergekit" in speed:
+        mk = speed["mergekit"]
+        lines += (
+            f"\nthroughput: in memory {mk['ratio']:.1f}x the mergekit disk loop (wall), "
+            f"{mk['cpu_ratio']:.1f}x (CPU); mergekit's merge {mk['merge_seconds']:.3f} s "
+            f"per candidate; same answers: {mk['same_answers']}"
+        )
+    return lines
+
+
 def throughput_only(args: argparse.Namespace, spec, space, worker) -> int:
     """Measurement 3 alone, on the subset the search's IRT items choose."""
     from alloykit.search.fitness import Fitness
@@ -183,7 +279,8 @@ def throughput_only(args: argparse.Namespace, spec, space, worker) -> int:
     fitness.fit_anchors(endpoint_responses(spec, worker, fitness, args.out))
     rng = np.random.default_rng(args.seed + 1)
     points = [space.point(list(rng.random(space.dimensions))) for _ in range(args.check_candidates)]
-    speed = throughput(space, fitness, worker, points[: args.throughput_candidates], args.zoo)
+    mergekit = mergekit_python(args)
+    speed = throughput(space, fitness, worker, points[: args.throughput_candidates], mergekit)
     summary = {
         "zoo": str(args.zoo),
         "strategy": spec.fitness.strategy,
@@ -191,11 +288,7 @@ def throughput_only(args: argparse.Namespace, spec, space, worker) -> int:
         "throughput": speed,
     }
     print(json.dumps(summary, indent=2))
-    print(
-        f"throughput: in memory {speed['ratio']:.1f}x the disk loop (wall), "
-        f"{speed['cpu_ratio']:.1f}x (CPU); fitness {speed['fitness_cpu_seconds']:.3f} CPU s "
-        "per candidate"
-    )
+    print(throughput_lines(speed))
     path = args.json or ROOT / "benchmarks/results/search_throughput.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -220,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", default="forced", help="exact match: forced or generate")
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--mergekit-python",
+        type=Path,
+        default=None,
+        help="python of a venv with mergekit: adds a loop merging each candidate with mergekit",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -249,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed + 1)
     points = [space.point(list(rng.random(space.dimensions))) for _ in range(args.check_candidates)]
     errors = estimator_errors(space, fitness, worker, points, args.seed)
-    speed = throughput(space, fitness, worker, points[: args.throughput_candidates], args.zoo)
+    mergekit = mergekit_python(args)
+    speed = throughput(space, fitness, worker, points[: args.throughput_candidates], mergekit)
 
     summary = {
         "zoo": str(args.zoo),
@@ -275,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         f"estimator MAE: IRT {errors['irt_mae_points']:.1f} points, random subset "
         f"{errors['subset_mae_points']:.1f} points ({errors['candidates']} candidates)"
     )
-    print(f"throughput: in memory {speed['ratio']:.1f}x the disk loop")
+    print(throughput_lines(speed))
     path = args.json or ROOT / "benchmarks/results/search.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2) + "\n")
