@@ -8,10 +8,12 @@ are resolved per tensor with mergekit's precedence, filters and gradients
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import replace
 from typing import Any
 
 from alloykit.arch.layers import (
+    LayerName,
     Section,
     config_holders,
     count_layers,
@@ -23,6 +25,12 @@ from alloykit.arch.layers import (
     sort_key,
     stack_layer,
     tied_embeddings,
+)
+from alloykit.arch.modules import (
+    ModelModule,
+    ModuleLayout,
+    module_layout,
+    set_module_layer_count,
 )
 from alloykit.arch.vocab import is_vocab_tensor, set_config_vocab_size
 from alloykit.checkpoint.chat_templates import resolve_chat_template
@@ -79,8 +87,8 @@ def reparameterised(plan: Plan, recipe: Recipe, options: PlanOptions) -> Plan | 
     inputs, each with its parameters resolved again from its
     :class:`~alloykit.plan.ParameterSite`. ``None`` when the recipes differ in anything else
     (models, method, dtypes, layer ranges, ...): that recipe needs a plan of its own."""
-    if _structure(recipe) != _structure(plan.recipe):
-        return None
+    if recipe.modules or _structure(recipe) != _structure(plan.recipe):
+        return None  # a modules: recipe is planned again (its sites are per module)
     method = get_method(recipe.merge_method)
     resolver = ParameterResolver(recipe, method)
     inputs = _model_inputs(recipe)
@@ -139,6 +147,10 @@ class _Planner:
         self.options = options
         self.sources = sources
         self.method = get_method(recipe.merge_method)
+        # the merge being planned: the whole recipe, or one module's sub-recipe and tensors
+        self.part = recipe
+        self.module: ModelModule | None = None
+        self.layout: ModuleLayout | None = None
         self.reference = recipe.base_model or recipe.model_references()[0]
         self.entries: list[PlanEntry] = []
         self.used: set[TensorRef] = set()
@@ -159,7 +171,10 @@ class _Planner:
 
     # -- top level -------------------------------------------------------------------------
     def build(self) -> Plan:
-        if self.recipe.slices:
+        description = None
+        if self.recipe.modules:
+            description = self._plan_modules()
+        elif self.recipe.slices:
             self._plan_slices()
         else:
             self._plan_models()
@@ -188,6 +203,7 @@ class _Planner:
             chat_template=self._chat_template(),
             statistics=self.statistics,
             parameter_sites=self.sites,
+            description=description,
         )
 
     def _plan_vocabulary(self) -> VocabularyPlan | None:
@@ -234,7 +250,7 @@ class _Planner:
         self, inputs: list[ModelInput], where: str, slice_index: int | None = None
     ) -> tuple[list[ModelInput], ModelInput | None]:
         """Separate the base model from the contributing models, per the method's policy."""
-        base_ref = self.recipe.base_model_for(slice_index)
+        base_ref = self.part.base_model_for(slice_index)
         policy = self.method.base
         if policy is BasePolicy.UNUSED and base_ref is not None and self._base_joins(inputs):
             # mergekit merges an unlisted base_model as one more model for such methods
@@ -253,7 +269,7 @@ class _Planner:
         base = next((m for m in inputs if m.model == base_ref), None)
         others = [m for m in inputs if m.model != base_ref]
         if base is None:
-            if self.recipe.slices:
+            if self.part.slices:
                 raise PlanError(
                     f"{where}: base_model {base_ref!r} is not among this slice's sources",
                     "add the base model to every slice's sources with the same layer_range",
@@ -272,15 +288,82 @@ class _Planner:
 
     def _base_joins(self, inputs: list[ModelInput]) -> bool:
         """An unlisted base joins a ``models:`` merge when the method takes any number."""
-        listed = any(m.model == self.recipe.base_model for m in inputs)
-        return not self.recipe.slices and not listed and self.method.max_models is None
+        listed = any(m.model == self.part.base_model for m in inputs)
+        return not self.part.slices and not listed and self.method.max_models is None
+
+    # -- modules: form ---------------------------------------------------------------------
+    def _plan_modules(self) -> str:
+        """Plan each module's sub-recipe over that module's tensors; every module of the model
+        must have an entry (mergekit leaves an unlisted module out of its output, which then
+        does not load)."""
+        assert self.recipe.modules is not None
+        layout = module_layout(self.sources[self.reference].tensors)
+        self.layout = layout
+        for spec in self.recipe.modules:
+            if layout.get(spec.name) is None:
+                close = difflib.get_close_matches(spec.name, layout.names, n=1)
+                suggestion = f"did you mean '{close[0]}'? " if close else ""
+                raise PlanError(
+                    f"{spec.key_path}: model {self.reference!r} has no module {spec.name!r}",
+                    f"{suggestion}its modules: {', '.join(layout.names)}",
+                )
+        listed = {spec.name for spec in self.recipe.modules}
+        missing = [name for name in layout.names if name not in listed]
+        if missing:
+            raise PlanError(
+                f"modules: no entry for module {missing[0]!r} of model {self.reference!r}"
+                + (f" (nor {', '.join(repr(m) for m in missing[1:])})" if missing[1:] else ""),
+                f"add modules.{missing[0]}: with its models: (every tensor belongs to one "
+                f"module: {', '.join(layout.names)})",
+            )
+        for spec in self.recipe.modules:
+            self.part, self.module = spec.recipe, layout.get(spec.name)
+            self.method = get_method(spec.recipe.merge_method)
+            self.resolver = ParameterResolver(spec.recipe, self.method)
+            if self.method.statistics:
+                raise PlanError(
+                    f"{spec.key_path}.merge_method: method {self.method.name!r} takes "
+                    "statistics, which modules: recipes do not provide",
+                    "merge this model with models: and statistics: files instead",
+                )
+            if spec.recipe.slices:
+                self._plan_slices()
+            else:
+                self._plan_models()
+        self.part, self.module = self.recipe, None
+        self.method = get_method(self.recipe.merge_method)
+        self.resolver = ParameterResolver(self.recipe, self.method)
+        return "modules: " + ", ".join(
+            f"{spec.name} ({spec.recipe.merge_method})" for spec in self.recipe.modules
+        )
+
+    def _in_part(self, name: str) -> bool:
+        """Whether tensor ``name`` belongs to the module being planned (any, outside one)."""
+        return self.module is None or self._module_of(name) == self.module
+
+    def _module_of(self, name: str) -> ModelModule | None:
+        return self.layout.module_of(name) if self.layout is not None else None
+
+    def _layer_of(self, name: str) -> LayerName | None:
+        """The block ``name`` belongs to in the stack being sliced: the language stack of a
+        whole model (towers are not sliced), or the module's own stack."""
+        if self.module is None:
+            return stack_layer(name)
+        return parse_layer_name(name) if self._in_part(name) else None
+
+    def _section(self, name: str) -> Section:
+        """Where a tensor goes in a slice recipe: outside a module, a multimodal tower is
+        taken whole with the embeddings (slices select language blocks)."""
+        if self.module is None and in_tower(name):
+            return Section.PRE
+        return section_of(name)
 
     # -- statistics inputs -----------------------------------------------------------------
     def _open_statistics(self) -> dict[str, StatisticsFile]:
         """Each listed model's statistics file, when the method takes statistics (and every
         model's file holds every statistic it declares)."""
         declared = self.method.statistics
-        if not declared:
+        if not declared or self.recipe.modules:
             return {}
         names = ", ".join(s.name for s in declared)
         if self.recipe.models is None:
@@ -366,17 +449,27 @@ class _Planner:
 
     # -- models: form ----------------------------------------------------------------------
     def _plan_models(self) -> None:
-        assert self.recipe.models is not None
-        inputs, base = self._split_base(list(self.recipe.models), "models")
+        assert self.part.models is not None
+        where = f"{self.module_path()}models"
+        inputs, base = self._split_base(list(self.part.models), where)
         reference = self.sources[self.reference]
-        names = sorted(reference.tensors, key=sort_key)
-        num_layers = count_layers(reference.config, names)
+        names = sorted((n for n in reference.tensors if self._in_part(n)), key=sort_key)
+        if self.module is None:
+            num_layers = count_layers(reference.config, names)
+        else:
+            num_layers = 1 + max(
+                (layer.index for n in names if (layer := parse_layer_name(n))), default=-1
+            )
         everyone = [*inputs, *([base] if base else [])]
         for model_input in everyone:
             self._check_same_tensors(model_input.model, names)
         for name in names:
             t = _depth(name, num_layers)
             self._add_entry(name, [(m, name) for m in inputs], (base, name) if base else None, t)
+
+    def module_path(self) -> str:
+        """``modules.NAME.`` while a module is planned: the key path of its recipe keys."""
+        return f"modules.{self.module.name}." if self.module is not None else ""
 
     def _check_same_tensors(self, model: str, names: list[str]) -> None:
         if model == self.reference:
@@ -402,17 +495,20 @@ class _Planner:
 
     # -- slices: form ----------------------------------------------------------------------
     def _plan_slices(self) -> None:
-        assert self.recipe.slices is not None
-        slices = self.recipe.slices
+        assert self.part.slices is not None
+        slices = self.part.slices
+        prefix = self.module_path()
         layer_map: list[tuple[str, int]] = []  # output layer -> (model, source layer)
-        first_inputs, first_base = self._split_base(list(slices[0].sources), "slices[0]", 0)
+        first_inputs, first_base = self._split_base(
+            list(slices[0].sources), f"{prefix}slices[0]", 0
+        )
         last_inputs, last_base = self._split_base(
-            list(slices[-1].sources), f"slices[{len(slices) - 1}]", len(slices) - 1
+            list(slices[-1].sources), f"{prefix}slices[{len(slices) - 1}]", len(slices) - 1
         )
         self._plan_outer(Section.PRE, first_inputs, first_base, slice_index=0)
         out_layer = 0
         for index, piece in enumerate(slices):
-            where = f"slices[{index}]"
+            where = f"{prefix}slices[{index}]"
             inputs, base = self._split_base(list(piece.sources), where, index)
             lengths = {
                 src.layer_range[1] - src.layer_range[0] for src in piece.sources if src.layer_range
@@ -436,7 +532,7 @@ class _Planner:
     ) -> None:
         lead = (base or inputs[0]).model
         for name in sorted(self.sources[lead].tensors, key=sort_key):
-            if _slice_section(name) is section:
+            if self._in_part(name) and self._section(name) is section:
                 self._add_entry(
                     name,
                     [(m, name) for m in inputs],
@@ -460,7 +556,7 @@ class _Planner:
         lead_names = [
             n
             for n in sorted(self.sources[lead.model].tensors, key=sort_key)
-            if (p := stack_layer(n)) is not None and p.index == lead_layer
+            if (p := self._layer_of(n)) is not None and p.index == lead_layer
         ]
         if not lead_names:
             raise PlanError(
@@ -490,7 +586,12 @@ class _Planner:
 
     def _renumber_config(self, layer_map: list[tuple[str, int]]) -> None:
         """Per-layer lists (``layer_types``, ...) follow the slices, at the top level and in a
-        nested ``text_config``; every layer count the config keeps becomes the new depth."""
+        nested ``text_config``; every layer count the config keeps becomes the new depth.
+        A tower module's slices renumber its own config (``vision_config``) instead."""
+        key = self.module.config_key if self.module is not None else None
+        if key is not None:
+            self._renumber_module_config(key, layer_map)
+            return
         reference_layers = count_layers(self.config, self.sources[self.reference].tensors)
         theirs = {model: config_holders(src.config) for model, src in self.sources.items()}
         for index, holder in enumerate(config_holders(self.config)):
@@ -505,6 +606,21 @@ class _Planner:
                     )
                 holder[key] = values
         set_layer_count(self.config, len(layer_map))
+
+    def _renumber_module_config(self, key: str, layer_map: list[tuple[str, int]]) -> None:
+        holder = self.config.get(key)
+        before = 1 + max(
+            (p.index for n in self.sources[self.reference].tensors if (p := self._layer_of(n))),
+            default=-1,
+        )
+        if not isinstance(holder, dict) or not set_module_layer_count(holder, len(layer_map)):
+            raise PlanError(
+                f"{self.module_path()}slices: config.json of {self.reference!r} keeps no layer "
+                f"count in {key}, so the sliced module would not load",
+                "merge this module with models: (whole) instead of slices:",
+            )
+        for name in layer_config_keys(holder, before):
+            holder[name] = [holder[name][layer] for _, layer in layer_map]
 
     def _layer_count(self, model: str) -> int:
         source = self.sources[model]
@@ -608,7 +724,7 @@ class _Planner:
         assert self.vocabulary is not None
         everyone = [*refs, *([base_ref] if base_ref else [])]
         models = list(dict.fromkeys(r.model for r in everyone))
-        base = self.recipe.base_model_for(slice_index)
+        base = self.part.base_model_for(slice_index)
         layout = self.vocabulary.layout(models, base if base in models else None)
         inputs = {r.model: r.name for r in everyone}
         derived = add_vocab_tensor(self.derived, self.sources, out_name, inputs, layout)
@@ -683,13 +799,21 @@ class _Planner:
         self.dropped.extend(unmapped)
 
     def _drop_reason(self, model: str, name: str) -> str | None:
-        if self.recipe.slices:
+        part, method, where = self.recipe, self.method, ""
+        if self.layout is not None and self.recipe.modules is not None:
+            module = self.layout.module_of(name)
+            spec = next(s for s in self.recipe.modules if s.name == module.name)
+            if model not in spec.recipe.model_references():
+                return f"module {module.name!r} does not take model {model!r}"
+            part, method = spec.recipe, get_method(spec.recipe.merge_method)
+            where = f" of module {module.name!r}"
+        if part.slices:
             layer = parse_layer_name(name)
             if layer is not None:
-                return f"layer {layer.index} is not selected by any slice"
+                return f"layer {layer.index}{where} is not selected by any slice"
             return "embeddings and head are taken from the first and last slices' models"
-        if model == self.recipe.base_model and self.method.base is BasePolicy.UNUSED:
-            return f"method {self.method.name!r} does not use the base model's weights"
+        if model == part.base_model and method.base is BasePolicy.UNUSED:
+            return f"method {method.name!r} does not use the base model's weights"
         if "lm_head" in name and tied_embeddings(self.sources[self.reference].config):
             return f"{self.reference!r} ties the output head to the input embeddings"
         return None
@@ -716,12 +840,6 @@ def _vocab_rows(source: ModelSource) -> int | None:
         if is_vocab_tensor(name, meta.shape):
             return meta.shape[0]
     return None
-
-
-def _slice_section(name: str) -> Section:
-    """Where a tensor goes in a slice recipe: a multimodal tower (vision, audio) is taken whole
-    with the embeddings, from the first slice's models; slices select language blocks."""
-    return Section.PRE if in_tower(name) else section_of(name)
 
 
 def _depth(name: str, num_layers: int) -> float:

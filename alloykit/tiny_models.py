@@ -132,6 +132,60 @@ def build_model(
     return directory
 
 
+_TEXT_SETTINGS = {
+    key: value
+    for key, value in FAMILIES["llama"].items()
+    if key not in ("model_type", "tie_word_embeddings")
+}
+MULTIMODAL: dict[str, dict[str, Any]] = {
+    "llava": {
+        "text_config": {"model_type": "llama", **_TEXT_SETTINGS},
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 28,
+            "patch_size": 14,
+        },
+        "image_token_index": 127,
+    },
+    "qwen2_vl": {
+        "text_config": {
+            **_TEXT_SETTINGS,
+            "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
+        },
+        "vision_config": {
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "num_heads": 4,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+        },
+        "vocab_size": 128,
+    },
+}
+"""Vision-language families: the tiny llama as text decoder, a two-layer vision tower."""
+
+
+def build_multimodal(model_type: str, directory: Path, *, seed: int = 0) -> Path:
+    """Save a randomly initialised vision-language model (``MULTIMODAL``) into ``directory``."""
+    import transformers
+
+    config = transformers.AutoConfig.for_model(model_type, **MULTIMODAL[model_type])
+    model_class = {
+        "llava": transformers.LlavaForConditionalGeneration,
+        "qwen2_vl": transformers.Qwen2VLForConditionalGeneration,
+    }[model_type]
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    model_class(config).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
 def build_finetune(base_dir: Path, directory: Path, *, seed: int, scale: float = 0.02) -> Path:
     """A "fine-tune" of ``base_dir``: every float tensor plus seeded noise of relative ``scale``."""
     from safetensors.torch import load_file, save_file

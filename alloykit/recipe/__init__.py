@@ -4,6 +4,7 @@ from alloykit.recipe.load import load_recipe
 from alloykit.recipe.model import (
     ConditionalValue,
     ModelInput,
+    ModuleSpec,
     Parameters,
     ParamSetting,
     Recipe,
@@ -19,6 +20,7 @@ from alloykit.recipe.resolve import (
 __all__ = [
     "ConditionalValue",
     "ModelInput",
+    "ModuleSpec",
     "ParamSetting",
     "Parameters",
     "Recipe",

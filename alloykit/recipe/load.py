@@ -8,10 +8,23 @@ from typing import Any
 
 from alloykit.methods import Method, get_method, method_names
 from alloykit.recipe.document import RecipeDocument, build_located, fail, read_document
-from alloykit.recipe.model import ModelInput, Recipe, SliceSpec
+from alloykit.recipe.model import (
+    ModelInput,
+    ModuleSpec,
+    Parameters,
+    ParamSetting,
+    Recipe,
+    SliceSpec,
+)
 from alloykit.recipe.parameters import parse_parameters
 from alloykit.recipe.reference import parse_reference
-from alloykit.recipe.schema import ModelEntrySchema, SliceSchema, parse_schema
+from alloykit.recipe.schema import (
+    ModelEntrySchema,
+    ModuleSchema,
+    RecipeSchema,
+    SliceSchema,
+    parse_schema,
+)
 from alloykit.recipe.tokenizer import parse_tokenizer
 from alloykit.recipe.validate import check_recipe
 
@@ -37,26 +50,18 @@ def load_recipe(
 def _build(document: RecipeDocument, seed: int | None) -> Recipe:
     warnings: list[tuple[str, str]] = []
     schema = parse_schema(document.data)
-    if schema.modules is not None:
-        fail(
-            "modules",
-            "multi-module recipes (modules:) are not supported yet",
-            "use models: or slices: for a single-module model",
-        )
     method = _method(schema.merge_method)
-    if schema.models and schema.slices:
-        fail("slices", "give either models: or slices:, not both", "keep one of the two lists")
-    if not schema.models and not schema.slices:
-        fail(
-            "models",
-            "the recipe lists no models",
-            "add models: (whole models to merge) or slices: (layer ranges of models)",
-        )
+    _check_one_form(schema)
     base_model = (
         parse_reference(schema.base_model, "base_model") if schema.base_model is not None else None
     )
-    models = slices = None
-    if schema.models:
+    models = slices = modules = None
+    if schema.modules:
+        modules = tuple(
+            _module(name, module, schema, method, base_model, warnings)
+            for name, module in schema.modules.items()
+        )
+    elif schema.models:
         models = tuple(
             _model_input(entry, f"models[{i}]", method, warnings)
             for i, entry in enumerate(schema.models)
@@ -66,12 +71,14 @@ def _build(document: RecipeDocument, seed: int | None) -> Recipe:
             _slice(piece, f"slices[{i}]", method, warnings)
             for i, piece in enumerate(schema.slices or ())
         )
+    # a modules: recipe keeps its top-level parameters inside each module's sub-recipe
+    top = {} if modules else schema.parameters
     recipe = Recipe(
         merge_method=method.name,
         base_model=base_model,
         models=models,
         slices=slices,
-        parameters=parse_parameters(schema.parameters, "parameters", method, "top", warnings),
+        parameters=parse_parameters(top, "parameters", method, "top", warnings),
         dtype=schema.dtype,
         out_dtype=schema.out_dtype,
         tokenizer=parse_tokenizer(schema, base_model),
@@ -80,10 +87,84 @@ def _build(document: RecipeDocument, seed: int | None) -> Recipe:
         seed=seed if seed is not None else schema.seed,
         source_file=document.source_file,
         raw=document.data,
-        warnings=tuple(_located(document, key_path, text) for key_path, text in warnings),
+        warnings=tuple(
+            dict.fromkeys(_located(document, key_path, text) for key_path, text in warnings)
+        ),
+        modules=modules,
     )
     check_recipe(recipe, method)
     return recipe
+
+
+def _check_one_form(schema: RecipeSchema) -> None:
+    """Exactly one of models:, slices: and modules:, as in mergekit."""
+    given = [key for key in ("models", "slices", "modules") if getattr(schema, key)]
+    if given == ["models", "slices"]:
+        fail("slices", "give either models: or slices:, not both", "keep one of the two lists")
+    if len(given) > 1:
+        fail(given[-1], f"give one of {', '.join(given)}, not several", "keep one of them")
+    if not given:
+        fail(
+            "models",
+            "the recipe lists no models",
+            "add models: (whole models to merge) or slices: (layer ranges of models)",
+        )
+
+
+def _module(
+    name: str,
+    module: ModuleSchema,
+    schema: RecipeSchema,
+    top_method: Method,
+    base_model: str | None,
+    warnings: list[tuple[str, str]],
+) -> ModuleSpec:
+    """One module's merge as a recipe of its own (see :class:`ModuleSpec`)."""
+    path = f"modules.{name}"
+    if bool(module.models) == bool(module.slices):
+        fail(
+            path,
+            "a module needs either models: or slices: (one of the two)",
+            "list the models to merge for this module, or its slices",
+        )
+    method = _method(module.merge_method, f"{path}.merge_method") if module.merge_method else None
+    method = method or top_method
+    models = slices = None
+    if module.models:
+        models = tuple(
+            _model_input(entry, f"{path}.models[{i}]", method, warnings)
+            for i, entry in enumerate(module.models)
+        )
+    else:
+        slices = tuple(
+            _slice(piece, f"{path}.slices[{i}]", method, warnings)
+            for i, piece in enumerate(module.slices or ())
+        )
+    own = parse_parameters(module.parameters, f"{path}.parameters", method, "top", warnings)
+    ignored: list[tuple[str, str]] = []
+    shared = parse_parameters(schema.parameters, "parameters", method, "top", ignored)
+    warnings.extend((key_path, f"{text} (module {name})") for key_path, text in ignored)
+    recipe = Recipe(
+        merge_method=method.name,
+        base_model=base_model,
+        models=models,
+        slices=slices,
+        parameters=_before(own, shared),
+        dtype=schema.dtype,
+        out_dtype=schema.out_dtype,
+    )
+    check_recipe(recipe, method, f"{path}.")
+    return ModuleSpec(name, recipe, path)
+
+
+def _before(first: Parameters, then: Parameters) -> Parameters:
+    """Two levels of parameters as one: for each name, ``first``'s entries, then ``then``'s
+    (an entry list is read in order, first match wins: mergekit's level fall-through)."""
+    joined = dict(then)
+    for name, setting in first.items():
+        rest = then[name].entries if name in then else ()
+        joined[name] = ParamSetting((*setting.entries, *rest), setting.key_path)
+    return joined
 
 
 def _located(document: RecipeDocument, key_path: str, text: str) -> str:
@@ -91,7 +172,7 @@ def _located(document: RecipeDocument, key_path: str, text: str) -> str:
     return f"{where}: {key_path}: {text}" if where else f"{key_path}: {text}"
 
 
-def _method(name: str) -> Method:
+def _method(name: str, key_path: str = "merge_method") -> Method:
     try:
         return get_method(name)
     except KeyError:
@@ -99,7 +180,7 @@ def _method(name: str) -> Method:
         close = difflib.get_close_matches(name, names, n=1)
         suggestion = f"did you mean '{close[0]}'? " if close else ""
         fail(
-            "merge_method",
+            key_path,
             f"unknown merge method '{name}'",
             f"{suggestion}valid methods: {', '.join(names)}",
         )

@@ -109,8 +109,24 @@ class TokenizerSettings:
 
 
 @dataclass(frozen=True)
+class ModuleSpec:
+    """One entry of a ``modules:`` recipe: how one module of the model is merged.
+
+    ``recipe`` is that module's merge as a recipe of its own (its ``models:`` or ``slices:``,
+    its method, the recipe's base model); its parameters put the module's ``parameters:``
+    before the recipe's top-level ones, entry by entry, so a module value wins and a filter
+    that matches nothing falls through to the top level (mergekit's ``ConfigReader``).
+    """
+
+    name: str
+    recipe: Recipe
+    key_path: str
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """A validated merge recipe."""
+    """A validated merge recipe: ``models:``, ``slices:``, or ``modules:`` (one sub-recipe per
+    module of a multimodal model; then ``models`` and ``slices`` are None)."""
 
     merge_method: str
     base_model: str | None
@@ -126,6 +142,7 @@ class Recipe:
     source_file: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # the YAML as given, for the model card
     warnings: tuple[str, ...] = ()  # accepted as mergekit does, worth telling the user
+    modules: tuple[ModuleSpec, ...] | None = None
 
     @property
     def tokenizer_source(self) -> str | None:
@@ -157,4 +174,6 @@ class Recipe:
         for item in inputs:
             if item.model not in seen:
                 seen.append(item.model)
+        for module in self.modules or ():
+            seen.extend(m for m in module.recipe.model_references() if m not in seen)
         return seen

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from alloykit.recipe.document import fail
 
 # mergekit keys that are recognised only to be refused with a precise message.
-UNSUPPORTED_KEYS = frozenset({"modules", "residual_weight"})
+UNSUPPORTED_KEYS = frozenset({"residual_weight"})
 
 
 class _Schema(BaseModel):
@@ -57,11 +57,21 @@ class TokenizerSchema(_Schema):
     pad_to_multiple_of: Any = None
 
 
+class ModuleSchema(_Schema):
+    """One ``modules:`` entry: mergekit's ``OutputModuleDefinition``, plus alloykit's own
+    ``merge_method`` (a module merged with another method than the recipe's)."""
+
+    models: list[ModelEntrySchema] | None = None
+    slices: list[SliceSchema] | None = None
+    parameters: dict[str, Any] | None = None
+    merge_method: str | None = None
+
+
 class RecipeSchema(_Schema):
     merge_method: str
     models: list[ModelEntrySchema] | None = None
     slices: list[SliceSchema] | None = None
-    modules: Any = None
+    modules: dict[str, ModuleSchema] | None = None
     base_model: Any = None
     parameters: dict[str, Any] | None = None
     dtype: str | None = None
@@ -126,7 +136,7 @@ def schema_in(annotation: Any) -> type[BaseModel] | None:
     """The schema class inside ``list[X] | None`` and similar annotations."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if typing.get_origin(annotation) in (list, typing.Union, types.UnionType):
+    if typing.get_origin(annotation) in (list, dict, typing.Union, types.UnionType):
         for argument in typing.get_args(annotation):
             found = schema_in(argument)
             if found is not None:

@@ -13,18 +13,24 @@ from alloykit.recipe.document import fail
 from alloykit.recipe.model import ModelInput, Parameters, Recipe
 
 
-def check_recipe(recipe: Recipe, method: Method) -> None:
-    """Raise :class:`RecipeError` for the first structural problem found in ``recipe``."""
+def check_recipe(recipe: Recipe, method: Method, prefix: str = "") -> None:
+    """Raise :class:`RecipeError` for the first structural problem found in ``recipe``
+    (a ``modules:`` recipe's modules were checked one by one as they were read, each with
+    ``prefix`` ``modules.NAME.`` before its key paths)."""
+    if recipe.modules is not None:
+        return
     if recipe.models is not None:
         if method.base is BasePolicy.REQUIRED and recipe.base_model is None:
             fail(
-                "base_model",
+                f"{prefix}models" if prefix else "base_model",
                 f"merge method {method.name} needs a base_model",
                 "add base_model: <the model the others were fine-tuned from>",
             )
-        _check_group(recipe.models, "models", recipe.base_model, method, [recipe.parameters])
+        _check_group(
+            recipe.models, f"{prefix}models", recipe.base_model, method, [recipe.parameters]
+        )
     for index, piece in enumerate(recipe.slices or ()):
-        where = f"slices[{index}]"
+        where = f"{prefix}slices[{index}]"
         base = recipe.base_model_for(index)
         if method.base is BasePolicy.REQUIRED and base is None:
             fail(
@@ -42,7 +48,7 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
         _check_same_length(piece.sources)
         levels = [piece.parameters, recipe.parameters]
         _check_group(piece.sources, f"{where}.sources", base, method, levels)
-    _check_global_required(recipe, method)
+    _check_global_required(recipe, method, prefix)
 
 
 def _check_group(
@@ -96,7 +102,7 @@ def _check_count(count: int, where: str, method: Method, uses_base: bool) -> Non
     )
 
 
-def _check_global_required(recipe: Recipe, method: Method) -> None:
+def _check_global_required(recipe: Recipe, method: Method, prefix: str) -> None:
     """A required global parameter needs a top-level value, or one in every slice."""
     for param in method.params:
         if param.scope is not Scope.GLOBAL or not param.required:
@@ -107,7 +113,11 @@ def _check_global_required(recipe: Recipe, method: Method) -> None:
         missing = [i for i, piece in enumerate(slices) if param.name not in piece.parameters]
         if slices and not missing:
             continue
-        where = "parameters" if len(missing) == len(slices) else f"slices[{missing[0]}].parameters"
+        where = (
+            "parameters"
+            if len(missing) == len(slices)
+            else f"{prefix}slices[{missing[0]}].parameters"
+        )
         fail(
             f"{where}.{param.name}",
             f"required by merge method {method.name} but not given",

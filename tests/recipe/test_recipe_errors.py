@@ -245,11 +245,6 @@ def test_malformed_lora_reference(ref: str):
     assert error.message == f"models[0].model: expected MODEL or MODEL+ADAPTER, got '{ref}'"
 
 
-def test_multi_module_recipes_are_not_supported_yet():
-    error = error_of({"merge_method": "linear", "modules": {"text": {"models": ["a"]}}})
-    assert error.message.startswith("modules: multi-module recipes")
-
-
 def test_empty_gradient_list():
     assert error_of(model_params(density=[])).message == "models[2].parameters.density: empty list"
 
