@@ -92,7 +92,7 @@ def render_plan(
             highlight=False,
         )
     console.print(
-        f"[bold]method[/] {plan.method.name}   [bold]seed[/] {plan.seed}   "
+        f"[bold]method[/] {plan.description or plan.method.name}   [bold]seed[/] {plan.seed}   "
         f"[bold]compute dtype[/] {plan.compute_dtype}"
     )
     if recipe.base_model:

@@ -16,7 +16,7 @@ import alloykit
 from alloykit.checkpoint.load_check import check_loads
 from alloykit.cli import app
 from alloykit.errors import OutputMismatchError
-from alloykit.tiny_models import FAMILIES
+from alloykit.tiny_models import FAMILIES, build_multimodal
 
 TEXT = {
     key: value
@@ -35,8 +35,6 @@ def build(directory: Path, model_type: str, **settings: object) -> Path:
     model_class = getattr(transformers, config.architectures[0]) if config.architectures else None
     if model_class is None:
         model_class = {
-            "llava": transformers.LlavaForConditionalGeneration,
-            "qwen2_vl": transformers.Qwen2VLForConditionalGeneration,
             "t5": transformers.T5ForConditionalGeneration,
             "gemma2": transformers.Gemma2ForCausalLM,
         }[model_type]
@@ -47,41 +45,9 @@ def build(directory: Path, model_type: str, **settings: object) -> Path:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("multimodal")
-    vision = {
-        "model_type": "clip_vision_model",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "image_size": 28,
-        "patch_size": 14,
-    }
     return {
-        "llava": build(
-            root / "llava",
-            "llava",
-            text_config={"model_type": "llama", **TEXT},
-            vision_config=vision,
-            image_token_index=127,
-        ),
-        "qwen2_vl": build(
-            root / "qwen2_vl",
-            "qwen2_vl",
-            text_config={
-                **TEXT,
-                "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
-            },
-            vision_config={
-                "depth": 2,
-                "embed_dim": 32,
-                "hidden_size": 32,
-                "num_heads": 4,
-                "mlp_ratio": 2,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-            },
-            vocab_size=128,
-        ),
+        "llava": build_multimodal("llava", root / "llava"),
+        "qwen2_vl": build_multimodal("qwen2_vl", root / "qwen2_vl"),
         "t5": build(
             root / "t5",
             "t5",
