@@ -92,6 +92,17 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 64,
         "sliding_window": 16,
     },
+    "granite": {
+        "model_type": "granite",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 128,
+        "max_position_embeddings": 64,
+        "tie_word_embeddings": False,
+    },
     "gpt2": {
         "model_type": "gpt2",
         "n_embd": 32,
@@ -167,6 +178,21 @@ MULTIMODAL: dict[str, dict[str, Any]] = {
         },
         "vocab_size": 128,
     },
+    "mistral3": {
+        "text_config": {"model_type": "mistral", **_TEXT_SETTINGS},
+        "vision_config": {
+            "model_type": "pixtral",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "head_dim": 8,
+            "image_size": 28,
+            "patch_size": 14,
+        },
+        "image_token_index": 127,
+        "spatial_merge_size": 2,
+    },
 }
 """Vision-language families: the tiny llama as text decoder, a two-layer vision tower."""
 
@@ -179,6 +205,7 @@ def build_multimodal(model_type: str, directory: Path, *, seed: int = 0) -> Path
     model_class = {
         "llava": transformers.LlavaForConditionalGeneration,
         "qwen2_vl": transformers.Qwen2VLForConditionalGeneration,
+        "mistral3": transformers.Mistral3ForConditionalGeneration,
     }[model_type]
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,14 @@ for bfloat16/float16) and the same ``config.json``. Random recipes are compared 
 of the change from the base. A deliberate, documented alloykit deviation is marked ``known``
 on its case and reported as "differs (known)".
 
-Exits 1 if a deterministic recipe differs (other than known) or one tool fails alone; a method
-alloykit does not have yet ("not in alloykit") and a recipe both tools refuse do not count.
+Every alloykit output must load in transformers with no missing, unexpected or mismatched key.
+A mergekit output that does not load is reported as "mergekit output broken" (the tensors both
+wrote are still compared); a recipe mergekit 0.1.5 cannot run, with the reason stated on the
+case (``mergekit_fails``), as "only alloykit runs".
+
+Exits 1 if a deterministic recipe differs (other than known) or one tool fails alone (unless the
+case states why mergekit fails); a method alloykit does not have yet ("not in alloykit") and a
+recipe both tools refuse do not count.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ from typing import Any
 
 import torch
 import yaml
-from parity_recipes import CASES, FAMILIES, ParityCase, bind
+from parity_mergekit_suite import SUITE, SUITE_FAMILIES
+from parity_recipes import CASES as OWN_CASES
+from parity_recipes import FAMILIES as OWN_FAMILIES
+from parity_recipes import ParityCase, bind
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +58,10 @@ RANDOM_NORM_SLACK = 0.10  # relative difference allowed in the norm of (output -
 RUN_TIMEOUT_S = 900
 
 Tensors = dict[str, torch.Tensor]
+
+CASES: tuple[ParityCase, ...] = (*OWN_CASES, *SUITE)
+"""alloykit's own parity recipes, then mergekit's test and example recipes."""
+FAMILIES = {**OWN_FAMILIES, **SUITE_FAMILIES}
 
 
 @dataclass
@@ -94,20 +107,31 @@ class CaseResult:
 
 # -- inputs --------------------------------------------------------------------------------
 def family_models(cache: Path, key: str) -> dict[str, Path]:
-    """The tiny models of ``FAMILIES[key]``, built on first use and reused afterwards."""
-    from alloykit.tiny_models import build_finetune, build_model
+    """The tiny models of ``FAMILIES[key]``, built on first use and reused afterwards: a base
+    and fine-tunes of it, or (``independent``) separately initialised models, as mergekit's
+    own tests use."""
+    from alloykit.tiny_models import build_finetune, build_model, build_multimodal
 
     spec = FAMILIES[key]
     root = cache / "parity-models" / key
     names = ["base"] + [f"ft{i + 1}" for i in range(spec["finetunes"])]
     marker = root / ".complete"
-    if not marker.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        overrides = spec.get("overrides", {})
-        base = build_model(spec["family"], root / "base", seed=0, **overrides)
-        for index, name in enumerate(names[1:]):
+    if marker.exists() and json.loads(marker.read_text()) == spec:
+        return {name: root / name for name in names}
+    shutil.rmtree(root, ignore_errors=True)
+
+    def build(directory: Path, seed: int) -> Path:
+        if "multimodal" in spec:
+            return build_multimodal(spec["multimodal"], directory, seed=seed)
+        return build_model(spec["family"], directory, seed=seed, **spec.get("overrides", {}))
+
+    base = build(root / "base", 0)
+    for index, name in enumerate(names[1:]):
+        if spec.get("independent"):
+            build(root / name, 100 + index)
+        else:
             build_finetune(base, root / name, seed=100 + index, scale=spec["scale"])
-        marker.write_text(json.dumps(spec))
+    marker.write_text(json.dumps(spec))
     return {name: root / name for name in names}
 
 
@@ -170,6 +194,19 @@ def load_output(directory: Path) -> Tensors:
 
 def load_config(directory: Path) -> dict[str, Any]:
     return json.loads((directory / "config.json").read_text())
+
+
+def loading_problems(directory: Path) -> str:
+    """What transformers reports when it loads the output (missing, unexpected, mismatched
+    keys: alloykit's own load check), in one line; empty when the output loads cleanly."""
+    from alloykit.checkpoint.load_check import check_loads
+    from alloykit.errors import OutputMismatchError
+
+    try:
+        check_loads(directory)
+    except OutputMismatchError as error:
+        return error.message.split(": ", 1)[-1]
+    return ""
 
 
 # -- comparing -----------------------------------------------------------------------------
@@ -264,11 +301,23 @@ def run_case(case: ParityCase, context: Context) -> CaseResult:
     if not merge.ok and not alloy.ok:
         detail = f"mergekit: {merge.last_line()} / alloykit: {alloy.last_line()}"
         return CaseResult(case, "both refuse", False, detail, seconds=seconds)
-    if not merge.ok:
-        return CaseResult(case, "mergekit error", True, merge.last_line(), seconds=seconds)
     if not alloy.ok:
         return CaseResult(case, "alloykit error", True, alloy.last_line(), seconds=seconds)
+    if case.invalid:
+        return CaseResult(case, "alloykit runs an invalid recipe", True, seconds=seconds)
+    ours_loads = loading_problems(ours)
+    if ours_loads:
+        return CaseResult(case, "alloykit output broken", True, ours_loads, seconds=seconds)
+    if not merge.ok:
+        detail = f"{merge.last_line()}" + (
+            f"; {case.mergekit_fails}" if case.mergekit_fails else ""
+        )
+        verdict = "only alloykit runs" if case.mergekit_fails else "mergekit error"
+        return CaseResult(case, verdict, not case.mergekit_fails, detail, seconds=seconds)
     reference, candidate = load_output(theirs), load_output(ours)
+    theirs_loads = loading_problems(theirs)
+    if theirs_loads:
+        return judge_broken_reference(case, reference, candidate, theirs_loads, seconds)
     configs = config_differences(load_config(theirs), load_config(ours))
     if case.random:
         base = load_output(Path(paths["base"]))
@@ -302,6 +351,38 @@ def judge_deterministic(
         comparison.compared,
         comparison.max_abs,
         comparison.max_rel,
+        seconds,
+    )
+
+
+def judge_broken_reference(
+    case: ParityCase,
+    reference: Tensors,
+    candidate: Tensors,
+    theirs_loads: str,
+    seconds: tuple[float, float],
+) -> CaseResult:
+    """mergekit's output does not load (it lacks tensors, say): the tensors both wrote are
+    still compared; alloykit's output loaded cleanly already."""
+    common = set(reference) & set(candidate)
+    comparison = compare_tensors(
+        {k: reference[k] for k in common}, {k: candidate[k] for k in common}
+    )
+    detail = (
+        f"mergekit's output: {theirs_loads}; alloykit's loads cleanly; "
+        f"{len(common)} tensors in both"
+    )
+    differs = bool(comparison.beyond or comparison.problems) and not case.random
+    if differs:
+        detail += f"; {len(comparison.beyond)} beyond tolerance, worst {comparison.worst}"
+    return CaseResult(
+        case,
+        "mergekit output broken" + ("; common tensors DIFFER" if differs else ""),
+        differs,
+        detail,
+        comparison.compared,
+        None if case.random else comparison.max_abs,
+        None if case.random else comparison.max_rel,
         seconds,
     )
 

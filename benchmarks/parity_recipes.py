@@ -41,6 +41,8 @@ class ParityCase:
     random: bool = False
     note: str = ""
     known: str = ""  # a documented, deliberate alloykit deviation: reported, not a failure
+    mergekit_fails: str = ""  # why mergekit 0.1.5 cannot run it (alloykit's output must load)
+    invalid: bool = False  # a recipe both tools must refuse
 
     @property
     def method(self) -> str:

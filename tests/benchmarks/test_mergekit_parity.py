@@ -14,8 +14,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import mergekit_parity as parity
-from parity_recipes import CASES, bind
+from mergekit_parity import CASES, FAMILIES
+from parity_recipes import bind
 
+from alloykit.errors import RecipeError
 from alloykit.methods import method_names
 from alloykit.recipe import load_recipe
 
@@ -38,7 +40,11 @@ def test_case_names_are_unique() -> None:
 def test_every_recipe_is_a_valid_alloykit_recipe(case) -> None:
     assert case.method in method_names()
     paths = {name: f"/models/{name}" for name in ("base", "ft1", "ft2", "ft3")}
-    load_recipe(bind(case.recipe, paths))
+    if case.invalid:
+        with pytest.raises(RecipeError):
+            load_recipe(bind(case.recipe, paths))
+    else:
+        load_recipe(bind(case.recipe, paths))
 
 
 def test_identical_outputs_match_exactly() -> None:
@@ -80,3 +86,14 @@ def test_change_statistics_count_entries_that_moved_from_the_base() -> None:
     base = {"w": torch.zeros(4)}
     changed, norm = parity.change_statistics({"w": torch.tensor([3.0, 0.0, 4.0, 0.0])}, base)
     assert (changed, norm) == (0.5, 5.0)
+
+
+def test_every_case_names_a_known_family() -> None:
+    assert {case.family for case in CASES} <= set(FAMILIES)
+
+
+def test_the_suite_translates_mergekit_tests_examples_and_modules() -> None:
+    names = [case.name for case in CASES]
+    assert sum(name.startswith("mk-test ") for name in names) >= 40
+    assert sum(name.startswith("mk-example ") for name in names) == 6
+    assert any(case.recipe.get("modules") for case in CASES)
