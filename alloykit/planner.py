@@ -450,7 +450,7 @@ class _Planner:
     # -- models: form ----------------------------------------------------------------------
     def _plan_models(self) -> None:
         assert self.part.models is not None
-        where = f"{self.module_path()}models"
+        where = f"{self._module_path()}models"
         inputs, base = self._split_base(list(self.part.models), where)
         reference = self.sources[self.reference]
         names = sorted((n for n in reference.tensors if self._in_part(n)), key=sort_key)
@@ -467,7 +467,7 @@ class _Planner:
             t = _depth(name, num_layers)
             self._add_entry(name, [(m, name) for m in inputs], (base, name) if base else None, t)
 
-    def module_path(self) -> str:
+    def _module_path(self) -> str:
         """``modules.NAME.`` while a module is planned: the key path of its recipe keys."""
         return f"modules.{self.module.name}." if self.module is not None else ""
 
@@ -497,7 +497,7 @@ class _Planner:
     def _plan_slices(self) -> None:
         assert self.part.slices is not None
         slices = self.part.slices
-        prefix = self.module_path()
+        prefix = self._module_path()
         layer_map: list[tuple[str, int]] = []  # output layer -> (model, source layer)
         first_inputs, first_base = self._split_base(
             list(slices[0].sources), f"{prefix}slices[0]", 0
@@ -615,7 +615,7 @@ class _Planner:
         )
         if not isinstance(holder, dict) or not set_module_layer_count(holder, len(layer_map)):
             raise PlanError(
-                f"{self.module_path()}slices: config.json of {self.reference!r} keeps no layer "
+                f"{self._module_path()}slices: config.json of {self.reference!r} keeps no layer "
                 f"count in {key}, so the sliced module would not load",
                 "merge this module with models: (whole) instead of slices:",
             )

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 import yaml
-from parity_mergekit_suite import SUITE, SUITE_FAMILIES
+from parity_mergekit_suite import SUITE, SUITE_FAMILIES, build_tokenizer_models
 from parity_recipes import CASES as OWN_CASES
 from parity_recipes import FAMILIES as OWN_FAMILIES
 from parity_recipes import ParityCase, bind
@@ -119,6 +119,10 @@ def family_models(cache: Path, key: str) -> dict[str, Path]:
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return {name: root / name for name in names}
     shutil.rmtree(root, ignore_errors=True)
+    if spec.get("tokenizers"):
+        build_tokenizer_models(root)
+        marker.write_text(json.dumps(spec))
+        return {name: root / name for name in names}
 
     def build(directory: Path, seed: int) -> Path:
         if "multimodal" in spec:

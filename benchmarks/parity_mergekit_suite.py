@@ -8,13 +8,19 @@ replaced by tiny local ones and layer ranges scaled to their depth. As in those 
 examples run on fine-tunes of one base, in their own dtype. Recipes with ``modules:`` run on
 the vision-language models mergekit defines modules for.
 
-Not translated: ``tests/test_tokenizer.py`` and ``tests/test_chat_template.py`` (they check
-the written tokenizer, which the parity run does not copy) and the unit tests that build no
-recipe.
+``tests/test_tokenizer.py`` runs on its three models (family ``tokenizers``): ``@base``
+(64 rows, 64 tokens), ``@ft1`` ("padded": 64 rows, four unused tokens added) and ``@ft2``
+("chatml": 66 rows, ``<|im_start|>`` and ``<|im_end|>`` added); the embeddings and
+``config.json`` are compared (the parity run copies no tokenizer). Not translated:
+``tests/test_chat_template.py`` (it checks only the written template) and the unit tests that
+build no recipe.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from parity_recipes import ParityCase, entry
@@ -28,9 +34,92 @@ SUITE_FAMILIES: dict[str, dict[str, Any]] = {
     "llava": {"multimodal": "llava", "finetunes": 2, "independent": True},
     "mistral3": {"multimodal": "mistral3", "finetunes": 2, "scale": 0.02},
     "qwen2_vl": {"multimodal": "qwen2_vl", "finetunes": 2, "scale": 0.02},
+    "tokenizers": {"tokenizers": True, "finetunes": 2},
 }
 """``pico``/``granite``/``gpt2``/``llava``: separately initialised models, as mergekit's tests
 build them; ``mistral3``/``qwen2_vl``: a base and fine-tunes, for ``modules:`` recipes."""
+
+
+TOKENIZER_MODELS = {"base": (64, []), "ft1": (64, [f"<UNUSED_{i}>" for i in range(4)])}
+TOKENIZER_MODELS["ft2"] = (66, ["<|im_start|>", "<|im_end|>"])
+"""Rows of the embeddings and tokens added to the 64-token vocabulary, as in mergekit's
+``model_base``, ``model_padded`` and ``model_chatml``."""
+
+
+def build_tokenizer_models(root: Path) -> dict[str, Path]:
+    """mergekit's tokenizer-test models: tiny llamas with word-level tokenizers of 64 tokens
+    (``<unk>``, ``<s>``, ``</s>``, ``_tok_3`` ...) plus added tokens."""
+    import tokenizers
+    from transformers import LlamaTokenizerFast
+
+    from alloykit.tiny_models import build_model
+
+    words = ["<unk>", "<s>", "</s>"] + [f"_tok_{i}" for i in range(3, 64)]
+    data = {
+        "version": "1.0",
+        "model": {"type": "BPE", "vocab": dict(zip(words, range(64), strict=True)), "merges": []},
+        "added_tokens": [],
+    }
+    paths = {}
+    for seed, (name, (rows, added)) in enumerate(TOKENIZER_MODELS.items()):
+        path = build_model("llama", root / name, seed=seed, vocab_size=rows)
+        with tempfile.TemporaryDirectory() as scratch:
+            file = Path(scratch) / "tokenizer.json"
+            tokenizers.Tokenizer.from_str(json.dumps(data)).save(str(file))
+            tokenizer = LlamaTokenizerFast(tokenizer_file=str(file))
+        tokenizer.add_tokens(added)
+        tokenizer.save_pretrained(path)
+        paths[name] = path
+    return paths
+
+
+def tokenizer_tests() -> list[ParityCase]:
+    """``TestTokenizerMerges``: every model at weight 1.0, float32."""
+    label, family = "mk-test tokenizer", "tokenizers"
+
+    def recipe(models: list[str], method: str = "linear", **keys: Any) -> dict[str, Any]:
+        return {
+            "merge_method": method,
+            "base_model": C,
+            "models": [entry(m, weight=1.0) for m in models],
+            "dtype": "float32",
+            **keys,
+        }
+
+    three = [C, A, B]
+    force = {
+        "source": "union",
+        "tokens": {
+            "_tok_10": {"source": B, "force": True},
+            "_tok_11": {"source": C, "force": True},
+        },
+    }
+    by_id = {
+        "source": "base",
+        "tokens": {
+            "_tok_20": {
+                "source": {"kind": "model_token", "model": B, "token_id": 64},
+                "force": True,
+            },
+            "_tok_21": {
+                "source": {"kind": "model_token", "model": C, "token": "<s>"},
+                "force": True,
+            },
+        },
+    }
+    slerp = recipe([C, B], "slerp", tokenizer_source="union", parameters={"t": 0.5})
+    padded = recipe([B], tokenizer={"source": "base", "pad_to_multiple_of": 16})
+    padded["base_model"] = B
+    return [
+        ParityCase(f"{label} legacy mode", recipe(three), family),
+        ParityCase(f"{label} source base", recipe(three, tokenizer_source="base"), family),
+        ParityCase(f"{label} source union", recipe(three, tokenizer_source="union"), family),
+        ParityCase(f"{label} source model", recipe(three, tokenizer_source=B), family),
+        ParityCase(f"{label} slerp union", slerp, family),
+        ParityCase(f"{label} force token", recipe([C, B], tokenizer=force), family),
+        ParityCase(f"{label} model token id", recipe([C, B], tokenizer=by_id), family),
+        ParityCase(f"{label} pad_to_multiple_of", padded, family),
+    ]
 
 
 def two_model(
@@ -346,6 +435,7 @@ SUITE: tuple[ParityCase, ...] = (
     *shared_tests("pico", "mk-test"),
     *text_only_tests(),
     *shared_tests("llava", "mk-test VLM"),
+    *tokenizer_tests(),
     *example_recipes(),
     *module_recipes(),
 )
