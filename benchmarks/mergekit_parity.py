@@ -25,6 +25,7 @@ recipe both tools refuse do not count.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -326,7 +327,34 @@ def run_case(case: ParityCase, context: Context) -> CaseResult:
     if case.random:
         base = load_output(Path(paths["base"]))
         return judge_random(case, reference, candidate, base, configs, seconds)
-    return judge_deterministic(case, compare_tensors(reference, candidate), configs, seconds)
+    result = judge_deterministic(case, compare_tensors(reference, candidate), configs, seconds)
+    half = case.recipe.get("dtype")
+    if result.failed and half in HALF_DTYPES:
+        return rejudge_in_float32(case, context, result)
+    return result
+
+
+HALF_DTYPES = ("bfloat16", "float16")
+
+
+def rejudge_in_float32(case: ParityCase, context: Context, half: CaseResult) -> CaseResult:
+    """A half-precision recipe that differs: mergekit casts the inputs to the recipe dtype and
+    computes in it, alloykit computes in float32 and casts once (DESIGN.md). The same recipe
+    with ``dtype: float32`` tells that apart from a real difference: if it matches, the case is
+    reported as a compute-dtype difference (not a failure), with both runs' numbers."""
+    dtype = case.recipe["dtype"]
+    twin = dataclasses.replace(
+        case, name=f"{case.name} (float32)", recipe={**case.recipe, "dtype": "float32"}
+    )
+    again = run_case(twin, context)
+    if again.verdict != "match":
+        detail = f"{half.detail}; with dtype float32: {again.verdict} {again.detail}".strip()
+        return dataclasses.replace(half, detail=detail)
+    detail = (
+        f"in {dtype}: {half.detail}; with dtype float32 the outputs match "
+        f"(max rel diff {again.max_rel:.3g}): mergekit computes in {dtype}, alloykit in float32"
+    )
+    return dataclasses.replace(half, verdict=f"{dtype} compute only", failed=False, detail=detail)
 
 
 def judge_deterministic(

@@ -97,3 +97,30 @@ def test_the_suite_translates_mergekit_tests_examples_and_modules() -> None:
     assert sum(name.startswith("mk-test ") for name in names) >= 40
     assert sum(name.startswith("mk-example ") for name in names) == 6
     assert any(case.recipe.get("modules") for case in CASES)
+
+
+def test_a_half_precision_difference_that_vanishes_in_float32_is_a_compute_dtype_verdict(
+    monkeypatch,
+) -> None:
+    case = CASES[0].__class__("ties half", {"merge_method": "ties", "dtype": "bfloat16"})
+    half = parity.CaseResult(case, "DIFFERS", True, "3/39 tensors beyond tolerance")
+    seen = []
+
+    def float32_run(twin, context):
+        seen.append(twin.recipe["dtype"])
+        return parity.CaseResult(twin, "match", False, max_rel=1e-7)
+
+    monkeypatch.setattr(parity, "run_case", float32_run)
+    result = parity.rejudge_in_float32(case, None, half)
+    assert seen == ["float32"]
+    assert (result.verdict, result.failed) == ("bfloat16 compute only", False)
+
+
+def test_a_difference_that_stays_in_float32_still_fails(monkeypatch) -> None:
+    case = CASES[0].__class__("ties half", {"merge_method": "ties", "dtype": "bfloat16"})
+    half = parity.CaseResult(case, "DIFFERS", True, "3/39 tensors beyond tolerance")
+    monkeypatch.setattr(
+        parity, "run_case", lambda twin, context: parity.CaseResult(twin, "DIFFERS", True, "x")
+    )
+    result = parity.rejudge_in_float32(case, None, half)
+    assert (result.verdict, result.failed) == ("DIFFERS", True)
