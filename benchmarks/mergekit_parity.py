@@ -190,11 +190,29 @@ def run_tool(command: list[str], env: dict[str, str]) -> RunOutcome:
     return RunOutcome(done.returncode == 0, time.perf_counter() - start, output)
 
 
+LEGACY_PREFIXES = (
+    ("language_model.model.", "model.language_model."),
+    ("language_model.lm_head.", "lm_head."),
+    ("vision_tower.", "model.vision_tower."),
+    ("multi_modal_projector.", "model.multi_modal_projector."),
+)
+"""transformers 5 renames Llava-style checkpoints on load (legacy → current layout); mergekit
+0.1.5 writes the current names, alloykit keeps the inputs' names. Outputs are compared under
+the current names."""
+
+
+def current_name(name: str) -> str:
+    for old, new in LEGACY_PREFIXES:
+        if name.startswith(old):
+            return new + name[len(old) :]
+    return name
+
+
 def load_output(directory: Path) -> Tensors:
     tensors: Tensors = {}
     for shard in sorted(directory.glob("*.safetensors")):
         tensors.update(load_file(shard))
-    return tensors
+    return {current_name(name): tensor for name, tensor in tensors.items()}
 
 
 def load_config(directory: Path) -> dict[str, Any]:
@@ -321,13 +339,15 @@ def run_case(case: ParityCase, context: Context) -> CaseResult:
         return CaseResult(case, verdict, not case.mergekit_fails, detail, seconds=seconds)
     reference, candidate = load_output(theirs), load_output(ours)
     theirs_loads = loading_problems(theirs)
-    if theirs_loads:
-        return judge_broken_reference(case, reference, candidate, theirs_loads, seconds)
     configs = config_differences(load_config(theirs), load_config(ours))
-    if case.random:
+    if theirs_loads:
+        result = judge_broken_reference(case, reference, candidate, theirs_loads, seconds)
+    elif case.random:
         base = load_output(Path(paths["base"]))
         return judge_random(case, reference, candidate, base, configs, seconds)
-    result = judge_deterministic(case, compare_tensors(reference, candidate), configs, seconds)
+    else:
+        comparison = compare_tensors(reference, candidate)
+        result = judge_deterministic(case, comparison, configs, seconds)
     half = case.recipe.get("dtype")
     if result.failed and half in HALF_DTYPES:
         return rejudge_in_float32(case, context, result)
@@ -347,14 +367,17 @@ def rejudge_in_float32(case: ParityCase, context: Context, half: CaseResult) -> 
         case, name=f"{case.name} (float32)", recipe={**case.recipe, "dtype": "float32"}
     )
     again = run_case(twin, context)
-    if again.verdict != "match":
+    if again.failed or again.max_rel is None:
         detail = f"{half.detail}; with dtype float32: {again.verdict} {again.detail}".strip()
         return dataclasses.replace(half, detail=detail)
     detail = (
         f"in {dtype}: {half.detail}; with dtype float32 the outputs match "
         f"(max rel diff {again.max_rel:.3g}): mergekit computes in {dtype}, alloykit in float32"
     )
-    return dataclasses.replace(half, verdict=f"{dtype} compute only", failed=False, detail=detail)
+    verdict = f"{dtype} compute only"
+    if again.verdict.startswith("mergekit output broken"):
+        verdict = f"mergekit output broken; {verdict}"
+    return dataclasses.replace(half, verdict=verdict, failed=False, detail=detail)
 
 
 def judge_deterministic(

@@ -124,3 +124,13 @@ def test_a_difference_that_stays_in_float32_still_fails(monkeypatch) -> None:
     )
     result = parity.rejudge_in_float32(case, None, half)
     assert (result.verdict, result.failed) == ("DIFFERS", True)
+
+
+def test_llava_legacy_names_are_compared_under_the_current_layout() -> None:
+    assert parity.current_name("language_model.model.layers.0.mlp.up_proj.weight") == (
+        "model.language_model.layers.0.mlp.up_proj.weight"
+    )
+    assert parity.current_name("language_model.lm_head.weight") == "lm_head.weight"
+    assert parity.current_name("model.layers.0.mlp.up_proj.weight") == (
+        "model.layers.0.mlp.up_proj.weight"
+    )
