@@ -353,9 +353,13 @@ class _Planner:
 
     def _section(self, name: str) -> Section:
         """Where a tensor goes in a slice recipe: outside a module, a multimodal tower is
-        taken whole with the embeddings (slices select language blocks)."""
+        taken whole with the embeddings (slices select language blocks). In a tower module,
+        what lies outside its blocks comes before them (patch embeddings, ``ln_pre``) unless
+        its name says ``post`` (mergekit's module definitions)."""
         if self.module is None and in_tower(name):
             return Section.PRE
+        if self.module is not None and self.module.prefixes and parse_layer_name(name) is None:
+            return Section.POST if "post" in name.lower() else Section.PRE
         return section_of(name)
 
     # -- statistics inputs -----------------------------------------------------------------

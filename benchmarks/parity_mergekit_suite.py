@@ -234,6 +234,8 @@ def text_only_tests() -> list[ParityCase]:
             f"{label} karcher",
             two_model("karcher", base=C, parameters={"max_iter": 5, "tol": 1e-5}),
             family,
+            known="alloykit's karcher honours each model's weight (0.6, 0.4 here); mergekit "
+            "0.1.5 weights every model equally (with weights 1.0 the two agree to 2e-7)",
         ),
         ParityCase(
             f"{label} granite copy",

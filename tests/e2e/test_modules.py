@@ -14,12 +14,13 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import alloykit
+from alloykit.arch.layers import parse_layer_name
 from alloykit.arch.modules import module_layout
 from alloykit.cli import app
 from alloykit.errors import PlanError
 from alloykit.tiny_models import build_finetune, build_multimodal
 
-KINDS = ("llava", "qwen2_vl")
+KINDS = ("llava", "qwen2_vl", "mistral3")
 WEIGHTS = (0.25, 0.75)
 LAMBDA = 0.6
 BASE_WEIGHT = 0.5
@@ -162,6 +163,12 @@ def test_module_slices_renumber_each_module_config_and_load(vlm, kind, tmp_path)
     vision = config["vision_config"]
     assert vision.get("num_hidden_layers", vision.get("depth")) == 3
     merged, source = tensors(out), tensors(vlm[kind]["ft1"])
+    # outside its blocks, a tower takes the first slice's model, and "post" tensors the last's
+    base_tensors = tensors(vlm[kind]["base"])
+    for name in merged:
+        if expected_module(name) == "vision_tower" and parse_layer_name(name) is None:
+            want = source[name] if "post" in name else base_tensors[name]
+            torch.testing.assert_close(merged[name], want, msg=name)
     # the vision tower's third block is ft1's second
     third = [n for n in merged if expected_module(n) == "vision_tower" and ".2." in n]
     assert third
