@@ -207,3 +207,13 @@ def test_a_module_without_an_entry_is_refused(vlm):
     with pytest.raises(PlanError) as caught:
         alloykit.plan(recipe)
     assert caught.value.message.startswith("modules: no entry for module 'multi_modal_projector'")
+
+
+def test_a_modules_plan_is_made_again_rather_than_reparameterised(vlm):
+    from alloykit.plan import PlanOptions
+    from alloykit.planner import reparameterised
+    from alloykit.recipe import load_recipe
+
+    recipe = load_recipe(per_module_recipe(vlm["llava"]))
+    the_plan = alloykit.plan(recipe)
+    assert reparameterised(the_plan, recipe, PlanOptions()) is None
