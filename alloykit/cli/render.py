@@ -92,9 +92,12 @@ def render_plan(
             highlight=False,
         )
     console.print(
-        f"[bold]method[/] {plan.description or plan.method.name}   [bold]seed[/] {plan.seed}   "
+        f"[bold]method[/] {plan.method.name}   [bold]seed[/] {plan.seed}   "
         f"[bold]compute dtype[/] {plan.compute_dtype}"
     )
+    if recipe.modules:
+        merges = (f"{spec.name} ({spec.recipe.merge_method})" for spec in recipe.modules)
+        console.print(f"[bold]modules[/] {', '.join(merges)}")
     if recipe.base_model:
         console.print(f"[bold]base[/] {recipe.base_model}")
     for ref, source in plan.sources.items():

@@ -217,3 +217,14 @@ def test_a_modules_plan_is_made_again_rather_than_reparameterised(vlm):
     recipe = load_recipe(per_module_recipe(vlm["llava"]))
     the_plan = alloykit.plan(recipe)
     assert reparameterised(the_plan, recipe, PlanOptions()) is None
+
+
+def test_dry_run_names_each_module_method(vlm, tmp_path):
+    path = tmp_path / "recipe.yml"
+    path.write_text(yaml.safe_dump(per_module_recipe(vlm["llava"])))  # keys sorted
+    result = CliRunner().invoke(app, ["merge", str(path), str(tmp_path / "out"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "modules multi_modal_projector (passthrough), text_decoder (linear), "
+        "vision_tower (task_arithmetic)" in " ".join(result.stdout.split())
+    )
