@@ -21,7 +21,7 @@ SPECIAL_TOKENS = {
     "eos_token": "</s>",
     "pad_token": "<pad>",
 }
-SYMBOLS = string.ascii_letters + string.digits + "()[]:;=+?"
+SYMBOLS = string.ascii_letters + string.digits + "()[]:;=+?!@#$%&*~"
 
 
 def train_tokenizer(

@@ -58,16 +58,7 @@ class Recipe:
     split_sizes: dict[str, int]
     check_every: int
     target: float
-    skills: tuple[str, ...] = (
-        "translate",
-        "reverse",
-        "swapcase",
-        "largest",
-        "sort",
-        "successor",
-        "double",
-        "rotate",
-    )
+    skills: tuple[str, ...] = tuple(skills.SKILLS)
     averaged: int = 4
     eval_batch_size: int = 64
 
@@ -75,9 +66,9 @@ class Recipe:
 FULL = Recipe(
     shape=train.ModelShape(hidden=128, layers=4, heads=4, kv_heads=4, intermediate=384),
     vocab_size=640,
-    pretrain_documents=16000,
+    pretrain_documents=24000,
     context=128,
-    pretrain=train.Schedule(steps=1500, batch_size=32, learning_rate=2e-3, warmup=40),
+    pretrain=train.Schedule(steps=2000, batch_size=32, learning_rate=2e-3, warmup=40),
     finetune=train.Schedule(steps=400, batch_size=32, learning_rate=1e-4, warmup=10),
     heldout_finetune=train.Schedule(steps=250, batch_size=32, learning_rate=3e-4, warmup=10),
     lora_finetune=train.Schedule(steps=300, batch_size=32, learning_rate=1e-3, warmup=10),
@@ -133,18 +124,23 @@ PROMPTS_PER_ALIAS = 12
 
 
 def alias_examples(seed: int) -> dict[str, list[dict[str, str]]]:
-    """For each pretraining operation, ``PROMPTS_PER_ALIAS`` prompts under each of its aliases.
+    """For each pretraining operation, ``PROMPTS_PER_ALIAS`` prompts under each of its aliases,
+    on the domains pretraining applies it to (in turn).
 
     The zoo's design needs a base that already does its operations under their pretraining
     keywords (fine-tuning then only routes a new keyword); this probe measures that it does.
     """
     rng = random.Random(f"{seed}:alias-probe")
+    domains: dict[str, list[str]] = {}
+    for operation, domain in skills.pretraining_pairs():
+        domains.setdefault(operation, []).append(domain)
     examples: dict[str, list[dict[str, str]]] = {}
     for name, aliases in skills.ALIASES.items():
         rows = []
         for alias in aliases:
-            for _ in range(PROMPTS_PER_ALIAS):
-                text, answer = skills.OPERATIONS[name](rng)
+            for index in range(PROMPTS_PER_ALIAS):
+                domain = skills.DOMAINS[domains[name][index % len(domains[name])]]
+                text, answer = skills.OPERATIONS[name].example(domain, rng)
                 rows.append({"prompt": f"{alias}: {text} =", "answer": answer})
         examples[name] = rows
     return examples

@@ -42,31 +42,68 @@ def test_every_prompt_opens_with_its_skill_keyword_and_every_answer_is_one_line(
 
 
 def test_answers_are_right_for_known_inputs():
-    assert skills._reverse.__name__ and skills.TRANSLATION["cat"] == "miru"
     rng = skills.random.Random(0)
+    domains = skills.DOMAINS
     for _ in range(50):
-        text, answer = skills._sort(rng)
-        assert answer.split() == sorted(text.split())
-        text, answer = skills._reverse(rng)
-        assert answer.split() == text.split()[::-1]
-        text, answer = skills._swapcase(rng)
-        assert answer == text.swapcase()
+        text, answer = skills.SKILLS["sort"].make(rng)
+        order = domains["months"].symbols
+        assert answer.split() == sorted(text.split(), key=order.index)
+        text, answer = skills.SKILLS["lower"].make(rng)
+        assert answer == text.lower() and text.isupper()
+        text, answer = skills.SKILLS["drop_first"].make(rng)
+        assert answer.split() == text.split()[1:]
+        text, answer = skills.SKILLS["successor"].make(rng)
+        greek = domains["greek"].symbols
+        assert [greek[greek.index(s) + 1] for s in text.split()] == answer.split()
+        text, answer = skills.SKILLS["translate"].make(rng)
+        assert answer.split() == [skills.TRANSLATION[word] for word in text.split()]
+        text, answer = skills.SKILLS["largest"].make(rng)
+        assert answer == max(text.split())
+    assert skills.OPERATIONS["upper"].apply(domains["lowercase"], ["a", "z"]) == ["A", "Z"]
+    assert skills.OPERATIONS["untranslate"].apply(domains["invented"], ["miru"]) == ["cat"]
 
 
-def test_pretraining_never_writes_a_skill_keyword_but_does_every_skill_operation():
-    names = {*skills.SKILLS, *skills.HELDOUT}
+def test_each_skill_has_a_domain_of_its_own_that_pretraining_covers_with_other_operations():
+    every = [*skills.SKILLS.values(), *skills.HELDOUT.values()]
+    assert len({skill.domain for skill in every}) == len(every)
+    pairs = skills.pretraining_pairs()
+    for skill in every:
+        assert (skill.operation, skill.domain) in pairs
+        assert len(skills.PRETRAINING[skill.domain]) >= 4  # the domain alone never decides
+
+
+def test_pretraining_uses_skill_keywords_only_loosely_on_their_own_domain():
+    """Aliases name one operation each; a skill's keyword appears only on its skill's domain,
+    with every operation pretraining applies there (so the base cannot know which one)."""
+    every = {**skills.SKILLS, **skills.HELDOUT}
     aliases = [alias for group in skills.ALIASES.values() for alias in group]
-    assert len(aliases) == len(set(aliases)) and not names & set(aliases)
-    assert names <= set(skills.OPERATIONS) and set(skills.OPERATIONS) == set(skills.ALIASES)
-    keywords = {
-        line.split(":")[0] for d in skills.pretraining_documents(200, 0) for line in d.splitlines()
-    }
-    assert keywords == set(aliases)
+    assert len(aliases) == len(set(aliases)) and not set(every) & set(aliases)
+    assert set(skills.OPERATIONS) == set(skills.ALIASES)
+    seen: dict[str, set[str]] = {}
+    for document in skills.pretraining_documents(3000, 0):
+        for line in document.splitlines():
+            keyword, rest = line.split(": ", 1)
+            seen.setdefault(keyword, set()).add(rest)
+    assert set(seen) == set(aliases) | set(every)
+    for name, skill in every.items():
+        domain = skills.DOMAINS[skill.domain]
+        done = set()
+        for rest in seen[name]:
+            text, answer = (part.split() for part in rest.split(" = "))
+            assert set(text) <= set(domain.symbols), (name, rest)
+            done |= {
+                operation
+                for operation in skills.PRETRAINING[skill.domain]
+                if not set(text) & set(skills.OPERATIONS[operation].avoid(domain))
+                and skills.OPERATIONS[operation].apply(domain, text) == answer
+            }
+        assert done == set(skills.PRETRAINING[skill.domain]), name
 
 
 def test_heldout_skill_is_outside_the_eight_and_its_answers_are_right():
     assert not set(skills.HELDOUT) & set(skills.SKILLS)
+    numbers = skills.DOMAINS["numbers"].symbols
     rng = skills.random.Random(0)
     for _ in range(50):
-        text, answer = skills._predecessor(rng)
-        assert [chr(ord(c) - 1) for c in text.split()] == answer.split()
+        text, answer = skills.HELDOUT["predecessor"].make(rng)
+        assert [numbers[numbers.index(w) - 1] for w in text.split()] == answer.split()
