@@ -19,10 +19,9 @@ from alloykit.errors import AlloyError
 
 ZOO = Path(__file__).resolve().parents[2] / "examples" / "zoo"
 # The 4-expert merge that did best on the zoo's validation splits in benchmarks/quality.py
-# (benchmarks/README.md, "Merge quality"): its method and settings. On the current zoo no
-# data-free merge keeps more than about a quarter of the experts' scores (see there).
-DEMO_METHOD = "iso_cts"
-DEMO_PARAMETERS: dict[str, object] = {"alpha": 1.5, "common_space_fraction": 0.8}
+# (benchmarks/README.md, "Merge quality"): its method and settings.
+DEMO_METHOD = "wudi"
+DEMO_PARAMETERS: dict[str, object] = {"iterations": 300, "learning_rate": 1e-4}
 DEMO_MODEL_PARAMETERS: dict[str, object] = {}
 
 

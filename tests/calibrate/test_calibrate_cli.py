@@ -114,7 +114,7 @@ def test_merging_with_statistics_of_another_model_exits_2_naming_both(
                 "merge_method": "regmean",
                 "models": [
                     {"model": str(experts / "sort"), "statistics": str(sort_stats)},
-                    {"model": str(experts / "reverse"), "statistics": str(sort_stats)},
+                    {"model": str(experts / "lower"), "statistics": str(sort_stats)},
                 ],
             }
         )

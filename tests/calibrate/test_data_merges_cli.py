@@ -21,7 +21,7 @@ def test_greedy_soup_writes_the_soup_and_its_choices(zoo, tmp_path) -> None:
     out = tmp_path / "soup"
     result = invoke(
         "greedy-soup", str(out),
-        "--model", str(zoo / "experts" / "sort"), "--model", str(zoo / "experts" / "reverse"),
+        "--model", str(zoo / "experts" / "sort"), "--model", str(zoo / "experts" / "lower"),
         "--task", str(zoo / "tasks" / "sort"), "--limit", "4",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -43,7 +43,7 @@ def test_adamerging_writes_its_coefficients_in_the_card(zoo, tmp_path) -> None:
 def test_regmean_pp_needs_one_data_set_per_model(zoo, tmp_path) -> None:
     result = invoke(
         "regmean-pp", str(tmp_path / "rpp"),
-        "--model", str(zoo / "experts" / "sort"), "--model", str(zoo / "experts" / "reverse"),
+        "--model", str(zoo / "experts" / "sort"), "--model", str(zoo / "experts" / "lower"),
         "--data", str(zoo / "tasks" / "sort"),
     )  # fmt: skip
     assert result.exit_code == 2

@@ -70,8 +70,8 @@ def test_merged_parameters_add_each_task_vector_scaled_by_its_coefficient() -> N
 def learned(zoo_base):
     zoo = zoo_base.parent
     settings = AdaMergingSettings(steps=3, samples=8, batch_size=4, lr=0.05)
-    experts = [zoo / "experts" / "sort", zoo / "experts" / "reverse"]
-    data = [zoo / "tasks" / "sort", zoo / "tasks" / "reverse"]
+    experts = [zoo / "experts" / "sort", zoo / "experts" / "lower"]
+    data = [zoo / "tasks" / "sort", zoo / "tasks" / "lower"]
     return adamerging(zoo_base, experts, data, settings), settings, experts, data
 
 

@@ -15,7 +15,7 @@ from alloykit.methods.regmean import regmean
 @pytest.fixture(scope="module")
 def experts(zoo_base):
     zoo = zoo_base.parent
-    return [(zoo / "experts" / s, zoo / "tasks" / s) for s in ("sort", "reverse")]
+    return [(zoo / "experts" / s, zoo / "tasks" / s) for s in ("sort", "lower")]
 
 
 def stats_of(path, key: str) -> torch.Tensor:

@@ -29,8 +29,8 @@ def test_first_block_is_regmean_on_each_models_norm_of_the_merged_embeddings(zoo
     from alloykit.calibrate.examples import load_examples
     from alloykit.evaluate import load_model
 
-    experts = [zoo / "experts" / "sort", zoo / "experts" / "reverse"]
-    tasks = [zoo / "tasks" / "sort", zoo / "tasks" / "reverse"]
+    experts = [zoo / "experts" / "sort", zoo / "experts" / "lower"]
+    tasks = [zoo / "tasks" / "sort", zoo / "tasks" / "lower"]
     result = regmean_pp(experts, tasks, samples=6, alpha=0.9)
     assert (result.layers, result.forwards) == (4, 2 * 5)
     embeddings = torch.stack(
@@ -56,5 +56,5 @@ def test_first_block_is_regmean_on_each_models_norm_of_the_merged_embeddings(zoo
 def test_one_data_set_per_model_is_required(zoo) -> None:
     with pytest.raises(AlloyError, match="2 models but 1 data sets"):
         regmean_pp(
-            [zoo / "experts" / "sort", zoo / "experts" / "reverse"], [zoo / "tasks" / "sort"]
+            [zoo / "experts" / "sort", zoo / "experts" / "lower"], [zoo / "tasks" / "sort"]
         )

@@ -6,21 +6,16 @@ per skill gets ``hidden`` gates from a few training prompts per skill; held-out 
 are then run through it, and a prompt counts as routed to the expert with the highest router
 probability averaged over its tokens (BOS left out).
 
-``hidden`` gates come from the base model's hidden states, so they are checked on the first
-layer's router only: its input is the same hidden state in the base model and in the MoE.
-Deeper routers see hidden states that the routed experts' MLPs moved away from the base
-model's, and there ``hidden`` gates confuse skills with the same prompt shape. ``hidden_expert``
-gates run each expert's prompts with that expert's MLPs, which is what a top-1 MoE does once
-the first layer routes right, so with one expert per token every layer's router is checked.
-Rates are printed with ``-s``. ``ALLOYKIT_ZOO`` points the test at a zoo built elsewhere.
+``hidden`` gates come from the base model's hidden states; ``hidden_expert`` gates run each
+expert's prompts with that expert's MLPs, which is what a top-1 MoE does once the first layer
+routes right. Every layer's router is checked in every case. Rates are printed with ``-s``.
+``ALLOYKIT_ZOO`` points the test at a zoo built elsewhere.
 
-On the current zoo (a base that does its operations under their pretraining aliases, 0.995)
-``hidden`` gates route every skill's held-out prompts to its expert at layer 0 (>= 84%:
-reverse 84%, the rest 96-100%). ``hidden_expert`` gates checked at every layer do not: deeper
-routers send some skills elsewhere (sort 56-76% at layers 1-3, largest 72% at layer 1), because
-each expert changes the operation choice for every prompt, not only its skill's (see
-examples/zoo/README.md, "Merging on this zoo"). That case is marked as an expected failure,
-strictly: once a zoo passes it, the test fails until the mark is removed.
+On the current zoo (one input domain per skill, skill keywords known loosely to the base;
+examples/zoo/README.md) every case routes 96-100% of every skill's held-out prompts to its
+expert at every layer. On the previous zoo, whose skills shared letters and digits, deeper
+``hidden_expert`` routers sent sort (56-76%) and largest (72%) elsewhere: each expert there
+changed the operation choice for every prompt, not only its skill's.
 """
 
 from __future__ import annotations
@@ -71,24 +66,10 @@ def routed_experts(model, tokenizer, prompt: str) -> list[int]:
     "tasks/<skill>/): build them with `python examples/zoo/build.py`",
 )
 @pytest.mark.parametrize(
-    ("gate_mode", "experts_per_token", "checked_layers"),
-    [
-        ("hidden", 2, [0]),
-        ("hidden", 1, [0]),
-        pytest.param(  # None: every layer
-            "hidden_expert",
-            1,
-            None,
-            marks=pytest.mark.xfail(
-                reason="deeper routers send sort (56-76%) and largest (72%) elsewhere "
-                "(see the module docstring)",
-                strict=True,
-            ),
-        ),
-    ],
+    ("gate_mode", "experts_per_token"), [("hidden", 2), ("hidden", 1), ("hidden_expert", 1)]
 )
 def test_gates_route_held_out_prompts_to_their_skills_expert(
-    tmp_path, gate_mode: str, experts_per_token: int, checked_layers: list[int] | None
+    tmp_path, gate_mode: str, experts_per_token: int
 ):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -116,6 +97,5 @@ def test_gates_route_held_out_prompts_to_their_skills_expert(
             rates[skill, layer] = sum(r[layer] == expert for r in routed) / len(routed)
     report = ", ".join(f"{skill}@{layer}: {rate:.0%}" for (skill, layer), rate in rates.items())
     print(f"router check on {ZOO} ({gate_mode}, top-{experts_per_token}): {report}")
-    layers = checked_layers or range(model.config.num_hidden_layers)
-    checked = [rate for (_, layer), rate in rates.items() if layer in layers]
+    checked = list(rates.values())
     assert min(checked) >= REQUIRED, report
