@@ -55,6 +55,4 @@ def test_first_block_is_regmean_on_each_models_norm_of_the_merged_embeddings(zoo
 
 def test_one_data_set_per_model_is_required(zoo) -> None:
     with pytest.raises(AlloyError, match="2 models but 1 data sets"):
-        regmean_pp(
-            [zoo / "experts" / "sort", zoo / "experts" / "lower"], [zoo / "tasks" / "sort"]
-        )
+        regmean_pp([zoo / "experts" / "sort", zoo / "experts" / "lower"], [zoo / "tasks" / "sort"])
