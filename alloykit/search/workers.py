@@ -60,10 +60,11 @@ class CandidateWorker:
             model, tokenizer = load_model(job.model, self.device)
             return self.answers(model, tokenizer, job)
         assert job.recipe is not None
-        self._merge_into_model(job.recipe)
+        self.merge(job.recipe)
         return self.answers(self.model, self.tokenizer, job)
 
-    def _merge_into_model(self, recipe: dict[str, Any]) -> None:
+    def merge(self, recipe: dict[str, Any]) -> None:
+        """Write ``recipe``'s merge into the resident model (one merger per method, kept)."""
         from alloykit.merger import Merger
 
         method = str(recipe["merge_method"])
