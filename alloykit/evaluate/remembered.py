@@ -43,6 +43,8 @@ class RememberedTokenizer:
         return len(self.tokenizer)
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("tokenizer", "_ids"):  # not set yet: an instance being copied or unpickled
+            raise AttributeError(name)
         return getattr(self.tokenizer, name)
 
 

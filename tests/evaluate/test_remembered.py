@@ -3,6 +3,9 @@ verdicts of every evaluator unchanged."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 from alloykit.evaluate import answer_hits, choice_hits
@@ -91,3 +94,12 @@ def test_multiple_choice_verdicts_are_unchanged(tiny_lm) -> None:
     expected = choice_hits(model, tokenizer, examples)
     assert choice_hits(model, remembered, examples) == expected
     assert choice_hits(model, remembered, examples) == expected
+
+
+def test_a_copy_or_pickle_keeps_the_ids_and_the_tokenizer(tiny_lm) -> None:
+    tokenizer = tiny_lm[1]
+    remembered = RememberedTokenizer(tokenizer)
+    expected = remembered(TEXTS)["input_ids"]
+    for other in (copy.deepcopy(remembered), pickle.loads(pickle.dumps(remembered))):
+        assert other(TEXTS)["input_ids"] == expected
+        assert other.eos_token_id == tokenizer.eos_token_id
