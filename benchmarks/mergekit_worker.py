@@ -1,13 +1,15 @@
 """A long-lived mergekit merger for ``benchmarks/search.py``'s disk-path loop.
 
-    /path/to/mergekit-venv/bin/python benchmarks/mergekit_worker.py OUT_DIR
+    /path/to/mergekit-venv/bin/python benchmarks/mergekit_worker.py OUT_DIR [--no-tokenizer]
 
 Runs under mergekit's own interpreter (mergekit is not an alloykit dependency). It imports
 mergekit once and answers ``ready``; then, for each recipe path read from stdin, it merges the
 recipe in-process into ``OUT_DIR`` with ``mergekit.merge.run_merge`` (what Mergenetic and
 mergekit-evolve's on-disk mode do per candidate) and answers ``done WALL CPU``: that merge's
 wall and CPU seconds of this process, so a search's one-time start-up and imports stay out of a
-candidate's cost. A failed merge answers ``error MESSAGE`` on one line and the worker goes on.
+candidate's cost. ``--no-tokenizer`` turns off copying the base's tokenizer, for models that
+have none (mergekit would otherwise try, fail and go on, each merge). A failed merge answers
+``error MESSAGE`` on one line and the worker goes on.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from pathlib import Path
 
 def main() -> int:
     out = sys.argv[1]
+    copy_tokenizer = "--no-tokenizer" not in sys.argv[2:]
     import yaml
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
-    options = MergeOptions(copy_tokenizer=True, quiet=True, num_threads=1)
+    options = MergeOptions(copy_tokenizer=copy_tokenizer, quiet=True, num_threads=1)
     print("ready", flush=True)
     for line in sys.stdin:
         wall, cpu = time.perf_counter(), time.process_time()

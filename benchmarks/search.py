@@ -14,12 +14,15 @@ Three measurements, printed as ratios and written to ``benchmarks/results/search
 2. **Estimator error.** Random candidates of the same space run on every validation example;
    the IRT estimate (the search's fitted items and subset) and a plain random subset of the
    same size are compared with the full accuracy: mean absolute error in points.
-3. **Throughput.** The same candidates merged in memory into a resident model and scored on
-   the subset, against merging each to disk with ``alloykit.merge`` and loading it back with
-   transformers, scored on the same examples; with ``--mergekit-python PATH`` (a venv's
-   python with mergekit), a third loop merges each candidate with mergekit's ``run_merge`` in a
-   long-lived worker process (``benchmarks/mergekit_worker.py``) and reloads it the same way:
-   the Mergenetic / mergekit-evolve disk path. Without it that loop is skipped with a line.
+3. **Throughput.** The same candidates merged in memory into a resident model, against
+   merging each to disk with ``alloykit.merge`` and loading it back with transformers, and
+   with ``--mergekit-python PATH`` (a venv's python with mergekit) against mergekit's
+   ``run_merge`` in a long-lived worker process (``benchmarks/mergekit_worker.py``) and the
+   same reload: the Mergenetic / mergekit-evolve disk path (without it, that loop is skipped
+   with a line). Every loop is scored by the same fitness (``benchmarks/candidate_loops.py``:
+   stages timed in wall and CPU seconds, loops alternating, medians of ``--rounds``), twice:
+   on the search's subset (``--throughput-candidates``) and on every validation example
+   (``--full-throughput-candidates``, the spec's default estimator ``full``).
    ``--throughput-only`` runs it alone: the subset comes from the IRT items fitted on the
    endpoints' full responses (``OUT/anchors.json`` when a search with this spec left one, else
    computed here), and it writes ``benchmarks/results/search_throughput.json``.
@@ -31,6 +34,7 @@ import argparse
 import json
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -120,112 +124,56 @@ def estimator_errors(space, fitness, worker, points: list[dict], seed: int) -> d
     }
 
 
-def mergekit_disk_loop(
-    mergekit_python: Path, recipes: list[dict], score, scratch: Path
-) -> tuple[list[Any], float, float, float]:
-    """Each recipe merged by mergekit's ``run_merge`` in a long-lived worker under
-    ``mergekit_python`` (its start-up and imports not counted), then loaded back and scored
-    here: the answers, wall seconds, CPU seconds (this process plus the worker's merges), and
-    the worker's merge wall seconds alone."""
-    import subprocess
-
-    out = scratch / "mergekit-candidate"
-    worker = subprocess.Popen(
-        [str(mergekit_python), str(Path(__file__).with_name("mergekit_worker.py")), str(out)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        if worker.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"{mergekit_python}: mergekit worker did not start (see stderr)")
-        answers, merge_wall, merge_cpu = [], 0.0, 0.0
-        wall, cpu = time.perf_counter(), time.process_time()
-        for number, recipe in enumerate(recipes):
-            path = scratch / f"mergekit-{number}.yaml"
-            path.write_text(json.dumps(recipe))  # JSON is YAML
-            worker.stdin.write(f"{path}\n")
-            worker.stdin.flush()
-            reply = worker.stdout.readline().split(maxsplit=2)
-            if not reply or reply[0] != "done":
-                raise RuntimeError(f"mergekit worker on {path}: {' '.join(reply) or 'no answer'}")
-            merge_wall += float(reply[1])
-            merge_cpu += float(reply[2])
-            answers.append(score(out))
-        return (
-            answers,
-            time.perf_counter() - wall,
-            time.process_time() - cpu + merge_cpu,
-            merge_wall,
-        )
-    finally:
-        worker.stdin.close()
-        worker.wait(timeout=60)
-
-
 def throughput(
-    space, fitness, worker, points: list[dict], mergekit_python: Path | None = None
+    space,
+    fitness,
+    worker,
+    points: list[dict],
+    requests: dict[str, list[int]],
+    rounds: int,
+    mergekit_python: Path | None = None,
 ) -> dict[str, Any]:
-    """Seconds per candidate in memory against to disk and back, on the same examples: wall
-    time, and CPU time (steadier on a shared machine). The fitness alone is timed again on
-    each in-memory candidate. With ``mergekit_python``, a third loop merges with mergekit
-    instead of ``alloykit.merge`` (the Mergenetic / mergekit-evolve disk path)."""
-    import alloykit
-    from alloykit.evaluate import load_model
+    """Seconds per candidate in memory against to disk and back, every loop scored on
+    ``requests`` by the worker's own fitness (``benchmarks/candidate_loops.py``): the first
+    point warms up, the others are timed, ``rounds`` times, the loops alternating. The disk
+    loops reload the merged weights; the tokenizer, and its remembered encodings, are the
+    worker's in every loop, so only the candidate's path differs."""
+    from candidate_loops import AlloykitDisk, InMemory, MergekitDisk, compare
+
     from alloykit.search.workers import Job
 
-    requests = fitness.requests()
-    in_memory, fitness_cpu = [], 0.0
-    wall, cpu = time.perf_counter(), time.process_time()
-    for point in points:
-        in_memory.append(worker.run(Job(requests, recipe=space.recipe(point))))
-    memory = (time.perf_counter() - wall, time.process_time() - cpu)
-    for point in points:
-        worker.run(Job(requests, recipe=space.recipe(point)))
-        start = time.process_time()
-        worker.answers(worker.model, worker.tokenizer, Job(requests))
-        fitness_cpu += time.process_time() - start
+    def score(model) -> Any:
+        return worker.answers(model, worker.tokenizer, Job(requests))
+
+    recipes = [space.recipe(point) for point in points]
     scratch = Path(tempfile.mkdtemp(prefix="alloykit-search-bench-"))
+    loops: list = [InMemory(worker.merge, worker.model, score), AlloykitDisk(score, scratch)]
     try:
-        on_disk = []
-        wall, cpu = time.perf_counter(), time.process_time()
-        for point in points:
-            recipe = space.recipe(point)
-            out = alloykit.merge(recipe, scratch / "candidate", force=True, fsync=False)
-            model, tokenizer = load_model(out)
-            on_disk.append(worker.answers(model, tokenizer, Job(requests)))
-        disk = (time.perf_counter() - wall, time.process_time() - cpu)
         if mergekit_python is not None:
-
-            def score(out: Path) -> Any:
-                model, tokenizer = load_model(out)
-                return worker.answers(model, tokenizer, Job(requests))
-
-            recipes = [space.recipe(point) for point in points]
-            mk_answers, *mergekit = mergekit_disk_loop(mergekit_python, recipes, score, scratch)
+            loops.append(MergekitDisk(mergekit_python, score, scratch))
+        result = compare(loops, recipes[0], recipes[1:], rounds)
     finally:
+        for loop in loops:
+            loop.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    count = len(points)
+    return {"examples_per_candidate": sum(len(r) for r in requests.values()), **result}
+
+
+def throughputs(args: argparse.Namespace, space, fitness, worker, points) -> dict[str, Any]:
+    """The comparison with the search's fitness (its estimator's subset) and, on fewer
+    candidates, with every validation example (the spec's default estimator, ``full``)."""
+    mergekit = mergekit_python(args)
+    subset = points[: args.throughput_candidates + 1]
+    full = points[: args.full_throughput_candidates + 1]
     result = {
-        "candidates": count,
-        "same_answers": in_memory == on_disk,
-        "in_memory_seconds": memory[0] / count,
-        "disk_seconds": disk[0] / count,
-        "ratio": disk[0] / memory[0],
-        "in_memory_cpu_seconds": memory[1] / count,
-        "disk_cpu_seconds": disk[1] / count,
-        "cpu_ratio": disk[1] / memory[1],
-        "fitness_cpu_seconds": fitness_cpu / count,
+        "search_fitness": throughput(
+            space, fitness, worker, subset, fitness.requests(), args.rounds, mergekit
+        )
     }
-    if mergekit_python is not None:
-        result["mergekit"] = {
-            "same_answers": in_memory == mk_answers,
-            "disk_seconds": mergekit[0] / count,
-            "disk_cpu_seconds": mergekit[1] / count,
-            "merge_seconds": mergekit[2] / count,
-            "ratio": mergekit[0] / memory[0],
-            "cpu_ratio": mergekit[1] / memory[1],
-        }
+    if args.full_throughput_candidates > 0:
+        result["full_fitness"] = throughput(
+            space, fitness, worker, full, fitness.full_requests(), args.rounds, mergekit
+        )
     return result
 
 
@@ -254,21 +202,14 @@ def mergekit_python(args: argparse.Namespace) -> Path | None:
     return args.mergekit_python
 
 
-def throughput_lines(speed: dict[str, Any]) -> str:
-    """The throughput ratios in words."""
-    lines = (
-        f"throughput: in memory {speed['ratio']:.1f}x the alloykit disk loop (wall), "
-        f"{speed['cpu_ratio']:.1f}x (CPU); fitness {speed['fitness_cpu_seconds']:.3f} CPU s "
-        "per candidate"
+def throughput_lines(speeds: dict[str, Any]) -> str:
+    """The throughput comparisons in words."""
+    from candidate_loops import lines
+
+    return "\n".join(
+        f"throughput, {name} ({speed['examples_per_candidate']} examples):\n{lines(speed)}"
+        for name, speed in speeds.items()
     )
-    if "mergekit" in speed:
-        mk = speed["mergekit"]
-        lines += (
-            f"\nthroughput: in memory {mk['ratio']:.1f}x the mergekit disk loop (wall), "
-            f"{mk['cpu_ratio']:.1f}x (CPU); mergekit's merge {mk['merge_seconds']:.3f} s "
-            f"per candidate; same answers: {mk['same_answers']}"
-        )
-    return lines
 
 
 def throughput_only(args: argparse.Namespace, spec, space, worker) -> int:
@@ -279,12 +220,12 @@ def throughput_only(args: argparse.Namespace, spec, space, worker) -> int:
     fitness.fit_anchors(endpoint_responses(spec, worker, fitness, args.out))
     rng = np.random.default_rng(args.seed + 1)
     points = [space.point(list(rng.random(space.dimensions))) for _ in range(args.check_candidates)]
-    mergekit = mergekit_python(args)
-    speed = throughput(space, fitness, worker, points[: args.throughput_candidates], mergekit)
+    speed = throughputs(args, space, fitness, worker, points)
     summary = {
         "zoo": str(args.zoo),
         "strategy": spec.fitness.strategy,
-        "examples_per_candidate": sum(len(r) for r in fitness.requests().values()),
+        "estimator": spec.fitness.estimator,
+        "subset": spec.fitness.subset,
         "throughput": speed,
     }
     print(json.dumps(summary, indent=2))
@@ -308,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check-candidates", type=int, default=30)
     parser.add_argument("--throughput-candidates", type=int, default=8)
+    parser.add_argument("--full-throughput-candidates", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (medians)")
     parser.add_argument("--quality", type=Path, default=ROOT / "benchmarks/results/quality.json")
     parser.add_argument("--out", type=Path, default=ROOT / ".benchcache" / "search")
     parser.add_argument("--strategy", default="forced", help="exact match: forced or generate")
@@ -321,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).parent))
 
     from alloykit.search import load_spec, run_search
     from alloykit.search.fitness import Fitness
@@ -348,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed + 1)
     points = [space.point(list(rng.random(space.dimensions))) for _ in range(args.check_candidates)]
     errors = estimator_errors(space, fitness, worker, points, args.seed)
-    mergekit = mergekit_python(args)
-    speed = throughput(space, fitness, worker, points[: args.throughput_candidates], mergekit)
+    speed = throughputs(args, space, fitness, worker, points)
 
     summary = {
         "zoo": str(args.zoo),

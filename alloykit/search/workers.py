@@ -38,16 +38,19 @@ class Done:
 
 
 class CandidateWorker:
-    """A resident model, the mergers that write candidates into it, and the tasks' examples."""
+    """A resident model, the mergers that write candidates into it, and the tasks' examples
+    (each text tokenized once: every candidate runs the same examples)."""
 
     def __init__(self, spec: SearchSpec, template: str, device: str = "cpu") -> None:
         from alloykit.evaluate import load_model
+        from alloykit.evaluate.remembered import RememberedTokenizer
 
         self.spec = spec
         self.splits = {"search": Fitness(spec)}
         self.device = device
         self.batch_size = spec.fitness.batch_size
-        self.model, self.tokenizer = load_model(template, device)
+        self.model, tokenizer = load_model(template, device)
+        self.tokenizer = RememberedTokenizer(tokenizer)
         self.mergers: dict[str, Any] = {}
 
     def run(self, job: Job) -> Responses:
@@ -57,10 +60,11 @@ class CandidateWorker:
             model, tokenizer = load_model(job.model, self.device)
             return self.answers(model, tokenizer, job)
         assert job.recipe is not None
-        self._merge_into_model(job.recipe)
+        self.merge(job.recipe)
         return self.answers(self.model, self.tokenizer, job)
 
-    def _merge_into_model(self, recipe: dict[str, Any]) -> None:
+    def merge(self, recipe: dict[str, Any]) -> None:
+        """Write ``recipe``'s merge into the resident model (one merger per method, kept)."""
         from alloykit.merger import Merger
 
         method = str(recipe["merge_method"])

@@ -99,3 +99,49 @@ def always_predicting(model, token: int) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+def test_eval_mode_leaves_a_model_in_eval_mode_alone(tiny_lm) -> None:
+    from alloykit.evaluate.generation import eval_mode
+
+    model = tiny_lm[0]
+    calls = []
+    original = model.train
+    model.train = lambda mode=True: calls.append(mode) or original(mode)
+    try:
+        with eval_mode(model):
+            assert not model.training
+    finally:
+        del model.train
+    assert calls == []
+
+
+def test_eval_mode_switches_a_partly_training_model_and_restores_it(tiny_lm) -> None:
+    from alloykit.evaluate.generation import eval_mode
+
+    model = copy.deepcopy(tiny_lm[0]).train()
+    with eval_mode(model):
+        assert not any(module.training for module in model.modules())
+    assert all(module.training for module in model.modules())
+    model.eval()
+    model.model.layers[0].train()
+    with eval_mode(model):
+        assert not any(module.training for module in model.modules())
+    assert not model.training
+
+
+@pytest.mark.parametrize(
+    "sequences", [[[5, 6, 7], [8], []], [[1]], [[], []], [(4, 5), [6, 7, 8, 9]]]
+)
+def test_left_padding_puts_every_sequence_at_the_right_edge(sequences) -> None:
+    from alloykit.evaluate.generation import left_padded
+
+    input_ids, mask, positions = left_padded(sequences, 0, torch.device("cpu"))
+    width = max(len(tokens) for tokens in sequences)
+    assert input_ids.shape == mask.shape == positions.shape == (len(sequences), width)
+    assert input_ids.dtype == mask.dtype == torch.long
+    for row, tokens in enumerate(sequences):
+        pad = width - len(tokens)
+        assert input_ids[row].tolist() == [0] * pad + list(tokens)
+        assert mask[row].tolist() == [0] * pad + [1] * len(tokens)
+        assert positions[row].tolist() == [0] * pad + list(range(len(tokens)))
