@@ -139,7 +139,7 @@ class TaskVectorsOfStored(StoredMerge):
                 for t, w in zip(self.thinnings, self.weights, strict=True)
             ]
         else:
-            keeps = [native.Keep(mode=native.KeepMode.ALL, weight=w) for w in self.weights]
+            keeps = native.keep_every(self.weights)
         native.task_vectors_at(
             chunk.models, chunk.base, True, chunk.numel, chunk.stride, keeps, sign=self.sign,
             normalize=self.options.normalize, divide_by=self.divide_by,
