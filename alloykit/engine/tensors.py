@@ -409,9 +409,7 @@ class _Layout:
         """Whether this is the layout of ``entry``'s inputs in ``plan``: the same sources
         and input references (a re-parameterised plan shares both with its original)."""
         return (
-            self.sources is plan.sources
-            and self.inputs is entry.inputs
-            and self.base is entry.base
+            self.sources is plan.sources and self.inputs is entry.inputs and self.base is entry.base
         )
 
     def views(
