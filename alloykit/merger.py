@@ -66,7 +66,7 @@ class Merger:
         with collector_paused():
             import torch
 
-            from alloykit.engine.tensors import resolve_device
+            from alloykit.engine.tensors import Staging, resolve_device
         self.device = resolve_device(device)
         self.plan = make_plan(_recipe(recipe), self.options.plan_options())
         self.sources: dict[str, ResidentSource] = load_resident(
@@ -77,6 +77,9 @@ class Merger:
         )
         self.plan.sources = dict(self.sources)
         self._torch = torch
+        # buffers, each tensor's layout of its resident inputs and the parameter tensors,
+        # kept from merge to merge (the inputs never change)
+        self._staging = Staging()
 
     @property
     def resident_bytes(self) -> int:
@@ -144,7 +147,7 @@ class Merger:
         options = self.options.engine_options()
         options.tune_process = False
         options.raw_path = False  # no input is in a file any more
-        execute(plan, sink, options, on_done=self.options.on_done)
+        execute(plan, sink, options, on_done=self.options.on_done, staging=self._staging)
 
 
 def _recipe(recipe: RecipeLike) -> Recipe:

@@ -87,6 +87,32 @@ def test_per_model_parameters_can_change_between_merges(llama):
     assert_same(merger.merge(changed), alloykit.merge_to_state_dict(changed))
 
 
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties", "dare_ties"])
+def test_merges_alternating_between_parameters_each_equal_a_fresh_merge(method, llama):
+    """What a Merger keeps from merge to merge (each tensor's views of its resident inputs,
+    parameter tensors by value) gives every merge the result of a fresh one, also after a
+    recipe that had to be planned again (another vocabulary policy, the same tensors)."""
+    merger = alloykit.Merger(recipe(method, llama))
+    first, second = recipe(method, llama, **{"lambda": 0.6}), recipe(method, llama)
+    second["models"][0]["parameters"] = {"weight": 0.25, "density": 0.4}
+    replanned = {**second, "vocab_mismatch": "common_rows"}
+    for the_recipe in (first, second, replanned, first, second):
+        assert_same(merger.merge(the_recipe), alloykit.merge_to_state_dict(the_recipe))
+
+
+def test_per_model_parameters_become_one_tensor_per_distinct_values():
+    from alloykit.engine.tensors import PARAMETER_CACHE, Staging
+
+    staging, cpu = Staging(), torch.device("cpu")
+    weights = staging.parameter((0.1, 0.7), cpu)
+    assert weights.dtype == torch.float32 and weights.tolist() == pytest.approx([0.1, 0.7])
+    assert staging.parameter((0.1, 0.7), cpu) is weights
+    assert staging.parameter((0.7, 0.1), cpu) is not weights
+    for value in range(2 * PARAMETER_CACHE):
+        staging.parameter((float(value),), cpu)
+    assert len(staging.parameters) <= PARAMETER_CACHE
+
+
 def test_a_random_method_follows_the_recipe_seed(llama):
     merger = alloykit.Merger(recipe("dare_ties", llama))
     reseeded = {**recipe("dare_ties", llama), "seed": 11}

@@ -164,7 +164,7 @@ class TensorSink:
         target = self.targets[name]
         if target.dtype != dtype or target.device != device or not target.dim():
             return None
-        rows = target[start:stop]
+        rows = target if start == 0 and stop == target.shape[0] else target[start:stop]
         return rows if rows.is_contiguous() else None
 
     def write_bytes(self, name: str, first_row: int, data: Buffer, rows: int) -> None:

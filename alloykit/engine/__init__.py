@@ -38,6 +38,7 @@ from alloykit.errors import AlloyError
 from alloykit.quiet_imports import collector_paused
 
 if TYPE_CHECKING:
+    from alloykit.engine.tensors import Staging
     from alloykit.methods.stored import StoredMerge
     from alloykit.plan import Plan, PlanEntry
 
@@ -118,6 +119,8 @@ class _Budget:
         return amount
 
     def release(self, amount: int) -> None:
+        if not amount:  # nothing reserved (one thread): no one to wake
+            return
         with self.cond:
             self.used -= amount
             self.cond.notify_all()
@@ -165,10 +168,14 @@ def execute(
     *,
     skip: Iterable[str] = (),
     on_done: Callable[[PlanEntry], None] | None = None,
+    staging: Staging | None = None,
 ) -> None:
     """Compute every plan entry not in ``skip`` and hand it to ``sink``.
 
     Entries start largest first, so that no big tensor is left to run alone at the end.
+    ``staging`` is the torch path's :class:`~alloykit.engine.tensors.Staging` (its buffers
+    and what it derived per tensor), kept by a caller that executes plans over the same
+    inputs again (:class:`alloykit.Merger`); each execution makes its own by default.
     """
     options = options or EngineOptions()
     check_device(options.device)
@@ -178,7 +185,9 @@ def execute(
     threads = max(1, options.threads)
     order = execution_order(e for e in plan.entries if e.name not in skipped)
     by_raw = _raw_merges(plan, order, options)
-    merge = _torch_path(plan, options, chunk_elements) if len(by_raw) < len(order) else None
+    merge = None
+    if len(by_raw) < len(order):
+        merge = _torch_path(plan, options, chunk_elements, staging)
     with ExitStack() as stack:
         if by_raw:
             from alloykit.engine import raw
@@ -217,14 +226,14 @@ def execution_order(entries: Iterable[PlanEntry]) -> list[PlanEntry]:
 
 
 def _torch_path(
-    plan: Plan, options: EngineOptions, chunk_elements: int
+    plan: Plan, options: EngineOptions, chunk_elements: int, staging: Staging | None
 ) -> Callable[[PlanEntry, Sink], None]:
     """``merge(entry, sink)`` by the torch path (importing torch)."""
     with collector_paused():
         from alloykit.engine import tensors
 
     device = tensors.resolve_device(options.device)
-    staging = tensors.Staging()
+    staging = staging or tensors.Staging()
 
     def merge(entry: PlanEntry, sink: Sink) -> None:
         tensors.merge_entry(plan, entry, sink, device, chunk_elements, staging)

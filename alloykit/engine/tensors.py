@@ -16,6 +16,7 @@ import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from alloykit.engine import Sink
 
 CPU = torch.device("cpu")
+PARAMETER_CACHE = 256
+"""Distinct per-model parameter lists a :class:`Staging` keeps as tensors."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,11 +59,32 @@ def resolve_device(name: str) -> torch.device:
 class Staging(threading.local):
     """Per-thread buffers reused from chunk to chunk: bytes read from disk (pinned when they go
     to a GPU, for asynchronous copies) and the stacked inputs in the compute dtype. Fresh
-    buffers for every chunk would cost a page fault per 4 KiB touched."""
+    buffers for every chunk would cost a page fault per 4 KiB touched.
+
+    An engine run makes one; an :class:`alloykit.Merger` keeps one from merge to merge, and
+    with it what each merge would otherwise derive again per tensor (a few microseconds
+    each, which add up to a third of an in-memory re-merge of small tensors): each resident
+    tensor's :class:`_Layout`, and the parameter tensors of each distinct list of values."""
 
     def __init__(self) -> None:
         self.buffers: dict[object, torch.Tensor] = {}
         self.copied: torch.cuda.Event | None = None
+        self.layouts: dict[str, _Layout] = {}
+        self.parameters: dict[tuple[tuple[Any, ...], torch.device], torch.Tensor] = {}
+
+    def parameter(self, values: tuple[Any, ...], device: torch.device) -> torch.Tensor:
+        """Per-model parameter ``values`` as a float32 tensor on ``device``, made once per
+        distinct values and shared by every tensor merged with them (kernels do not modify
+        their parameters). Float32 whatever the compute dtype: kernels recover the decimal
+        the user wrote (numpy rounds as ``torch.tensor`` does, in a tenth of the time)."""
+        key = (values, device)
+        found = self.parameters.get(key)
+        if found is None:
+            if len(self.parameters) >= PARAMETER_CACHE:  # a search's values change every merge
+                self.parameters.clear()
+            found = torch.from_numpy(np.array(values, dtype=np.float64).astype(np.float32))
+            self.parameters[key] = found = found.to(device)
+        return found
 
     def buffer(self, slot: int, nbytes: int, *, pinned: bool) -> torch.Tensor:
         """Bytes read from disk for input ``slot``."""
@@ -123,21 +147,18 @@ class _Inputs:
         self.device = device
         self.staging = staging
         self.sink = sink
-        self.refs = entry.all_inputs
         self.stored = False  # chunks are bfloat16 as stored (set by prepare)
         self.views = False  # chunks view the resident stack (set by prepare)
-        self.held: dict[int, torch.Tensor] = {}
         self.stack: torch.Tensor | None = None  # every input held, stacked as stored
-        self.unchecked: list[int] = []  # slots not checked once and for all: chunks are
-        places = []
-        for slot, ref in enumerate(self.refs):
-            source = plan.sources[ref.model]
-            if not source.reads_rows(ref.name):
-                self.held[slot] = source.read(ref.name)
-            if not source.checked_finite(ref.name):
-                self.unchecked.append(slot)
-            places.append(source.stacked(ref.name))
-        self.resident = _resident_stack(places)
+        self.layout = staging.layouts.get(entry.name)
+        if self.layout is None or not self.layout.describes(plan, entry):
+            self.layout = _Layout.of(plan, entry)
+            if self.layout.resident is not None:  # the same at every merge of a Merger
+                staging.layouts[entry.name] = self.layout
+        self.refs = self.layout.refs
+        self.held = self.layout.held  # hold() adds to it only when nothing is resident
+        self.unchecked = self.layout.unchecked  # slots not checked once and for all
+        self.resident = self.layout.resident
         self.in_place = None  # rows_in_place of the sink, when merges may write there
         if entry.dtype == plan.compute_dtype and hasattr(sink, "rows_in_place"):
             self.in_place = sink.rows_in_place
@@ -274,19 +295,15 @@ class _Inputs:
 
     def _resident_chunks(self, step: int, *, check: bool) -> Iterator[Chunk]:
         """:meth:`chunks` viewing the resident stack: nothing is copied."""
-        assert self.resident is not None
         entry = self.entry
-        total = entry.merged_rows
-        shape = (total, *entry.shape[1:])
-        count = len(entry.inputs)
-        for start in range(0, max(total, 1), step):
-            rows = self.resident[:, start : min(start + step, total)]
+        shape = (entry.merged_rows, *entry.shape[1:])
+        for start, stop, models, base in self.layout.views(entry, step):
             for slot in self.unchecked if check else ():
-                if not _all_finite(rows[slot]):
-                    self.fail_non_finite(slot, rows[slot])
-            base = rows[count] if entry.base is not None else None
-            out = self._out(start, start + rows.shape[1])
-            yield Chunk(rows[:count], base, start, shape, views=True, out=out)
+                rows = models[slot] if slot < len(models) else base
+                if not _all_finite(rows):
+                    self.fail_non_finite(slot, rows)
+            out = self._out(start, stop)
+            yield Chunk(models, base, start, shape, views=True, out=out)
 
     def _out(self, start: int, stop: int) -> torch.Tensor | None:
         """Rows of the sink's own tensor where the merge may write, or None."""
@@ -355,6 +372,64 @@ class _Inputs:
         self.sink.finish(entry.name)
 
 
+@dataclass
+class _Layout:
+    """What a reader of one entry derives from the sources: its inputs (models, then the
+    base), those the sources keep whole, those not checked finite once and for all, and the
+    resident stack holding them all, with the views of it each chunk size reads. Resident
+    inputs never change, so a :class:`Staging` kept by a Merger keeps this from merge to
+    merge (:meth:`describes` says whether it still applies)."""
+
+    sources: dict[str, ModelSource]
+    inputs: tuple[TensorRef, ...]
+    base: TensorRef | None
+    refs: list[TensorRef]
+    held: dict[int, torch.Tensor]
+    unchecked: list[int]
+    resident: torch.Tensor | None
+    chunk_views: dict[int, list[tuple[int, int, torch.Tensor, torch.Tensor | None]]] = field(
+        default_factory=dict
+    )
+
+    @classmethod
+    def of(cls, plan: Plan, entry: PlanEntry) -> _Layout:
+        refs = entry.all_inputs
+        held, unchecked, places = {}, [], []
+        for slot, ref in enumerate(refs):
+            source = plan.sources[ref.model]
+            if not source.reads_rows(ref.name):
+                held[slot] = source.read(ref.name)
+            if not source.checked_finite(ref.name):
+                unchecked.append(slot)
+            places.append(source.stacked(ref.name))
+        resident = _resident_stack(places)
+        return cls(plan.sources, entry.inputs, entry.base, refs, held, unchecked, resident)
+
+    def describes(self, plan: Plan, entry: PlanEntry) -> bool:
+        """Whether this is the layout of ``entry``'s inputs in ``plan``: the same sources
+        and input references (a re-parameterised plan shares both with its original)."""
+        return (
+            self.sources is plan.sources and self.inputs is entry.inputs and self.base is entry.base
+        )
+
+    def views(
+        self, entry: PlanEntry, step: int
+    ) -> list[tuple[int, int, torch.Tensor, torch.Tensor | None]]:
+        """``(start, stop, models, base)`` of each chunk of ``step`` rows, viewing the
+        resident stack."""
+        found = self.chunk_views.get(step)
+        if found is None:
+            assert self.resident is not None
+            total, count = entry.merged_rows, len(entry.inputs)
+            found = []
+            for start in range(0, max(total, 1), step):
+                rows = self.resident[:, start : min(start + step, total)]
+                base = rows[count] if entry.base is not None else None
+                found.append((start, start + rows.shape[1], rows[:count], base))
+            self.chunk_views[step] = found
+        return found
+
+
 def _resident_stack(places: list[tuple[torch.Tensor, int] | None]) -> torch.Tensor | None:
     """The stack ``[inputs, *shape]`` holding every input at its slot, in order, where the
     sources keep them so (``places``: :meth:`ModelSource.stacked` of each input); else None."""
@@ -372,24 +447,25 @@ def _all_finite(tensor: torch.Tensor) -> bool:
     return math.isfinite(tensor.sum().item()) or bool(torch.isfinite(tensor).all())
 
 
-def _merging(plan: Plan, entry: PlanEntry, device: torch.device) -> StreamingMerge:
-    """The method's merge of this entry, with its parameters on ``device``."""
+def _merging(
+    plan: Plan, entry: PlanEntry, device: torch.device, staging: Staging | None = None
+) -> StreamingMerge:
+    """The method's merge of this entry, with its parameters on ``device`` (made by
+    ``staging``, :meth:`Staging.parameter`)."""
     method = get_method(entry.method)
     params: dict[str, Any] = dict(entry.globals)
+    staging = staging or Staging()
     for name, values in entry.per_model.items():
-        # float32 whatever the compute dtype: kernels recover the decimal the user wrote
-        # (numpy rounds as torch.tensor does, in a tenth of the time)
-        params[name] = torch.from_numpy(np.array(values, dtype=np.float64).astype(np.float32))
-        if device.type != "cpu":
-            params[name] = params[name].to(device)
+        params[name] = staging.parameter(values, device)
     if method.random:
         params["seed"] = entry.seed
     for name, refs in entry.statistics.items():
         params[name] = read_statistics(plan, refs, device)
-    if method.streaming is None:
+    streaming = method.streaming
+    if streaming is None:
         return KernelMerge(method.kernel, params)
     shape = (entry.merged_rows, *entry.shape[1:]) if entry.shape else ()
-    return method.streaming(shape, plan.compute_dtype.torch, **params)
+    return streaming(shape, plan.compute_dtype.torch, **params)
 
 
 def read_statistics(
@@ -419,7 +495,8 @@ def merge_entry(
     staging: Staging | None = None,
 ) -> None:
     """Merge one output tensor into ``sink``, a chunk of rows at a time."""
-    inputs = _Inputs(plan, entry, device, staging or Staging(), sink)
+    staging = staging or Staging()
+    inputs = _Inputs(plan, entry, device, staging, sink)
     step = plan.chunk_rows(entry, chunk_elements)
     if entry.method == "passthrough" and not entry.dtype.is_floating_point:
         for start in range(0, max(entry.merged_rows, 1), step):
@@ -427,7 +504,7 @@ def merge_entry(
             sink.write_rows(entry.name, start, inputs.rows(0, start, stop).clone())
         sink.finish(entry.name)
         return
-    loop.merge_entry(entry, inputs, lambda: _merging(plan, entry, device), step)
+    loop.merge_entry(entry, inputs, lambda: _merging(plan, entry, device, staging), step)
 
 
 @contextmanager

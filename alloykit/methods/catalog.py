@@ -33,6 +33,7 @@ LINEAR = (
         base=BasePolicy.UNUSED,
         kernel_module="alloykit.methods.linear",
         streams=True,
+        raw_merge="alloykit.methods.stored:linear_of_stored",
         notes="With normalize, weights summing to ~0 (|sum| <= 1e-8) leave the sum undivided "
         "(mergekit divides anyway, giving inf or NaN). weight defaults to 1 (mergekit requires "
         "it).",
@@ -179,6 +180,7 @@ MODEL_STOCK = Method(
     kernel_module="alloykit.methods.model_stock",
     min_models=2,
     streams=True,
+    raw_merge="alloykit.methods.stored:model_stock_of_stored",
     notes="Where 1 + (k − 1)·cosθ is ~0 (|x| < 1e-6) the base is kept (t = 0), as in mergekit.",
 )
 

@@ -186,6 +186,14 @@ class Method:
     random: bool = False
     streams: bool = False
     """Whether the engine may merge a tensor a few rows at a time (:attr:`streaming` is set)."""
+    raw_merge: str | None = None
+    """The method's merge on bfloat16 bytes as stored, for the engine's torch-free raw path
+    (:mod:`alloykit.engine.raw`): ``"module:factory"``, imported the first time a merge takes
+    that path, where ``factory(method, per_model, globals, count, numel, seed)`` returns the
+    merge of one tensor (a :class:`~alloykit.methods.stored.StoredMerge`), or ``None`` where
+    these parameters need the torch path. Declaring it is all it takes for a method to run
+    there; without it every tensor takes the torch path. Its result must equal the torch
+    form's bit for bit (tests/methods/test_stored_merges.py)."""
     notes: str = ""
     statistics: tuple[Statistic, ...] = ()
     """Per-model statistics the kernel receives beside each tensor, whole (stacked ``[n, ...]``)

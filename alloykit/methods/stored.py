@@ -11,6 +11,8 @@ two give the same bits; tests compare them.
 
 from __future__ import annotations
 
+import functools
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,9 +22,12 @@ import numpy as np
 from alloykit import native
 from alloykit.methods import thinning
 from alloykit.methods.coefficients import sign_vote, stock_ratio, weight_divisor
+from alloykit.methods.registry import get_method
 from alloykit.methods.step_choices import Sparsification
-from alloykit.methods.task_vector_settings import METHODS, TaskVectorMethod, TaskVectorOptions
+from alloykit.methods.task_vector_settings import METHODS, TaskVectorOptions
 from alloykit.methods.thinning import Thinning, as_decimal, model_seed, survivor_bytes
+
+BY_NAME = {settings.name: settings for settings in METHODS}
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class TaskVectorsOfStored(StoredMerge):
                 for t, w in zip(self.thinnings, self.weights, strict=True)
             ]
         else:
-            keeps = [native.Keep(mode=native.KeepMode.ALL, weight=w) for w in self.weights]
+            keeps = native.keep_every(self.weights)
         native.task_vectors_at(
             chunk.models, chunk.base, True, chunk.numel, chunk.stride, keeps, sign=self.sign,
             normalize=self.options.normalize, divide_by=self.divide_by,
@@ -180,39 +185,33 @@ class ModelStockOfStored(StoredMerge):
 Scalars = dict[str, object]
 
 
-def _linear(
-    per_model: dict[str, list[float]], globals_: Scalars, count: int, numel: int, seed: int
-):
+def linear_of_stored(
+    method: str, per_model: dict[str, list[float]], globals_: Scalars, count: int, numel: int,
+    seed: int,
+) -> StoredMerge:  # fmt: skip
+    """``linear``'s raw form (:attr:`~alloykit.methods.contract.Method.raw_merge`)."""
     return LinearOfStored(per_model["weight"], bool(globals_["normalize"]))
 
 
-def _model_stock(
-    per_model: dict[str, list[float]], globals_: Scalars, count: int, numel: int, seed: int
-):
+def model_stock_of_stored(
+    method: str, per_model: dict[str, list[float]], globals_: Scalars, count: int, numel: int,
+    seed: int,
+) -> StoredMerge | None:  # fmt: skip
+    """``model_stock``'s raw form, with one ratio per tensor (``filter_wise`` takes the torch
+    path)."""
     return None if globals_.get("filter_wise") else ModelStockOfStored(count)
 
 
-def _task_vectors(settings: TaskVectorMethod) -> Callable[..., StoredMerge | None]:
-    def factory(
-        per_model: dict[str, list[float]], globals_: Scalars, count: int, numel: int, seed: int
-    ) -> StoredMerge | None:
-        if settings.sparsification not in (None, Sparsification.RANDOM):
-            return None
-        options = settings.options({**globals_, "seed": seed})
-        # densities as the torch path sees them: float32, then the decimal the user wrote
-        densities = [as_decimal(float(np.float32(d))) for d in per_model.get("density", ())]
-        return TaskVectorsOfStored(per_model["weight"], options, densities=densities, numel=numel)
-
-    return factory
-
-
-STORED_MERGES: dict[str, Callable[..., StoredMerge | None]] = {
-    "linear": _linear,
-    "model_stock": _model_stock,
-    **{settings.name: _task_vectors(settings) for settings in METHODS},
-}
-"""The methods the raw path may run, each a factory ``(per_model, globals, count, numel, seed)``
-of its merge of one tensor, or ``None`` where the parameters need the torch path."""
+def task_vectors_of_stored(
+    method: str, per_model: dict[str, list[float]], globals_: Scalars, count: int, numel: int,
+    seed: int,
+) -> StoredMerge:  # fmt: skip
+    """The raw form of the task-vector methods whose thinning is random or none (those whose
+    settings declare it, :data:`~alloykit.methods.task_vector_settings.RAW_THINNING`)."""
+    options = BY_NAME[method].options({**globals_, "seed": seed})
+    # densities as the torch path sees them: float32, then the decimal the user wrote
+    densities = [as_decimal(float(np.float32(d))) for d in per_model.get("density", ())]
+    return TaskVectorsOfStored(per_model["weight"], options, densities=densities, numel=numel)
 
 
 def stored_merge(
@@ -224,8 +223,17 @@ def stored_merge(
     numel: int = 0,
     seed: int = 0,
 ) -> StoredMerge | None:
-    """The raw path's merge of one tensor by ``method``, or ``None`` where it has none."""
-    factory = STORED_MERGES.get(method)
-    if factory is None or not 0 < count <= native.MAX_MODELS:
+    """The raw path's merge of one tensor by ``method``, or ``None`` where it has none: the
+    method declares no raw form (:attr:`~alloykit.methods.contract.Method.raw_merge`), the
+    model count is past the kernels', or the form declines these parameters."""
+    declared = get_method(method).raw_merge
+    if declared is None or not 0 < count <= native.MAX_MODELS:
         return None
-    return factory(per_model, globals_, count, numel, seed)
+    return _factory(declared)(method, per_model, globals_, count, numel, seed)
+
+
+@functools.cache
+def _factory(declared: str) -> Callable[..., StoredMerge | None]:
+    """The factory a contract's ``raw_merge`` names (``"module:factory"``), imported once."""
+    module, _, name = declared.partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -16,6 +16,10 @@ from alloykit.methods.contract import BasePolicy, Method, Param, Scope
 from alloykit.methods.step_choices import SIGN_RULE_ALIASES, RescaleMode, SignRule, Sparsification
 
 KERNEL_MODULE = "alloykit.methods.task_vectors"
+RAW_MERGE = "alloykit.methods.stored:task_vectors_of_stored"
+RAW_THINNING = (None, Sparsification.RANDOM)
+"""The thinnings the raw path runs (no magnitude cut-offs, no DELLA ranks: those need the
+torch path's counting passes)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class TaskVectorMethod:
             kernel_module=KERNEL_MODULE,
             random=self.random,
             streams=True,
+            raw_merge=RAW_MERGE if self.sparsification in RAW_THINNING else None,
             notes=self.all_notes(),
         )
 

@@ -145,7 +145,7 @@ class TaskVectorMerge(StreamingMerge):
                 for m, sparsifier in enumerate(self.sparsifiers)
             ]
         else:
-            keeps = [native.Keep(mode=native.KeepMode.ALL, weight=w) for w in weights]
+            keeps = native.keep_every(weights)
         divide_by = 1.0
         if self.sign_rule is None:
             divide_by = weight_divisor(weights, self.normalize)

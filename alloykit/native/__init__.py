@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
@@ -260,7 +260,7 @@ def task_vectors_at(
     bf16: bool,
     numel: int,
     stride: int,
-    keeps: list[Keep],
+    keeps: Sequence[Keep] | ctypes.Array[Keep],
     *,
     sign: SignVote,
     normalize: bool,
@@ -275,21 +275,37 @@ def task_vectors_at(
     _arguments("task_vectors", numel, n, x, base, out)
     if stride < numel and n > 1:
         raise KernelArgumentError(f"task_vectors: stride {stride} < {numel} values")
-    array = (Keep * n)(*keeps)
+    array = keeps if isinstance(keeps, ctypes.Array) else (Keep * n)(*keeps)
     status = loaded().ak_task_vectors(
         x, base, int(bf16), numel, stride, n, array, int(sign), int(normalize), divide_by,
         scale, out,
     )  # fmt: skip
     if status:
         raise MemoryError("task vectors: no memory for a block's buffers")
-    take_back(keeps, array)
+    if array is not keeps:
+        take_back(keeps, array)
 
 
-def take_back(keeps: list[Keep], array: ctypes.Array[Keep]) -> None:
+def keep_every(weights: Sequence[float]) -> ctypes.Array[Keep]:
+    """Keep values that keep every entry of each model's task vector, weighted by
+    ``weights``, in the array the kernels read: :func:`task_vectors_at` takes it as it is,
+    with no copy in and out (the per-tensor cost that matters in an in-memory re-merge)."""
+    array = (Keep * len(weights))()
+    for keep, weight in zip(array, weights, strict=True):
+        keep.mode, keep.weight = KeepMode.ALL, weight
+    return array
+
+
+def take_back(keeps: Sequence[Keep], array: ctypes.Array[Keep]) -> None:
     """Copy into ``keeps`` what a kernel advanced in their copies ``array`` (the hand-out of
-    tied magnitudes; generators are shared through their pointers)."""
+    tied magnitudes, by the modes that hand out; generators are shared through their
+    pointers)."""
     for kept, updated in zip(keeps, array, strict=True):
-        kept.left[0], kept.left[1] = updated.left[0], updated.left[1]
+        if kept.mode in _HANDS_OUT:
+            kept.left[0], kept.left[1] = updated.left[0], updated.left[1]
+
+
+_HANDS_OUT = frozenset((KeepMode.TOP, KeepMode.BAND))
 
 
 def l1_norms_at(
@@ -353,5 +369,7 @@ def __getattr__(name: str) -> object:
     if name in _TENSOR_FUNCTIONS:
         from alloykit.native import tensors
 
-        return getattr(tensors, name)
+        found = getattr(tensors, name)
+        globals()[name] = found  # found directly from now on, without this call
+        return found
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

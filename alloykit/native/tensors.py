@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Sequence
 
 import torch
 
@@ -31,8 +32,7 @@ def usable_stored(*tensors: torch.Tensor | None) -> bool:
 
 def _usable(dtype: torch.dtype, tensors: tuple[torch.Tensor | None, ...]) -> bool:
     return native.available() and all(
-        t is not None and t.device.type == "cpu" and t.dtype == dtype and _slices_contiguous(t)
-        for t in tensors
+        t is not None and t.is_cpu and t.dtype == dtype and _slices_contiguous(t) for t in tensors
     )
 
 
@@ -49,7 +49,7 @@ def _flat(
     ``dtypes`` holding ``numel`` values (when given)."""
     if not isinstance(tensor, torch.Tensor):
         raise KernelArgumentError(f"{what}: expected a tensor, got {type(tensor).__name__}")
-    if tensor.device.type != "cpu":
+    if not tensor.is_cpu:
         raise KernelArgumentError(f"{what}: the kernels read CPU memory, not {tensor.device}")
     if tensor.dtype not in dtypes:
         names = " or ".join(str(d) for d in dtypes)
@@ -66,6 +66,8 @@ def _stack(what: str, tensor: torch.Tensor, dtype: torch.dtype, numel: int) -> t
     ``numel`` values each, apart (torch keeps every view's slices inside its storage)."""
     if tensor.dim() < 1 or tensor.shape[0] < 1:
         raise KernelArgumentError(f"{what}: expected a stack [n, ...] of n >= 1 inputs")
+    if tensor.is_contiguous():  # the common case, checked without a view of a slice
+        return _flat(what, tensor, (dtype,), numel * tensor.shape[0]), numel
     _flat(f"{what}[0]", tensor[0], (dtype,), numel)
     stride = tensor.stride(0) if tensor.shape[0] > 1 else numel
     if tensor.shape[0] > 1 and stride < numel:
@@ -75,12 +77,13 @@ def _stack(what: str, tensor: torch.Tensor, dtype: torch.dtype, numel: int) -> t
 
 def _input_dtype(*inputs: torch.Tensor) -> torch.dtype:
     """The one dtype of the kernels' inputs (float32, or bfloat16 as stored)."""
-    dtypes = {t.dtype for t in inputs}
-    if len(dtypes) != 1 or not dtypes <= set(INPUT_DTYPES):
+    dtype = inputs[0].dtype
+    if dtype not in INPUT_DTYPES or any(t.dtype != dtype for t in inputs):
         raise KernelArgumentError(
-            f"the kernels read float32 or bfloat16 inputs of one dtype, not {dtypes}"
+            f"the kernels read float32 or bfloat16 inputs of one dtype, not "
+            f"{ {t.dtype for t in inputs} }"
         )
-    return dtypes.pop()
+    return dtype
 
 
 def _models(what: str, count: int) -> None:
@@ -88,8 +91,12 @@ def _models(what: str, count: int) -> None:
         raise KernelArgumentError(f"{what}: 1..{MAX_MODELS} models, got {count}")
 
 
-def _keeps(keeps: list[Keep], count: int) -> None:
-    if len(keeps) != count or not all(isinstance(k, Keep) for k in keeps):
+def _keeps(keeps: Sequence[Keep] | ctypes.Array[Keep], count: int) -> None:
+    if isinstance(keeps, ctypes.Array):
+        right = keeps._type_ is Keep and len(keeps) == count
+    else:
+        right = len(keeps) == count and all(isinstance(k, Keep) for k in keeps)
+    if not right:
         raise KernelArgumentError(f"expected {count} Keep values, one per model")
 
 
@@ -135,7 +142,7 @@ def l1_norms(
 def task_vectors(
     x: torch.Tensor,
     base: torch.Tensor,
-    keeps: list[Keep],
+    keeps: Sequence[Keep] | ctypes.Array[Keep],
     *,
     sign: SignVote,
     normalize: bool,

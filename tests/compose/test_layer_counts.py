@@ -159,9 +159,9 @@ def test_check_loads_leaves_configs_with_remote_code_alone(tiny, tmp_path):
 
 
 def test_a_config_the_tensors_disagree_with_is_refused_before_commit(tiny, tmp_path, monkeypatch):
-    import alloykit.planner
+    import alloykit.planner.builder
 
-    monkeypatch.setattr(alloykit.planner, "set_layer_count", lambda config, count: None)
+    monkeypatch.setattr(alloykit.planner.builder, "set_layer_count", lambda config, count: None)
     recipe_path = tmp_path / "stack.yml"
     recipe_path.write_text(
         yaml.safe_dump(

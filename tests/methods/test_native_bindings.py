@@ -24,8 +24,8 @@ def _keeps(n: int) -> list[Keep]:
     return [Keep(mode=KeepMode.ALL, weight=1.0) for _ in range(n)]
 
 
-def _task_vectors(x, base, out, n=None):
-    keeps = _keeps(x.shape[0] if n is None else n)
+def _task_vectors(x, base, out, n=None, keeps=None):
+    keeps = _keeps(x.shape[0] if n is None else n) if keeps is None else keeps
     options = {"sign": SignVote.NONE, "normalize": False, "divide_by": 1.0, "scale": 1.0}
     return native.task_vectors(x, base, keeps, out=out, **options)
 
@@ -62,6 +62,9 @@ CALLS = {
     ),
     "task vectors keeps missing": lambda: _task_vectors(
         torch.ones(3, 8), torch.ones(8), torch.empty(8), n=2
+    ),
+    "task vectors kept array too short": lambda: _task_vectors(
+        torch.ones(3, 8), torch.ones(8), torch.empty(8), keeps=native.keep_every([1.0, 1.0])
     ),
     "task vectors overlapping slices": lambda: _task_vectors(
         torch.ones(12).as_strided((2, 8), (4, 1)), torch.ones(8), torch.empty(8)
@@ -103,6 +106,30 @@ def test_bindings_accept_a_stack_of_slices_held_apart():
     _task_vectors(x, base, out)
     expected = base + (x[0] - base) + (x[1] - base)
     assert torch.equal(out, expected)
+
+
+def test_a_kept_array_of_keep_values_merges_as_a_list_of_them_and_stays_as_it_was():
+    """``keep_every`` builds the array the kernel reads once (no copy in and out per call):
+    the same sum as a list of Keep values, and reusable for the next call."""
+    x, base = torch.randn(3, 40), torch.randn(40)
+    weights = [0.5, -1.25, 2.0]
+    listed = [Keep(mode=KeepMode.ALL, weight=w) for w in weights]
+    kept = native.keep_every(weights)
+    options = {"sign": SignVote.TOTAL, "normalize": True, "divide_by": 1.0, "scale": 0.7}
+    expected = native.task_vectors(x, base, listed, out=torch.empty(40), **options)
+    for _ in range(2):
+        merged = native.task_vectors(x, base, kept, out=torch.empty(40), **options)
+        assert torch.equal(merged, expected)
+    assert [(k.mode, k.weight) for k in kept] == [(KeepMode.ALL, w) for w in weights]
+
+
+def test_a_contiguous_stack_and_the_same_slices_held_apart_merge_alike():
+    held = torch.randn(3, 64)
+    apart = torch.randn(3, 80)
+    apart[:, 8:72] = held
+    base = torch.randn(64)
+    together = _task_vectors(held, base, torch.empty(64))
+    assert torch.equal(_task_vectors(apart[:, 8:72], base, torch.empty(64)), together)
 
 
 def test_widen_and_narrow_report_which_pair_they_copy():

@@ -3,8 +3,10 @@ the same bits for linear, task arithmetic, DARE and Model Stock of bfloat16 inpu
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alloykit import native
-from alloykit.methods import get_method
+from alloykit.methods import all_methods, get_method, stored
 from alloykit.methods.coefficients import stock_ratio, weight_divisor
 from alloykit.methods.model_stock import interpolation_ratio
 from alloykit.methods.stored import (
@@ -196,6 +198,37 @@ def test_the_weight_divisor_is_the_float32_sum_in_model_order():
     assert weight_divisor(weights, False) == 1.0
     assert weight_divisor([1e-9, 0.0], True) == 1.0  # ~0: left undivided
     assert weight_divisor([0.5, -0.5], True) == 1.0
+
+
+def test_the_methods_the_lane_runs_are_those_whose_contracts_declare_a_raw_form():
+    declared = {m.name for m in all_methods() if m.raw_merge is not None}
+    assert declared == {"linear", "task_arithmetic", "dare_linear", "dare_ties", "model_stock"}
+    for name in declared:
+        per_model = {"weight": [0.5, 0.5], "density": [0.5, 0.5]}
+        assert stored_merge(name, per_model, _globals_of(name), 2, numel=8) is not None
+
+
+def test_a_method_runs_in_the_lane_by_declaring_its_raw_form_alone(monkeypatch):
+    """What a contract's ``raw_merge`` names is what the lane builds, given the method's name
+    and the tensor's parameters; no table elsewhere lists it."""
+    seen = []
+
+    def factory(method, per_model, globals_, count, numel, seed):
+        seen.append((method, per_model, globals_, count, numel, seed))
+        return LinearOfStored(per_model["weight"], normalize=False)
+
+    monkeypatch.setattr(sys.modules[__name__], "raw_form_for_test", factory, raising=False)
+    declared = dataclasses.replace(get_method("ties"), raw_merge=f"{__name__}:raw_form_for_test")
+    monkeypatch.setattr(stored, "get_method", lambda name: declared)
+    merge = stored_merge("ties", {"weight": [2.0]}, {"lambda": 1.0}, 1, numel=8, seed=3)
+    assert isinstance(merge, LinearOfStored)
+    assert seen == [("ties", {"weight": [2.0]}, {"lambda": 1.0}, 1, 8, 3)]
+
+
+def _globals_of(name: str) -> dict:
+    """The defaults of ``name``'s global parameters, as the planner resolves them."""
+    method = get_method(name)
+    return {p.name: p.default for p in method.params if p.scope.value == "global"}
 
 
 def test_the_lane_declines_what_needs_the_torch_path():

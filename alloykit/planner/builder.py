@@ -1,15 +1,14 @@
-"""Recipe + opened sources → Plan: which inputs, method and parameters make each output tensor.
-
-Layer structure comes from tensor names and config.json (see :mod:`alloykit.arch`); parameters
-are resolved per tensor with mergekit's precedence, filters and gradients
-(see :mod:`alloykit.recipe.resolve`).
-"""
+"""The planner proper: a recipe's ``models:``, ``slices:`` or ``modules:`` form walked over the
+opened sources, deciding each output tensor (inputs, method, parameters, shape, dtype) and
+the output's config. What it asks of other modules: the output vocabulary
+(:mod:`alloykit.planner.vocabulary`), the statistics inputs
+(:mod:`alloykit.planner.statistics`) and the tensors left out
+(:mod:`alloykit.planner.drops`)."""
 
 from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import replace
 from typing import Any
 
 from alloykit.arch.layers import (
@@ -32,11 +31,10 @@ from alloykit.arch.modules import (
     module_layout,
     set_module_layer_count,
 )
-from alloykit.arch.vocab import is_vocab_tensor, set_config_vocab_size
+from alloykit.arch.vocab import set_config_vocab_size
 from alloykit.checkpoint.chat_templates import resolve_chat_template
 from alloykit.checkpoint.derived import DerivedSource
-from alloykit.checkpoint.source import ModelSource, locate, open_source
-from alloykit.checkpoint.statistics import StatisticsFile, open_statistics, statistic_key
+from alloykit.checkpoint.source import ModelSource
 from alloykit.dtypes import parse_dtype, widest_dtype
 from alloykit.errors import PlanError
 from alloykit.methods import BasePolicy, get_method
@@ -50,98 +48,20 @@ from alloykit.plan import (
     config_dtype,
     tensor_seed,
 )
+from alloykit.planner.drops import dropped_tensors
+from alloykit.planner.statistics import open_statistics_files, statistics_of
+from alloykit.planner.vocabulary import in_output_vocabulary, plan_output_vocabulary, relaid
 from alloykit.recipe.model import ModelInput, Recipe
 from alloykit.recipe.resolve import ParameterResolver
-from alloykit.vocab.plan import VocabularyPlan, plan_vocabulary
-from alloykit.vocab.source import add_vocab_tensor
+
+BASE_KEY = "base_model"
+"""The key path of a base model merged as one more model (methods that use no base)."""
 
 
-def open_sources(recipe: Recipe, allow_pickle: bool) -> dict[str, ModelSource]:
-    search = (recipe.source_file.parent,) if recipe.source_file else ()
-    return {
-        ref: open_source(ref, search_dirs=search, allow_pickle=allow_pickle)
-        for ref in recipe.model_references()
-    }
+class Planner:
+    """Walks a recipe's ``models:``, ``slices:`` or ``modules:`` form and decides each output
+    tensor: its inputs, method, parameters, shape and dtype (:meth:`build`)."""
 
-
-def make_plan(
-    recipe: Recipe,
-    options: PlanOptions | None = None,
-    *,
-    sources: dict[str, ModelSource] | None = None,
-) -> Plan:
-    """Open every model by headers and decide how each output tensor is made.
-
-    ``sources``, the recipe's models already opened (by reference), are used instead of
-    opening them again (:class:`alloykit.Merger` plans new parameters over resident inputs).
-    """
-    options = options or PlanOptions()
-    if sources is None:
-        sources = open_sources(recipe, options.allow_pickle)
-    return _Planner(recipe, options, sources).build()
-
-
-def reparameterised(plan: Plan, recipe: Recipe, options: PlanOptions) -> Plan | None:
-    """``plan`` with the parameter values (and seed) of ``recipe``, when ``recipe`` differs
-    from the recipe ``plan`` was made from in those alone: the same tensors from the same
-    inputs, each with its parameters resolved again from its
-    :class:`~alloykit.plan.ParameterSite`. ``None`` when the recipes differ in anything else
-    (models, method, dtypes, layer ranges, ...): that recipe needs a plan of its own."""
-    if recipe.modules or _structure(recipe) != _structure(plan.recipe):
-        return None  # a modules: recipe is planned again (its sites are per module)
-    method = get_method(recipe.merge_method)
-    resolver = ParameterResolver(recipe, method)
-    inputs = _model_inputs(recipe)
-    seed = options.seed if options.seed is not None else (recipe.seed or 0)
-    entries = []
-    for entry in plan.entries:
-        site = plan.parameter_sites.get(entry.name)
-        if site is None:  # copied, not merged
-            entries.append(entry)
-            continue
-        models = [(inputs[key_path], name) for key_path, name in site.models]
-        per_model, global_values = resolver.entry_values(
-            tensor_name=site.tensor, t=site.t, slice_index=site.slice_index, models=models
-        )
-        changed = copy.copy(entry)  # dataclasses.replace takes ten times as long
-        changed.per_model, changed.globals = per_model, global_values
-        changed.seed = tensor_seed(seed, entry.name) if method.random else 0
-        entries.append(changed)
-    return replace(plan, recipe=recipe, entries=entries, seed=seed)
-
-
-def _structure(recipe: Recipe) -> Recipe:
-    """``recipe`` without its parameter values and seed (and the text they came from)."""
-    bare = tuple(replace(m, parameters={}) for m in recipe.models or ())
-    pieces = tuple(
-        replace(p, parameters={}, sources=tuple(replace(s, parameters={}) for s in p.sources))
-        for p in recipe.slices or ()
-    )
-    return replace(
-        recipe,
-        parameters={},
-        models=bare if recipe.models is not None else None,
-        slices=pieces if recipe.slices is not None else None,
-        seed=None,
-        raw={},
-        warnings=(),
-    )
-
-
-def _model_inputs(recipe: Recipe) -> dict[str, ModelInput]:
-    """Every model entry of ``recipe`` by key path, and a base merged as one more model."""
-    found = {m.key_path: m for m in recipe.models or ()}
-    for piece in recipe.slices or ():
-        found.update((s.key_path, s) for s in piece.sources)
-    if recipe.base_model is not None:
-        found[_BASE_KEY] = ModelInput(model=recipe.base_model, key_path=_BASE_KEY)
-    return found
-
-
-_BASE_KEY = "base_model"
-
-
-class _Planner:
     def __init__(self, recipe: Recipe, options: PlanOptions, sources: dict[str, ModelSource]):
         self.recipe = recipe
         self.options = options
@@ -164,8 +84,8 @@ class _Planner:
         self.out_dtype = options.out_dtype or (parse_dtype(out, where) if out else None)
         self.config = copy.deepcopy(sources[self.reference].config)
         self.derived: dict[str, DerivedSource] = {}
-        self.vocabulary = self._plan_vocabulary()
-        self.statistics = self._open_statistics()
+        self.vocabulary = plan_output_vocabulary(recipe, sources, self.reference)
+        self.statistics = open_statistics_files(recipe, self.method, options, sources)
         self.resolver = ParameterResolver(recipe, self.method)
         self.sites: dict[str, ParameterSite] = {}
 
@@ -178,7 +98,17 @@ class _Planner:
             self._plan_slices()
         else:
             self._plan_models()
-        self._account_unused()
+        self.dropped.extend(
+            dropped_tensors(
+                self.recipe,
+                self.method,
+                self.sources,
+                self.used,
+                self.reference,
+                self.layout,
+                drop_unmapped=self.options.drop_unmapped,
+            )
+        )
         self._update_dtype_in_config()
         if self.vocabulary is not None:
             set_config_vocab_size(self.config, self.vocabulary.rows)
@@ -206,33 +136,6 @@ class _Planner:
             description=description,
         )
 
-    def _plan_vocabulary(self) -> VocabularyPlan | None:
-        """The output vocabulary when the recipe names a tokenizer (see :mod:`alloykit.vocab`)."""
-        settings = self.recipe.tokenizer
-        if settings is None:
-            return None
-        rows = {ref: _vocab_rows(source) for ref, source in self.sources.items()}
-        models = [ref for ref, count in rows.items() if count is not None]
-        if not models:
-            return None
-        base = self.recipe.base_model or self.reference
-        named = base if settings.source in ("base", "union") else settings.source
-        if named in self.sources:
-            root = self.sources[named].root
-        else:
-            search = (self.recipe.source_file.parent,) if self.recipe.source_file else ()
-            root = locate(named, search)
-            root = root if root.is_dir() else root.parent
-        return plan_vocabulary(
-            settings,
-            roots={m: self.sources[m].root for m in models},
-            configs={m: self.sources[m].config for m in models},
-            row_counts={m: rows[m] for m in models if rows[m] is not None},
-            base=base if base in models else models[0],
-            source_root=root,
-            source_reference=named,
-        )
-
     def _chat_template(self) -> str | None:
         value = self.recipe.chat_template
         if not value:
@@ -258,7 +161,7 @@ class _Planner:
                 f"method {self.method.name!r} does not treat base_model specially: "
                 f"{base_ref!r} is merged as one more model (as mergekit does)"
             )
-            return [*inputs, ModelInput(model=base_ref, key_path=_BASE_KEY)], None
+            return [*inputs, ModelInput(model=base_ref, key_path=BASE_KEY)], None
         if policy is BasePolicy.UNUSED or base_ref is None:
             if policy is BasePolicy.REQUIRED:
                 raise PlanError(
@@ -274,7 +177,7 @@ class _Planner:
                     f"{where}: base_model {base_ref!r} is not among this slice's sources",
                     "add the base model to every slice's sources with the same layer_range",
                 )
-            base = ModelInput(model=base_ref, key_path=_BASE_KEY)
+            base = ModelInput(model=base_ref, key_path=BASE_KEY)
         count = len(others)
         low, high = self.method.min_models, self.method.max_models
         if count < low or (high is not None and count > high):
@@ -361,95 +264,6 @@ class _Planner:
         if self.module is not None and self.module.prefixes and parse_layer_name(name) is None:
             return Section.POST if "post" in name.lower() else Section.PRE
         return section_of(name)
-
-    # -- statistics inputs -----------------------------------------------------------------
-    def _open_statistics(self) -> dict[str, StatisticsFile]:
-        """Each listed model's statistics file, when the method takes statistics (and every
-        model's file holds every statistic it declares)."""
-        declared = self.method.statistics
-        if not declared or self.recipe.modules:
-            return {}
-        names = ", ".join(s.name for s in declared)
-        if self.recipe.models is None:
-            raise PlanError(
-                f"slices: method {self.method.name!r} takes statistics ({names}), which are "
-                "given per model",
-                "use models: with a statistics: file on each model",
-            )
-        opened: dict[str, StatisticsFile] = {}
-        for entry in self.recipe.models:
-            if entry.model in opened:
-                continue
-            path = self.options.statistics.get(entry.model) or entry.statistics
-            if path is None:
-                where = f"{entry.key_path}.data" if entry.data is not None else entry.key_path
-                raise PlanError(
-                    f"{where}: method {self.method.name!r} needs statistics ({names}) of model "
-                    f"{entry.model!r}, and none were given or computed",
-                    f"add statistics: FILE to {entry.key_path} (see `alloykit calibrate`)",
-                )
-            where = f"{entry.key_path}.statistics"
-            path = self.recipe.resolve_path(path)
-            found = open_statistics(path, self.sources[entry.model], where)
-            for statistic in declared:
-                if statistic.name not in found.kinds():
-                    raise PlanError(
-                        f"{where}: {found.path} holds no {statistic.name!r} statistics "
-                        f"(keys {statistic.name}:TENSOR), which method {self.method.name!r} needs",
-                        "compute them with `alloykit calibrate`",
-                    )
-            opened[entry.model] = found
-        return opened
-
-    def _statistics_of(
-        self, out_name: str, refs: list[TensorRef], *, rows_differ: bool
-    ) -> dict[str, tuple[TensorRef | None, ...]]:
-        """Each declared statistic of the models' tensors ``refs``: all of them, or none.
-        ``rows_differ``: the models' rows of this tensor are not the output's (vocabularies
-        differ), so no statistic of theirs applies."""
-        mapped: dict[str, tuple[TensorRef | None, ...]] = {}
-        for statistic in self.method.statistics:
-            found: list[TensorRef | None] = []
-            for ref in refs:
-                if ref.model not in self.statistics:
-                    raise PlanError(
-                        f"tensor {out_name!r}: model {ref.model!r} has no statistics file, and "
-                        f"method {self.method.name!r} needs its {statistic.name!r} statistics",
-                        "list the model under models: with statistics: FILE",
-                    )
-                key = statistic_key(statistic.name, ref.name)
-                stats = self.statistics[ref.model]
-                entry = stats.entries.get(key)
-                if entry is not None:
-                    shape = self.sources[ref.model].tensors[ref.name].shape
-                    expected = statistic.shape.of(shape)
-                    if entry.shape != expected:
-                        want = "none" if expected is None else str(list(expected))
-                        raise PlanError(
-                            f"statistics file {stats.path}: {key!r} has shape "
-                            f"{list(entry.shape)}, expected {want} for tensor {ref.name!r} "
-                            f"of shape {list(shape)}",
-                            "the file was computed on another architecture; recompute it",
-                        )
-                found.append(None if entry is None else TensorRef(ref.model, key))
-            present = [ref for ref in found if ref is not None]
-            if present and len(present) < len(found):
-                missing = refs[found.index(None)]
-                have = present[0].model
-                raise PlanError(
-                    f"tensor {out_name!r}: statistics file {self.statistics[missing.model].path} "
-                    f"of model {missing.model!r} has no "
-                    f"{statistic_key(statistic.name, missing.name)!r}, which model {have!r}'s has",
-                    "compute every model's statistics with the same settings and data",
-                )
-            if present and rows_differ:
-                raise PlanError(
-                    f"tensor {out_name!r}: the models' vocabularies differ and method "
-                    f"{self.method.name!r} takes {statistic.name!r} statistics of it",
-                    "merge models with the same vocabulary",
-                )
-            mapped[statistic.name] = tuple(found)
-        return mapped
 
     # -- models: form ----------------------------------------------------------------------
     def _plan_models(self) -> None:
@@ -645,9 +459,13 @@ class _Planner:
         )
         everyone = [*refs, *([base_ref] if base_ref else [])]
         as_read = refs  # the models' own tensors, to which their statistics belong
-        if self._in_output_vocabulary(out_name, everyone):
+        if in_output_vocabulary(self.vocabulary, self.sources, out_name, everyone):
+            assert self.vocabulary is not None
             self.used.update(everyone)
-            refs, base_ref = self._relaid(out_name, refs, base_ref, slice_index)
+            base = self.part.base_model_for(slice_index)
+            refs, base_ref = relaid(
+                self.vocabulary, self.derived, self.sources, base, out_name, refs, base_ref
+            )
             everyone = [*refs, *([base_ref] if base_ref else [])]
         metas = [self._meta(r) for r in everyone]
         shape, common_rows = self._output_shape(out_name, everyone, metas, base_ref)
@@ -696,8 +514,13 @@ class _Planner:
                 globals=global_values,
                 seed=tensor_seed(self.seed, out_name) if self.method.random else 0,
                 common_rows=common_rows,
-                statistics=self._statistics_of(
-                    out_name, as_read, rows_differ=common_rows is not None or as_read != refs
+                statistics=statistics_of(
+                    self.method,
+                    self.statistics,
+                    self.sources,
+                    out_name,
+                    as_read,
+                    rows_differ=common_rows is not None or as_read != refs,
                 ),
             )
         )
@@ -705,36 +528,6 @@ class _Planner:
     def _meta(self, ref: TensorRef) -> Any:
         source = self.derived.get(ref.model) or self.sources[ref.model]
         return source.tensors[ref.name]
-
-    def _in_output_vocabulary(self, out_name: str, refs: list[TensorRef]) -> bool:
-        """Whether the tensor has one row per token of the models' vocabularies."""
-        if self.vocabulary is None:
-            return False
-        for ref in refs:
-            meta = self.sources[ref.model].tensors[ref.name]
-            count = self.vocabulary.row_counts.get(ref.model)
-            if not is_vocab_tensor(out_name, meta.shape) or meta.shape[0] != count:
-                return False
-        return True
-
-    def _relaid(
-        self,
-        out_name: str,
-        refs: list[TensorRef],
-        base_ref: TensorRef | None,
-        slice_index: int | None,
-    ) -> tuple[list[TensorRef], TensorRef | None]:
-        """The inputs of ``out_name`` laid out in the output vocabulary (derived tensors)."""
-        assert self.vocabulary is not None
-        everyone = [*refs, *([base_ref] if base_ref else [])]
-        models = list(dict.fromkeys(r.model for r in everyone))
-        base = self.part.base_model_for(slice_index)
-        layout = self.vocabulary.layout(models, base if base in models else None)
-        inputs = {r.model: r.name for r in everyone}
-        derived = add_vocab_tensor(self.derived, self.sources, out_name, inputs, layout)
-        relaid = [TensorRef(derived[r.model], out_name) for r in refs]
-        base_relaid = TensorRef(derived[base_ref.model], out_name) if base_ref else None
-        return relaid, base_relaid
 
     def _resolve_name(self, model: str, name: str) -> str:
         if name in self.sources[model].tensors:
@@ -782,46 +575,6 @@ class _Planner:
         )
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _account_unused(self) -> None:
-        unmapped: list[DroppedTensor] = []
-        for ref, source in self.sources.items():
-            for name in source.tensors:
-                if TensorRef(ref, name) in self.used:
-                    continue
-                reason = self._drop_reason(ref, name)
-                if reason is None:
-                    unmapped.append(DroppedTensor(ref, name, f"not present in {self.reference!r}"))
-                else:
-                    self.dropped.append(DroppedTensor(ref, name, reason))
-        if unmapped and not self.options.drop_unmapped:
-            first = unmapped[0]
-            raise PlanError(
-                f"tensor {first.name!r} of model {first.model!r} has no place in the output"
-                + (f" (and {len(unmapped) - 1} more)" if len(unmapped) > 1 else ""),
-                "the models' architectures differ; pass --drop-unmapped to drop such tensors",
-            )
-        self.dropped.extend(unmapped)
-
-    def _drop_reason(self, model: str, name: str) -> str | None:
-        part, method, where = self.recipe, self.method, ""
-        if self.layout is not None and self.recipe.modules is not None:
-            module = self.layout.module_of(name)
-            spec = next(s for s in self.recipe.modules if s.name == module.name)
-            if model not in spec.recipe.model_references():
-                return f"module {module.name!r} does not take model {model!r}"
-            part, method = spec.recipe, get_method(spec.recipe.merge_method)
-            where = f" of module {module.name!r}"
-        if part.slices:
-            layer = parse_layer_name(name)
-            if layer is not None:
-                return f"layer {layer.index}{where} is not selected by any slice"
-            return "embeddings and head are taken from the first and last slices' models"
-        if model == part.base_model and method.base is BasePolicy.UNUSED:
-            return f"method {method.name!r} does not use the base model's weights"
-        if "lm_head" in name and tied_embeddings(self.sources[self.reference].config):
-            return f"{self.reference!r} ties the output head to the input embeddings"
-        return None
-
     def _update_dtype_in_config(self) -> None:
         dtype = config_dtype(self.entries)
         if dtype is None:
@@ -835,15 +588,6 @@ class _Planner:
             for key in ("torch_dtype", "dtype"):
                 if key in text:
                     text[key] = name
-
-
-def _vocab_rows(source: ModelSource) -> int | None:
-    """Rows of the model's first vocabulary tensor (its input embeddings), if it has one."""
-    for name in sorted(source.tensors, key=sort_key):
-        meta = source.tensors[name]
-        if is_vocab_tensor(name, meta.shape):
-            return meta.shape[0]
-    return None
 
 
 def _depth(name: str, num_layers: int) -> float:
