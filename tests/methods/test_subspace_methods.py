@@ -163,6 +163,45 @@ def test_iso_cts_with_the_whole_space_common_is_iso_c(seed: int, shape) -> None:
     torch.testing.assert_close(common, run("iso_c", models, base, alpha=0.8), rtol=1e-4, atol=1e-4)
 
 
+def iso_cts_by_definition(deltas: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Iso-CTS written out as the paper's steps, in float64: full SVDs of the sum and of each
+    task's residual ``(I - U_c U_c^T) delta`` (a dense projector), then the polar factors of
+    the whole concatenations ``[U_1 .. U_T, U_c]`` and ``[V_1 .. V_T, V_c]``."""
+    deltas = deltas.double()
+    common, per_task = subspace_split(min(deltas.shape[1:]), deltas.shape[0], fraction)
+    u, s, vh = torch.linalg.svd(deltas.sum(0), full_matrices=False)
+    projector = torch.eye(deltas.shape[1], dtype=torch.float64) - u[:, :common] @ u[:, :common].T
+    parts = [torch.linalg.svd(projector @ delta, full_matrices=False) for delta in deltas]
+    lefts = torch.cat([*(p[0][:, :per_task] for p in parts), u[:, :common]], dim=1)
+    values = torch.cat([*(p[1][:per_task] for p in parts), s[:common]])
+    rights = torch.cat([*(p[2][:per_task].T for p in parts), vh[:common].T], dim=1)
+
+    def polar(matrix: torch.Tensor) -> torch.Tensor:
+        left, _, right = torch.linalg.svd(matrix, full_matrices=False)
+        return left @ right
+
+    return values.mean() * polar(lefts) @ polar(rights).T
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.sampled_from([(12, 12), (20, 9), (9, 20), (16, 30), (30, 16)]),
+    count=st.integers(1, 4),
+    fraction=st.sampled_from([0.0, 0.5, 0.8]),
+)
+def test_iso_cts_equals_its_definition_with_whole_projections(
+    seed: int, shape, count: int, fraction: float
+) -> None:
+    """The kernel takes each task's SVD in the complement of the common subspace and
+    orthogonalizes only the task-specific left vectors when ``rows <= cols``; tall matrices take
+    the paper's steps. Both equal the dense definition."""
+    base, *models = random_tensors(seed, count + 1, shape)
+    expected = base.double() + iso_cts_by_definition(torch.stack(models) - base, fraction)
+    out = run("iso_cts", models, base, common_space_fraction=fraction)
+    torch.testing.assert_close(out, expected.float(), rtol=1e-4, atol=1e-4)
+
+
 @SETTINGS
 @given(
     name=st.sampled_from(["iso_c", "iso_cts"]),
