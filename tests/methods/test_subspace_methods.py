@@ -237,3 +237,18 @@ def test_subspace_merges_compute_half_precision_inputs_in_float32(name: str) -> 
     wide = kernel(torch.stack(models).float(), base.float(), **kernel_params(name, 3))
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, wide, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["tsv_merge", "iso_c", "iso_cts", "cart", "wudi"])
+@pytest.mark.parametrize("shape", [(48, 32), (32, 48), (40, 40)])
+def test_whole_matrix_merges_on_cuda_equal_the_cpu_for_tall_wide_and_square_layers(
+    name: str, shape
+) -> None:
+    """cuSOLVER's singular vectors may differ from LAPACK's in sign; the merges do not (Iso-CTS
+    takes a different path for ``rows <= cols``, hence the three shapes)."""
+    base, *models = random_tensors(11, 4, shape)
+    on_cpu = run(name, models, base)
+    on_cuda = run(name, [model.cuda() for model in models], base.cuda())
+    assert on_cuda.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-4, atol=1e-5)
