@@ -16,6 +16,7 @@ from method_harness import kernel_params, run
 
 from alloykit.methods import get_method
 from alloykit.methods.isotropic import subspace_split
+from alloykit.methods.subspace import svd
 
 SETTINGS = settings(max_examples=20, deadline=None)
 
@@ -39,6 +40,22 @@ def rotation(angle: float) -> torch.Tensor:
 
 def random_tensors(seed: int, count: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("shape", [(5, 9), (9, 5), (6, 6)])
+def test_the_thin_svd_of_wide_tall_and_square_matrices_reconstructs_them(shape) -> None:
+    """Wide matrices are decomposed through their transpose; the factors are the same kind."""
+    matrix = random_tensors(4, 1, shape)[0]
+    u, s, vh = svd(matrix)
+    k = min(shape)
+    assert (u.shape, s.shape, vh.shape) == ((shape[0], k), (k,), (k, shape[1]))
+    assert torch.all(s[:-1] >= s[1:])
+    torch.testing.assert_close(u.T @ u, torch.eye(k), rtol=0, atol=1e-5)
+    torch.testing.assert_close(vh @ vh.T, torch.eye(k), rtol=0, atol=1e-5)
+    torch.testing.assert_close((u * s) @ vh, matrix, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        s, torch.linalg.svdvals(matrix.double()).float(), rtol=1e-5, atol=1e-6
+    )
 
 
 # TSV-M
