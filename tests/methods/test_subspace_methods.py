@@ -58,6 +58,22 @@ def test_the_thin_svd_of_wide_tall_and_square_matrices_reconstructs_them(shape) 
     )
 
 
+def test_an_svd_that_fails_to_converge_in_float32_is_retried_in_float64(monkeypatch) -> None:
+    matrix = random_tensors(5, 1, (7, 4))[0]
+    lapack = torch.linalg.svd
+
+    def fails_in_float32(tensor: torch.Tensor, full_matrices: bool = True):
+        if tensor.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return lapack(tensor, full_matrices=full_matrices)
+
+    monkeypatch.setattr(torch.linalg, "svd", fails_in_float32)
+    for shaped in (matrix, matrix.T):
+        u, s, vh = svd(shaped)
+        assert u.dtype == s.dtype == vh.dtype == torch.float32
+        torch.testing.assert_close((u * s) @ vh, shaped, rtol=0, atol=1e-5)
+
+
 # TSV-M
 
 
