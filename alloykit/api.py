@@ -29,7 +29,8 @@ from alloykit.checkpoint.sink import (
     disk_full,
 )
 from alloykit.dtypes import F32, parse_dtype
-from alloykit.engine import DEFAULT_BUDGET, EngineOptions, execute
+from alloykit.engine import EngineOptions, execute
+from alloykit.engine.budget import available_memory_bytes, default_budget
 from alloykit.errors import AlloyError, is_disk_full
 from alloykit.plan import Plan, PlanEntry, PlanOptions
 from alloykit.planner import make_plan
@@ -78,7 +79,7 @@ class MergeOptions:
     allow_pickle: bool = False
     drop_unmapped: bool = False
     vocab_mismatch: str | None = None
-    memory_budget: str | int = DEFAULT_BUDGET
+    memory_budget: str | int | None = None  # None: a share of the available memory (engine.budget)
     chunk_elements: int | None = None  # values per input per chunk; None: the device default
     hash_inputs: bool = False  # SHA-256 of every input file in the model card
     fsync: bool = True  # flush the output to disk before it takes its final name
@@ -99,10 +100,16 @@ class MergeOptions:
         )
 
     def engine_options(self) -> EngineOptions:
+        if self.memory_budget is None:
+            available = available_memory_bytes()
+            budget = default_budget(available)
+        else:
+            available, budget = None, parse_size(self.memory_budget)
         return EngineOptions(
             device=self.device,
             threads=self.threads,
-            budget_bytes=parse_size(self.memory_budget),
+            budget_bytes=budget,
+            budget_available=available,
             chunk_elements=self.chunk_elements,
             raw_path=self.raw_path,
         )

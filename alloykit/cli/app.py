@@ -90,7 +90,7 @@ def merge(
     dtype: Annotated[str | None, typer.Option(help="Compute dtype (default float32).")] = None,
     out_dtype: OutDtype = None,
     out_shard_size: OutShardSize = "5GB",
-    memory_budget: MemoryBudget = "1GB",
+    memory_budget: MemoryBudget = None,
     seed: Annotated[
         int | None,
         typer.Option(
@@ -258,7 +258,7 @@ def moe(
     threads: Threads = 2,
     out_dtype: OutDtype = None,
     out_shard_size: OutShardSize = "5GB",
-    memory_budget: MemoryBudget = "1GB",
+    memory_budget: MemoryBudget = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed of random gates and re-initialisation.")
     ] = None,

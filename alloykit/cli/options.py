@@ -17,7 +17,13 @@ OutDir = Annotated[Path | None, typer.Argument(help="Output model directory.")]
 Threads = Annotated[int, typer.Option(min=1, help="Tensors processed at once.")]
 OutDtype = Annotated[str | None, typer.Option(help="Output dtype (default: recipe, else inputs').")]
 OutShardSize = Annotated[str, typer.Option(help="Max bytes per output shard.")]
-MemoryBudget = Annotated[str, typer.Option(help="Bytes of tensors in flight.")]
+MemoryBudget = Annotated[
+    str | None,
+    typer.Option(
+        help="Bytes of tensors in flight, e.g. 8GB (default: half the available memory, at least "
+        "1GB; --dry-run shows it).",
+    ),
+]
 HashInputs = Annotated[
     bool,
     typer.Option(

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alloykit.engine import EngineOptions
+from alloykit.engine.budget import describe_budget
 from alloykit.engine.memory import budget_warnings, estimated_peak_bytes, whole_tensor_summary
 from alloykit.methods import Method, get_method
 from alloykit.plan import Plan, PlanEntry
@@ -62,12 +63,14 @@ def render_plan(
     peak_bytes: int,
     largest: tuple[PlanEntry | None, int] = (None, 0),
     whole_tensor: tuple[PlanEntry | None, int] = (None, 0),
+    budget: str | None = None,
     verbose: bool = False,
 ) -> None:
     """Print the plan: the summary first, then the output tensors grouped by method and
     parameters (one line per tensor with ``verbose``), drops and warnings. ``largest`` is the
     entry with the largest working-memory bound and that bound, ``whole_tensor`` the same among
-    the entries merged whole (:meth:`~alloykit.plan.Plan.largest_working`)."""
+    the entries merged whole (:meth:`~alloykit.plan.Plan.largest_working`); ``budget`` states
+    the memory budget (:func:`~alloykit.engine.budget.describe_budget`)."""
     recipe = plan.recipe
     statistics = sum(plan.statistics_bytes(e) for e in plan.entries)
     read = f"statistics read {human_bytes(statistics)}; " if plan.statistics else ""
@@ -91,6 +94,8 @@ def render_plan(
             f"{whole.method}): ~{human_bytes(whole_bound)} per worker while it is merged",
             highlight=False,
         )
+    if budget is not None:
+        console.print(f"[bold]memory budget[/] {budget}", highlight=False)
     console.print(
         f"[bold]method[/] {plan.method.name}   [bold]seed[/] {plan.seed}   "
         f"[bold]compute dtype[/] {plan.compute_dtype}"
@@ -145,6 +150,7 @@ def render_plan_and_memory(
         peak_bytes=estimated_peak_bytes(plan, options),
         largest=plan.largest_working(chunk),
         whole_tensor=plan.largest_working(chunk, whole_tensor=True),
+        budget=describe_budget(options.budget_bytes, options.budget_available),
         verbose=verbose,
     )
 

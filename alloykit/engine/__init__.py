@@ -82,6 +82,9 @@ class EngineOptions:
     process with other work (:class:`alloykit.Merger`): a merge then runs with the caller's
     torch threads."""
     budget_bytes: int = DEFAULT_BUDGET
+    budget_available: int | None = None
+    """The available memory ``budget_bytes`` was derived from when it is the default
+    (:mod:`alloykit.engine.budget`); None when the caller set it."""
     chunk_elements: int | None = None  # None: CHUNK_ELEMENTS of the device type
     raw_path: bool = True  # False: every tensor takes the torch path (for comparisons)
 

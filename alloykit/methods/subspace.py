@@ -39,8 +39,28 @@ def widened(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The thin SVD ``(U, s, Vh)``, in float32 at least (:func:`widened`)."""
-    return torch.linalg.svd(widened(matrix), full_matrices=False)
+    """The thin SVD ``(U, s, Vh)``, in float32 at least (:func:`widened`). A wide matrix is
+    decomposed through its transpose (``A^T = V diag(s) U^T``): torch's CPU SVD takes over twice
+    as long on a wide matrix as on its transpose (benchmarks/README.md)."""
+    matrix = widened(matrix)
+    if matrix.shape[-2] < matrix.shape[-1]:
+        v, s, uh = tall_svd(matrix.mT)
+        return uh.mT, s, v.mT
+    return tall_svd(matrix)
+
+
+def tall_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.linalg.svd(matrix, full_matrices=False)``, retried in float64 where it fails to
+    converge: LAPACK's divide-and-conquer ``gesdd`` (torch's CPU SVD) sometimes does on float32
+    matrices with clustered singular values (an Iso-CTS merge of a 1.1B model stopped on one,
+    benchmarks/README.md); the retry's factors are cast back to ``matrix``'s dtype."""
+    try:
+        return torch.linalg.svd(matrix, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        if matrix.dtype == torch.float64:
+            raise
+        u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+        return u.to(matrix.dtype), s.to(matrix.dtype), vh.to(matrix.dtype)
 
 
 def top_singular(

@@ -42,3 +42,22 @@ def test_a_cuda_merger_re_merges_as_the_cuda_engine_merges(method, llama):
     for name, tensor in expected.items():
         assert merged[name].device.type == "cuda"
         torch.testing.assert_close(merged[name].cpu(), tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("method", "key"), [("tsv_merge", "alpha"), ("iso_cts", "alpha"), ("pcb", "lambda")]
+)
+def test_a_lines_scale_gradient_merges_on_cuda_as_on_cpu(method, key, llama):
+    """LiNeS (arXiv:2410.17146) is a depth gradient on a method's scale: the per-layer scale
+    reaches the kernels on the GPU as on the CPU."""
+    recipe = {
+        "merge_method": method,
+        "base_model": str(llama["base"]),
+        "models": [{"model": str(llama[f"ft{i}"])} for i in (1, 2, 3)],
+        "parameters": {key: [0.4, 1.3]},
+        "dtype": "float32",
+    }
+    on_cpu = alloykit.merge_to_state_dict(recipe, device="cpu")
+    on_gpu = alloykit.merge_to_state_dict(recipe, device="cuda")
+    for name, tensor in on_cpu.items():
+        torch.testing.assert_close(on_gpu[name], tensor, rtol=1e-4, atol=1e-5, msg=name)

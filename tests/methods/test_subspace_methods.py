@@ -16,6 +16,7 @@ from method_harness import kernel_params, run
 
 from alloykit.methods import get_method
 from alloykit.methods.isotropic import subspace_split
+from alloykit.methods.subspace import svd
 
 SETTINGS = settings(max_examples=20, deadline=None)
 
@@ -39,6 +40,38 @@ def rotation(angle: float) -> torch.Tensor:
 
 def random_tensors(seed: int, count: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("shape", [(5, 9), (9, 5), (6, 6)])
+def test_the_thin_svd_of_wide_tall_and_square_matrices_reconstructs_them(shape) -> None:
+    """Wide matrices are decomposed through their transpose; the factors are the same kind."""
+    matrix = random_tensors(4, 1, shape)[0]
+    u, s, vh = svd(matrix)
+    k = min(shape)
+    assert (u.shape, s.shape, vh.shape) == ((shape[0], k), (k,), (k, shape[1]))
+    assert torch.all(s[:-1] >= s[1:])
+    torch.testing.assert_close(u.T @ u, torch.eye(k), rtol=0, atol=1e-5)
+    torch.testing.assert_close(vh @ vh.T, torch.eye(k), rtol=0, atol=1e-5)
+    torch.testing.assert_close((u * s) @ vh, matrix, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        s, torch.linalg.svdvals(matrix.double()).float(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_an_svd_that_fails_to_converge_in_float32_is_retried_in_float64(monkeypatch) -> None:
+    matrix = random_tensors(5, 1, (7, 4))[0]
+    lapack = torch.linalg.svd
+
+    def fails_in_float32(tensor: torch.Tensor, full_matrices: bool = True):
+        if tensor.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return lapack(tensor, full_matrices=full_matrices)
+
+    monkeypatch.setattr(torch.linalg, "svd", fails_in_float32)
+    for shaped in (matrix, matrix.T):
+        u, s, vh = svd(shaped)
+        assert u.dtype == s.dtype == vh.dtype == torch.float32
+        torch.testing.assert_close((u * s) @ vh, shaped, rtol=0, atol=1e-5)
 
 
 # TSV-M
@@ -163,6 +196,49 @@ def test_iso_cts_with_the_whole_space_common_is_iso_c(seed: int, shape) -> None:
     torch.testing.assert_close(common, run("iso_c", models, base, alpha=0.8), rtol=1e-4, atol=1e-4)
 
 
+def iso_cts_by_definition(deltas: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Iso-CTS written out as the paper's steps, in float64: full SVDs of the sum and of each
+    task's residual ``(I - U_c U_c^T) delta`` (a dense projector), then the polar factors of
+    the whole concatenations ``[U_1 .. U_T, U_c]`` and ``[V_1 .. V_T, V_c]``."""
+    deltas = deltas.double()
+    common, per_task = subspace_split(min(deltas.shape[1:]), deltas.shape[0], fraction)
+    u, s, vh = torch.linalg.svd(deltas.sum(0), full_matrices=False)
+    projector = torch.eye(deltas.shape[1], dtype=torch.float64) - u[:, :common] @ u[:, :common].T
+    parts = [torch.linalg.svd(projector @ delta, full_matrices=False) for delta in deltas]
+    lefts = torch.cat([*(p[0][:, :per_task] for p in parts), u[:, :common]], dim=1)
+    values = torch.cat([*(p[1][:per_task] for p in parts), s[:common]])
+    rights = torch.cat([*(p[2][:per_task].T for p in parts), vh[:common].T], dim=1)
+
+    def polar(matrix: torch.Tensor) -> torch.Tensor:
+        left, _, right = torch.linalg.svd(matrix, full_matrices=False)
+        return left @ right
+
+    return values.mean() * polar(lefts) @ polar(rights).T
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.sampled_from([(12, 12), (20, 9), (9, 20), (16, 30), (30, 16)]),
+    count=st.integers(1, 4),
+    fraction=st.sampled_from([0.0, 0.5, 0.8]),
+)
+def test_iso_cts_equals_its_definition_with_whole_projections(
+    seed: int, shape, count: int, fraction: float
+) -> None:
+    """The kernel takes each task's SVD in the complement of the common subspace and
+    orthogonalizes only the task-specific left vectors when ``rows <= cols``; tall matrices take
+    the paper's steps. Both equal the dense definition, compared in float64: in float32 the
+    polar factors of nearly dependent singular vectors round differently by up to 1e-3 in
+    either order of steps."""
+    base, *models = random_tensors(seed, count + 1, shape).double()
+    expected = base + iso_cts_by_definition(torch.stack(models) - base, fraction)
+    params = kernel_params("iso_cts", count, common_space_fraction=fraction)
+    out = get_method("iso_cts").kernel(torch.stack(models), base, **params)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+
+
 @SETTINGS
 @given(
     name=st.sampled_from(["iso_c", "iso_cts"]),
@@ -198,3 +274,18 @@ def test_subspace_merges_compute_half_precision_inputs_in_float32(name: str) -> 
     wide = kernel(torch.stack(models).float(), base.float(), **kernel_params(name, 3))
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, wide, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["tsv_merge", "iso_c", "iso_cts", "cart", "wudi"])
+@pytest.mark.parametrize("shape", [(48, 32), (32, 48), (40, 40)])
+def test_whole_matrix_merges_on_cuda_equal_the_cpu_for_tall_wide_and_square_layers(
+    name: str, shape
+) -> None:
+    """cuSOLVER's singular vectors may differ from LAPACK's in sign; the merges do not (Iso-CTS
+    takes a different path for ``rows <= cols``, hence the three shapes)."""
+    base, *models = random_tensors(11, 4, shape)
+    on_cpu = run(name, models, base)
+    on_cuda = run(name, [model.cuda() for model in models], base.cuda())
+    assert on_cuda.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-4, atol=1e-5)
