@@ -49,6 +49,7 @@ class SlerpMerge(StreamingMerge):
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, *, t: float) -> None:
         self.t = t
         self.coefficients: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.scaled_base: torch.Tensor | None = None  # c_a * base, one buffer for every chunk
 
     def passes(self) -> Iterator[Observer]:
         sums: list[torch.Tensor] = []  # one running total
@@ -67,9 +68,26 @@ class SlerpMerge(StreamingMerge):
         self.coefficients = slerp_coefficients(self.t, aa.sqrt(), bb.sqrt(), ab)
 
     def merge(self, chunk: Chunk) -> torch.Tensor:
+        """``c_a * base + c_b * other`` computed in memory that is already there: the sink's
+        rows, or the other model's rows (the chunk's own) with one buffer kept for the whole
+        tensor. Temporaries made and freed per chunk in worker threads were handed back to the
+        system by glibc and faulted in again at every chunk."""
         assert self.coefficients is not None and chunk.base is not None
+        assert not chunk.read_only
         coef_a, coef_b = self.coefficients
-        return coef_a * chunk.base + coef_b * chunk.tensors[0]
+        scaled_other = chunk.tensors[0].mul_(coef_b)
+        if chunk.out is not None:
+            return torch.mul(chunk.base, coef_a, out=chunk.out).add_(scaled_other)
+        scaled_base = torch.mul(chunk.base, coef_a, out=self._scaled_base_buffer(chunk.base))
+        return scaled_other.add_(scaled_base)
+
+    def _scaled_base_buffer(self, base: torch.Tensor) -> torch.Tensor:
+        """A tensor shaped like ``base`` in the buffer kept from chunk to chunk (the first
+        chunk is the largest)."""
+        numel = base.numel()
+        if self.scaled_base is None or self.scaled_base.numel() < numel:
+            self.scaled_base = torch.empty(numel, dtype=base.dtype, device=base.device)
+        return self.scaled_base[:numel].view(base.shape)
 
 
 register_streaming("slerp", SlerpMerge)
