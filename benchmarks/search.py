@@ -46,16 +46,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+METHOD_PARAMETERS: dict[str, dict[str, Any]] = {
+    "task_arithmetic": {"normalize": False, "lambda": 1.0},
+    "tsv_merge": {"alpha": {"min": 0.5, "max": 2.0}},
+    "wudi": {"iterations": 100, "learning_rate": {"min": 1e-5, "max": 1e-3}},
+}
+"""Each ``--method``'s recipe parameters (ranges are searched) beside the per-expert weights."""
+
+
 def spec_for(zoo: Path, skills: list[str], args: argparse.Namespace) -> dict[str, Any]:
     weights = {"weight": {"min": 0.0, "max": args.max_weight}}
     return {
         "recipe": {
-            "merge_method": "task_arithmetic",
+            "merge_method": args.method,
             "base_model": str(zoo / "base"),
             "models": [
                 {"model": str(zoo / "experts" / s), "parameters": dict(weights)} for s in skills
             ],
-            "parameters": {"normalize": False, "lambda": 1.0},
+            "parameters": dict(METHOD_PARAMETERS[args.method]),
             "dtype": "float32",
         },
         "tasks": [str(zoo / "tasks" / s) for s in skills],
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", type=float, default=0.1)
     parser.add_argument("--layer-groups", type=int, default=1)
     parser.add_argument("--max-weight", type=float, default=1.5)
+    parser.add_argument("--method", choices=sorted(METHOD_PARAMETERS), default="task_arithmetic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check-candidates", type=int, default=30)
     parser.add_argument("--throughput-candidates", type=int, default=8)
