@@ -6,7 +6,8 @@
 
 Three measurements, printed as ratios and written to ``benchmarks/results/search.json``:
 
-1. **Quality.** A CMA-ES search over task arithmetic's per-expert weights (and λ) on the
+1. **Quality.** A CMA-ES search over the per-expert weights and ``--method``'s own
+   parameters (task arithmetic at λ 1 by default; tsv_merge's α, wudi's learning rate) on the
    validation split, fitness estimated by IRT on 10% of each task, at most ``--trials``
    candidates; the best recipe is then scored on the test split, which the search never sees,
    as a normalized average (merged / each expert on its own skill), beside the best hand-set
@@ -93,6 +94,11 @@ def own_scores(worker, zoo: Path, skills: list[str]) -> dict[str, float]:
     return scores
 
 
+READS_DATA = {"fisher", "regmean"}
+"""Methods of ``benchmarks/quality.py`` that read calibration statistics (its ``WITH_DATA``);
+its calibration drivers' rows say ``extra.data_driven``. Neither is data-free."""
+
+
 def hand_set_best(path: Path, experts: int) -> tuple[str, float] | None:
     """The best data-free row for ``experts`` experts in the quality benchmark's JSON."""
     if not path.exists():
@@ -102,7 +108,10 @@ def hand_set_best(path: Path, experts: int) -> tuple[str, float] | None:
     candidates = [
         (row["name"], row["normalized"])
         for row in rows
-        if str(row.get("subset")) == str(experts) and row.get("normalized") is not None
+        if str(row.get("subset")) == str(experts)
+        and row.get("normalized") is not None
+        and not (row.get("extra") or {}).get("data_driven")
+        and row["name"].split()[0] not in READS_DATA
     ]
     return max(candidates, key=lambda c: c[1]) if candidates else None
 
