@@ -6,7 +6,8 @@
 
 Three measurements, printed as ratios and written to ``benchmarks/results/search.json``:
 
-1. **Quality.** A CMA-ES search over task arithmetic's per-expert weights (and λ) on the
+1. **Quality.** A CMA-ES search over the per-expert weights and ``--method``'s own
+   parameters (task arithmetic at λ 1 by default; tsv_merge's α, wudi's learning rate) on the
    validation split, fitness estimated by IRT on 10% of each task, at most ``--trials``
    candidates; the best recipe is then scored on the test split, which the search never sees,
    as a normalized average (merged / each expert on its own skill), beside the best hand-set
@@ -46,16 +47,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+METHOD_PARAMETERS: dict[str, dict[str, Any]] = {
+    "task_arithmetic": {"normalize": False, "lambda": 1.0},
+    "tsv_merge": {"alpha": {"min": 0.5, "max": 2.0}},
+    "wudi": {"iterations": 100, "learning_rate": {"min": 1e-5, "max": 1e-3}},
+}
+"""Each ``--method``'s recipe parameters (ranges are searched) beside the per-expert weights."""
+
+
 def spec_for(zoo: Path, skills: list[str], args: argparse.Namespace) -> dict[str, Any]:
     weights = {"weight": {"min": 0.0, "max": args.max_weight}}
     return {
         "recipe": {
-            "merge_method": "task_arithmetic",
+            "merge_method": args.method,
             "base_model": str(zoo / "base"),
             "models": [
                 {"model": str(zoo / "experts" / s), "parameters": dict(weights)} for s in skills
             ],
-            "parameters": {"normalize": False, "lambda": 1.0},
+            "parameters": dict(METHOD_PARAMETERS[args.method]),
             "dtype": "float32",
         },
         "tasks": [str(zoo / "tasks" / s) for s in skills],
@@ -85,6 +94,11 @@ def own_scores(worker, zoo: Path, skills: list[str]) -> dict[str, float]:
     return scores
 
 
+READS_DATA = {"fisher", "regmean"}
+"""Methods of ``benchmarks/quality.py`` that read calibration statistics (its ``WITH_DATA``);
+its calibration drivers' rows say ``extra.data_driven``. Neither is data-free."""
+
+
 def hand_set_best(path: Path, experts: int) -> tuple[str, float] | None:
     """The best data-free row for ``experts`` experts in the quality benchmark's JSON."""
     if not path.exists():
@@ -94,7 +108,10 @@ def hand_set_best(path: Path, experts: int) -> tuple[str, float] | None:
     candidates = [
         (row["name"], row["normalized"])
         for row in rows
-        if str(row.get("subset")) == str(experts) and row.get("normalized") is not None
+        if str(row.get("subset")) == str(experts)
+        and row.get("normalized") is not None
+        and not (row.get("extra") or {}).get("data_driven")
+        and row["name"].split()[0] not in READS_DATA
     ]
     return max(candidates, key=lambda c: c[1]) if candidates else None
 
@@ -246,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", type=float, default=0.1)
     parser.add_argument("--layer-groups", type=int, default=1)
     parser.add_argument("--max-weight", type=float, default=1.5)
+    parser.add_argument("--method", choices=sorted(METHOD_PARAMETERS), default="task_arithmetic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check-candidates", type=int, default=30)
     parser.add_argument("--throughput-candidates", type=int, default=8)
