@@ -94,9 +94,14 @@ def own_scores(worker, zoo: Path, skills: list[str]) -> dict[str, float]:
     return scores
 
 
-READS_DATA = {"fisher", "regmean"}
-"""Methods of ``benchmarks/quality.py`` that read calibration statistics (its ``WITH_DATA``);
-its calibration drivers' rows say ``extra.data_driven``. Neither is data-free."""
+def reads_data(method: str) -> bool:
+    """Whether a registered method takes calibration statistics (so is not data-free); the
+    quality benchmark's calibration drivers, not registered methods, mark their rows
+    ``extra.data_driven`` instead."""
+    from alloykit.methods import all_methods
+
+    known = {m.name: m for m in all_methods()}
+    return method in known and bool(getattr(known[method], "statistics", None))
 
 
 def hand_set_best(path: Path, experts: int) -> tuple[str, float] | None:
@@ -111,7 +116,7 @@ def hand_set_best(path: Path, experts: int) -> tuple[str, float] | None:
         if str(row.get("subset")) == str(experts)
         and row.get("normalized") is not None
         and not (row.get("extra") or {}).get("data_driven")
-        and row["name"].split()[0] not in READS_DATA
+        and not reads_data(row["name"].split()[0])
     ]
     return max(candidates, key=lambda c: c[1]) if candidates else None
 
