@@ -60,7 +60,7 @@ GRIDS: dict[str, Grid] = {
     "consensus": {"base_method": ["task_arithmetic", "ties"], "lambda": [0.3, 0.5, 1.0]},
     "magmax": {"lambda": [0.3, 0.5, 0.7, 1.0]},
     "cart": {"rank_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
-    "wudi": {"iterations": [300], "learning_rate": [1e-5, 1e-4]},
+    "wudi": {"iterations": [100, 300], "learning_rate": [1e-5, 1e-4, 1e-3, 1e-2]},
     "fisher": {"fisher_floor": [1e-6]},
     "regmean": {"alpha": [0.5, 0.95]},
 }

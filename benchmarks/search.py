@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METHOD_PARAMETERS: dict[str, dict[str, Any]] = {
     "task_arithmetic": {"normalize": False, "lambda": 1.0},
     "tsv_merge": {"alpha": {"min": 0.5, "max": 2.0}},
-    "wudi": {"iterations": 100, "learning_rate": {"min": 1e-5, "max": 1e-3}},
+    "wudi": {"iterations": 100, "learning_rate": {"min": 1e-4, "max": 1e-1, "scale": "log"}},
 }
 """Each ``--method``'s recipe parameters (ranges are searched) beside the per-expert weights."""
 
@@ -184,6 +184,9 @@ def throughput(
 def throughputs(args: argparse.Namespace, space, fitness, worker, points) -> dict[str, Any]:
     """The comparison with the search's fitness (its estimator's subset) and, on fewer
     candidates, with every validation example (the spec's default estimator, ``full``)."""
+    if len(points) < 2:
+        print("throughput skipped: it needs --check-candidates 2 or more")
+        return {}
     mergekit = mergekit_python(args)
     subset = points[: args.throughput_candidates + 1]
     full = points[: args.full_throughput_candidates + 1]

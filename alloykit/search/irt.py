@@ -27,6 +27,13 @@ import torch
 
 DIFFICULTY_PRIOR = 2.0
 LOG_DISCRIMINATION_PRIOR = 0.5
+CANDIDATE_ABILITY_PRIOR = 10.0
+"""Standard deviation of the prior on a candidate's ability, fitted on its subset alone. The
+joint fit's N(0, 1) sets the scale of the items; kept for a candidate's ~20 answers, it pulls
+the ability toward the fitted models' centre, and the estimate toward their mean accuracy: on
+the example zoo that biased estimates by up to 5 points (merges better than the endpoints'
+middle were underestimated, worse ones overestimated). A weak prior only keeps the ability
+finite when every answer is right or every one wrong."""
 
 
 @dataclass(frozen=True)
@@ -70,17 +77,22 @@ def fit_items(responses: np.ndarray, *, iterations: int = 200) -> ItemParameters
     return ItemParameters(log_a.detach().exp().numpy(), difficulty.detach().numpy())
 
 
+MAX_NEWTON_STEP = 2.0
+
+
 def ability(items: ItemParameters, index: np.ndarray, right: np.ndarray) -> float:
-    """MAP ability (prior N(0, 1)) from the answers ``right`` to the items ``index``, by
-    Newton's method on the concave log posterior."""
+    """MAP ability (prior N(0, :data:`CANDIDATE_ABILITY_PRIOR`²)) from the answers ``right``
+    to the items ``index``, by Newton's method on the concave log posterior (steps capped, as
+    the flat prior leaves the curvature small far from the items)."""
     a, b = items.discrimination[index], items.difficulty[index]
     y = np.asarray(right, dtype=float)
+    precision = 1.0 / CANDIDATE_ABILITY_PRIOR**2
     theta = 0.0
-    for _ in range(50):
+    for _ in range(200):
         p = 1.0 / (1.0 + np.exp(-a * (theta - b)))
-        gradient = float(np.sum(a * (y - p))) - theta
-        curvature = -float(np.sum(a * a * p * (1 - p))) - 1.0
-        step = gradient / curvature
+        gradient = float(np.sum(a * (y - p))) - precision * theta
+        curvature = -float(np.sum(a * a * p * (1 - p))) - precision
+        step = min(MAX_NEWTON_STEP, max(-MAX_NEWTON_STEP, gradient / curvature))
         theta -= step
         if abs(step) < 1e-10:
             break

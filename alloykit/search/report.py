@@ -103,7 +103,7 @@ def _markdown(result: SearchResult, spec: SearchSpec, space: Space, charts: list
         f"{len(result.trials)} candidates ({result.evaluated} evaluated by the last run, the "
         f"rest replayed from trials.jsonl), optimizer {spec.optimizer}, objective "
         f"{spec.objective}, fitness on the {spec.fitness.split!r} split by the "
-        f"{spec.fitness.estimator!r} estimator; {result.seconds:.0f} s.",
+        f"{spec.fitness.estimator!r} estimator{_calibration(spec)}; {result.seconds:.0f} s.",
         "",
         "## Search space",
         "",
@@ -142,6 +142,16 @@ def _markdown(result: SearchResult, spec: SearchSpec, space: Space, charts: list
     if charts:
         lines += ["", *(f"![{name}]({name})" for name in charts)]
     return "\n".join(lines) + "\n"
+
+
+def _calibration(spec: SearchSpec) -> str:
+    """How the IRT items were fitted, where they were: the extra full evaluations count."""
+    if spec.fitness.estimator != "irt":
+        return ""
+    return (
+        f" (items fitted on the endpoints and {spec.fitness.calibration} calibration "
+        "candidates, each run on every example)"
+    )
 
 
 def _row(label: str, scores: dict[str, float], tasks: list[str]) -> str:

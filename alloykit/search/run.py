@@ -9,6 +9,7 @@ only the candidates that are missing.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,7 +186,8 @@ def _template(space: Space) -> str:
 def _anchors(
     out: Path, spec: SearchSpec, space: Space, fitness: Fitness, backend: Backend
 ) -> dict[str, Responses]:
-    """The endpoints' full responses on the search split, cached in ``out/anchors.json``."""
+    """The full responses on the search split of the endpoints and of the spec's calibration
+    candidates (``calibration 0``, ...), cached in ``out/anchors.json``."""
     cache = out / "anchors.json"
     key = spec.fingerprint()
     if cache.exists():
@@ -196,10 +198,21 @@ def _anchors(
     paths = {ref: str(source.root) for ref, source in planned.sources.items()}
     jobs = [Job(fitness.full_requests(), model=path) for path in paths.values()]
     names = list(paths)
+    for k, point in enumerate(calibration_points(spec, space)):
+        jobs.append(Job(fitness.full_requests(), recipe=space.recipe(point)))
+        names.append(f"calibration {k}")
     responses = {names[done.index]: done.responses for done in backend.run(jobs)}
     ordered = {name: responses[name] for name in names}
     cache.write_text(json.dumps({"spec": key, "responses": ordered}))
     return ordered
+
+
+def calibration_points(spec: SearchSpec, space: Space) -> list[Point]:
+    """The spec's calibration candidates: uniform over the space, from their own seed (so
+    they are the same in every run and do not shift the optimizer's draws)."""
+    rng = random.Random(f"{spec.seed}:calibration")
+    count = spec.fitness.calibration
+    return [space.point([rng.random() for _ in range(space.dimensions)]) for _ in range(count)]
 
 
 def _estimator_check(

@@ -1,17 +1,20 @@
 """The search space of a spec: its genes, and the recipe each point of the space stands for.
 
 A searched value is a ``{min, max}`` mapping anywhere a recipe takes a parameter value
-(top-level ``parameters:``, a model's or a slice's). With ``layer_groups: k`` it becomes a
-gradient of ``k`` genes over the depth (mergekit interpolates a list of values over the
-layers); with ``filters: [self_attn, mlp]`` each filter gets its own genes, and the tensors no
-filter matches get the last ones (mergekit's ``{filter, value}`` entries). With ``methods:``
-the merge method is a searched choice too. A point is a mapping ``{gene name: value}``;
-:meth:`Space.recipe` writes the plain mergekit-format recipe it stands for.
+(top-level ``parameters:``, a model's or a slice's); ``scale: log`` spreads it evenly in the
+logarithm instead, for values such as learning rates that span several orders of magnitude.
+With ``layer_groups: k`` it becomes a gradient of ``k`` genes over the depth (mergekit
+interpolates a list of values over the layers); with ``filters: [self_attn, mlp]`` each
+filter gets its own genes, and the tensors no filter matches get the last ones (mergekit's
+``{filter, value}`` entries). With ``methods:`` the merge method is a searched choice too.
+A point is a mapping ``{gene name: value}``; :meth:`Space.recipe` writes the plain
+mergekit-format recipe it stands for.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,11 @@ from alloykit.search.spec import SearchSpec, SpecError
 
 Point = dict[str, Any]
 Location = tuple[str | int, ...]
-DECIMALS = 4
+SIGNIFICANT_DIGITS = 5
 """Searched values are rounded so that the recipes written read well; what is evaluated is the
-rounded value, so nothing written differs from what was scored."""
+rounded value, so nothing written differs from what was scored. Significant digits rather than
+decimals, so that a range such as ``[1e-5, 1e-3]`` is not rounded onto a few steps."""
+SCALES = ("linear", "log")
 
 
 @dataclass(frozen=True)
@@ -37,15 +42,26 @@ class Gene:
     )
     filter: str | None = None
     anchor: int = 0  # position in the gradient over the layers
+    log: bool = False  # spread evenly in the logarithm (``scale: log``)
 
     def value(self, unit: float) -> float:
         """The value at ``unit`` in [0, 1] of the range."""
         unit = min(1.0, max(0.0, float(unit)))
-        return round(self.low + unit * (self.high - self.low), DECIMALS)
+        if self.log:
+            low, high = math.log(self.low), math.log(self.high)
+            return _rounded(math.exp(low + unit * (high - low)))
+        return _rounded(self.low + unit * (self.high - self.low))
 
     def unit(self, value: float) -> float:
+        if self.log:
+            low, high = math.log(self.low), math.log(self.high)
+            return 0.0 if high == low else (math.log(value) - low) / (high - low)
         span = self.high - self.low
         return 0.0 if span == 0 else (value - self.low) / span
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
 @dataclass(frozen=True)
@@ -120,19 +136,26 @@ class Space:
         return recipe
 
     def describe(self) -> list[str]:
-        lines = [f"{g.name}: [{g.low:g}, {g.high:g}]" for g in self.genes]
+        lines = [
+            f"{g.name}: [{g.low:g}, {g.high:g}]" + (" (log scale)" if g.log else "")
+            for g in self.genes
+        ]
         if self.choice is not None:
             lines.append(f"{METHOD_GENE}: one of {', '.join(self.choice.options)}")
         return lines
 
 
 def _is_range(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {"min", "max"}
+    return isinstance(value, dict) and {"min", "max"} <= set(value) <= {"min", "max", "scale"}
 
 
-def _ranges(recipe: dict[str, Any]) -> list[tuple[Location, tuple[float, float]]]:
+Bounds = tuple[float, float, bool]
+"""A range's low and high ends, and whether it is searched on a log scale."""
+
+
+def _ranges(recipe: dict[str, Any]) -> list[tuple[Location, Bounds]]:
     """Every ``{min, max}`` under a ``parameters:`` mapping, in the recipe's order."""
-    found: list[tuple[Location, tuple[float, float]]] = []
+    found: list[tuple[Location, Bounds]] = []
 
     def walk(node: Any, location: Location) -> None:
         if isinstance(node, dict):
@@ -149,7 +172,7 @@ def _ranges(recipe: dict[str, Any]) -> list[tuple[Location, tuple[float, float]]
     return found
 
 
-def _bounds(value: dict[str, Any], location: Location) -> tuple[float, float]:
+def _bounds(value: dict[str, Any], location: Location) -> Bounds:
     where = _dotted(location)
     try:
         low, high = float(value["min"]), float(value["max"])
@@ -157,12 +180,18 @@ def _bounds(value: dict[str, Any], location: Location) -> tuple[float, float]:
         raise SpecError(f"recipe.{where}: min and max must be numbers, got {value!r}") from None
     if low > high:
         raise SpecError(f"recipe.{where}: min {low:g} is above max {high:g}", "swap them")
-    return low, high
+    scale = value.get("scale", "linear")
+    if scale not in SCALES:
+        raise SpecError(f"recipe.{where}.scale: {scale!r} is not a scale", "use linear or log")
+    if scale == "log" and low <= 0:
+        raise SpecError(
+            f"recipe.{where}: a log scale needs min above 0, got {low:g}",
+            "give a positive min, or search it on the linear scale",
+        )
+    return low, high, scale == "log"
 
 
-def _genes_of(
-    location: Location, bounds: tuple[float, float], groups: int, filters: list[str]
-) -> list[Gene]:
+def _genes_of(location: Location, bounds: Bounds, groups: int, filters: list[str]) -> list[Gene]:
     base = _dotted(location).replace(".parameters.", ".").removeprefix("parameters.")
     genes = []
     for filter_ in [*filters, None] if filters else [None]:
@@ -174,7 +203,8 @@ def _genes_of(
                 name += "@rest"
             if groups > 1:
                 name += f"#{anchor}"
-            genes.append(Gene(name, *bounds, location, filter_, anchor))
+            low, high, log = bounds
+            genes.append(Gene(name, low, high, location, filter_, anchor, log))
     return genes
 
 

@@ -39,6 +39,11 @@ class FitnessSpec(BaseModel):
     estimator: Literal["full", "subset", "irt"] = "full"
     subset: float = Field(0.1, gt=0, le=1)
     """Fraction of each task's examples a candidate is run on (subset and irt)."""
+    calibration: int = Field(8, ge=0)
+    """irt: candidates drawn at random from the space and run on every example before the
+    search; their responses join the endpoints' in the fit of the item parameters. The
+    endpoints alone answer all or nothing on a task (an expert knows its skill, the others do
+    not), which says little about which items a merge gets right."""
     split: str = "validation"
     limit: int | None = Field(None, ge=1)
     """At most this many examples of each task (the first ones), before any subset."""

@@ -72,3 +72,19 @@ def test_irt_estimates_new_models_better_than_a_random_subset_of_the_same_size()
         subset_errors.append(abs(row[random_subset].mean() - full))
     assert np.mean(irt_errors) < np.mean(subset_errors)
     assert 0.0 <= estimator.blend <= 1.0
+
+
+def test_a_candidate_far_from_the_fitted_models_is_estimated_without_bias() -> None:
+    """Models better than every fitted one (ability 2.5, the fitted ones about N(0, 1.2)) are
+    estimated without a strong pull toward the fitted models' mean accuracy: with the joint
+    fit's N(0, 1) prior on their ability, 20 answers put them 9 points too low; what is left
+    (under 3 points here) comes from the items' own fit on 12 models."""
+    anchors, _, truth = simulate(12, 200, seed=1)
+    estimator = Estimator.fit(anchors, 20)
+    rng = np.random.default_rng(3)
+    probabilities = truth.probability(2.5)
+    errors = []
+    for _ in range(300):
+        row = (rng.random(200) < probabilities).astype(float)
+        errors.append(p_irt(estimator.items, estimator.index, row[estimator.index]) - row.mean())
+    assert abs(np.mean(errors)) < 0.04

@@ -70,12 +70,36 @@ def test_another_spec_in_the_same_directory_is_refused(spec_of, tmp_path: Path) 
 
 
 def test_the_irt_estimator_fits_on_the_endpoints_and_checks_itself(spec_of, tmp_path) -> None:
-    spec = spec_of(trials=3, fitness={"estimator": "irt", "subset": 0.3})
+    spec = spec_of(trials=3, fitness={"estimator": "irt", "subset": 0.3, "calibration": 2})
     result = run_search(spec, tmp_path / "out")
     anchors = json.loads((tmp_path / "out" / "anchors.json").read_text())["responses"]
-    assert len(anchors) == 3 and all(len(r["plus"]) == 30 for r in anchors.values())
+    assert len(anchors) == 5 and all(len(r["plus"]) == 30 for r in anchors.values())
+    assert list(anchors)[3:] == ["calibration 0", "calibration 1"]
     assert len(result.estimator_check) == 3
-    assert "Estimator check" in (tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Estimator check" in report and "2 calibration candidates" in report
+
+
+def test_calibration_candidates_are_the_seeds_own_and_run_every_example(spec_of) -> None:
+    """The calibration rows are candidates of the space: the same ones for a seed, others for
+    another seed, each a recipe the worker runs on every example."""
+    from alloykit.search.fitness import Fitness
+    from alloykit.search.run import calibration_points
+    from alloykit.search.space import Space
+    from alloykit.search.spec import load_spec
+    from alloykit.search.workers import CandidateWorker, Job
+
+    spec = load_spec(spec_of(fitness={"estimator": "irt", "calibration": 3}))
+    space = Space(spec)
+    points = calibration_points(spec, space)
+    assert len(points) == 3 and points == calibration_points(spec, space)
+    other = load_spec(spec_of(fitness={"estimator": "irt", "calibration": 3}, seed=5))
+    assert points != calibration_points(other, space)
+    assert len({tuple(sorted(p.items())) for p in points}) == 3
+    fitness = Fitness(spec)
+    worker = CandidateWorker(spec, space.recipe(points[0])["base_model"])
+    answers = worker.run(Job(fitness.full_requests(), recipe=space.recipe(points[0])))
+    assert all(len(answers[name]) == len(split.examples) for name, split in fitness.tasks.items())
 
 
 def test_cma_over_layer_groups_and_a_choice_of_methods(spec_of, tmp_path: Path) -> None:

@@ -139,3 +139,49 @@ def test_points_are_plain_floats_whatever_the_units_type() -> None:
     space = Space(spec())
     point = space.point(list(np.array([0.25, 0.5, 1.0])))
     assert all(type(value) is float for value in point.values())
+
+
+def _one_range(bounds: dict) -> dict:
+    return {
+        "merge_method": "wudi",
+        "base_model": "base",
+        "models": [{"model": "a", "parameters": {"weight": 1.0}}],
+        "parameters": {"learning_rate": bounds},
+    }
+
+
+def test_a_log_scale_spreads_evenly_in_the_logarithm() -> None:
+    space = Space(
+        load_spec(
+            {"recipe": _one_range({"min": 1e-5, "max": 1e-1, "scale": "log"}), "tasks": ["t"]}
+        )
+    )
+    assert [space.point([u])["learning_rate"] for u in (0.0, 0.25, 0.5, 1.0)] == [
+        1e-5,
+        1e-4,
+        1e-3,
+        1e-1,
+    ]
+    assert space.units({"learning_rate": 1e-3}) == pytest.approx([0.5])
+    assert "(log scale)" in space.describe()[0]
+
+
+def test_small_values_keep_significant_digits() -> None:
+    """Rounding keeps five significant digits, not four decimals (which would put a
+    ``[1e-5, 1e-3]`` range on a hundred steps and its low end at 0)."""
+    space = Space(load_spec({"recipe": _one_range({"min": 1e-5, "max": 1e-3}), "tasks": ["t"]}))
+    assert space.point([0.0])["learning_rate"] == 1e-5
+    assert space.point([0.123456])["learning_rate"] == pytest.approx(1.3222e-4, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [
+        ({"min": 0, "max": 1, "scale": "log"}, "a log scale needs min above 0"),
+        ({"min": 1, "max": 2, "scale": "cubic"}, "'cubic' is not a scale"),
+    ],
+)
+def test_bad_scales_are_one_line(bounds: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=message) as error:
+        Space(load_spec({"recipe": _one_range(bounds), "tasks": ["t"]}))
+    assert "recipe.parameters.learning_rate" in str(error.value) and "\n" not in str(error.value)
