@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # values are given to every expert alike). A registered method without a grid runs at its
 # defaults; one with a required parameter and no grid is skipped (and listed as skipped).
 GRIDS: dict[str, Grid] = {
-    "task_arithmetic": {"lambda": [0.3, 0.5, 0.7, 1.0]},
-    "ties": {"density": [0.2, 0.5], "lambda": [0.5, 1.0]},
+    "task_arithmetic": {"lambda": [0.2, 0.3, 0.5, 0.7, 1.0]},
+    "ties": {"density": [0.2, 0.5, 0.8], "lambda": [0.3, 0.5, 1.0]},
     "dare_linear": {"density": [0.3, 0.7], "lambda": [0.5, 1.0]},
     "dare_ties": {"density": [0.3, 0.7], "lambda": [0.5, 1.0]},
     "breadcrumbs": {"density": [0.5, 0.9], "lambda": [0.5, 1.0]},
@@ -53,16 +53,16 @@ GRIDS: dict[str, Grid] = {
     "della": {"density": [0.5, 0.7], "lambda": [0.5, 1.0]},
     "della_linear": {"density": [0.5, 0.7], "lambda": [0.5, 1.0]},
     "sce": {"select_topk": [0.1, 0.5, 1.0]},
-    "tsv_merge": {"alpha": [0.5, 0.8, 1.0, 1.3]},
-    "iso_c": {"alpha": [0.5, 1.0, 1.5]},
-    "iso_cts": {"alpha": [0.5, 1.0, 1.5], "common_space_fraction": [0.8]},
+    "tsv_merge": {"alpha": [0.5, 0.8, 1.0, 1.3, 1.6, 2.0]},
+    "iso_c": {"alpha": [0.5, 1.0, 1.5, 2.0, 2.5]},
+    "iso_cts": {"alpha": [0.5, 1.0, 1.5, 2.0, 2.5], "common_space_fraction": [0.8]},
     "pcb": {"pcb_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
     "consensus": {"base_method": ["task_arithmetic", "ties"], "lambda": [0.3, 0.5, 1.0]},
     "magmax": {"lambda": [0.3, 0.5, 0.7, 1.0]},
-    "cart": {"rank_ratio": [0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0]},
-    "wudi": {"iterations": [100, 300], "learning_rate": [1e-5, 1e-4, 1e-3, 1e-2]},
+    "cart": {"rank_ratio": [0.02, 0.05, 0.1, 0.2], "lambda": [1.0, 1.5, 2.0, 3.0]},
+    "wudi": {"iterations": [100, 300], "learning_rate": [1e-5, 1e-4, 1e-3, 1e-2, 3e-2]},
     "fisher": {"fisher_floor": [1e-6]},
-    "regmean": {"alpha": [0.5, 0.95]},
+    "regmean": {"alpha": [0.5, 0.9, 0.95, 0.99]},
 }
 # Methods reading statistics: each expert's recipe entry names its own skill's task as data:
 # (calibrated on the train split once, then read from the statistics cache).
@@ -75,7 +75,7 @@ HELDOUT_METHODS = ("task_arithmetic", "ties")
 # Data-driven merges that run the models (alloykit.calibrate drivers), each with its own grid;
 # every expert calibrates on its own skill's train split, prompts only for AdaMerging.
 DRIVER_GRIDS: dict[str, Grid] = {
-    "regmean_pp": {"alpha": [0.5, 0.95]},
+    "regmean_pp": {"alpha": [0.5, 0.9, 0.95, 0.99]},
     "adamerging": {"granularity": ["task", "layer"], "lr": [1e-2]},
     "greedy_soup": {},
 }

@@ -8,13 +8,16 @@ Three measurements, printed as ratios and written to ``benchmarks/results/search
 
 1. **Quality.** A CMA-ES search over the per-expert weights and ``--method``'s own
    parameters (task arithmetic at λ 1 by default; tsv_merge's α, wudi's learning rate) on the
-   validation split, fitness estimated by IRT on 10% of each task, at most ``--trials``
-   candidates; the best recipe is then scored on the test split, which the search never sees,
-   as a normalized average (merged / each expert on its own skill), beside the best hand-set
-   data-free merge of ``benchmarks/results/quality.json`` (8 experts).
+   validation split, fitness estimated by IRT on 10% of each task, ``--trials`` candidates
+   (192 by default: with the estimator's 8 calibration candidates, each run on every
+   validation example to fit the items, 200 candidates are evaluated); the best recipe is
+   then scored on the test split, which the search never sees, as a normalized average
+   (merged / each expert on its own skill), beside the best hand-set data-free merge of
+   ``benchmarks/results/quality.json`` (8 experts).
 2. **Estimator error.** Random candidates of the same space run on every validation example;
-   the IRT estimate (the search's fitted items and subset) and a plain random subset of the
-   same size are compared with the full accuracy: mean absolute error in points.
+   the IRT estimate (the search's fitted items and subset) and plain subsets of the same size
+   (a new random one per candidate, and one fixed per task) are compared with the full
+   accuracy: mean absolute error and mean signed error (bias) in points.
 3. **Throughput.** The same candidates merged in memory into a resident model, against
    merging each to disk with ``alloykit.merge`` and loading it back with transformers, and
    with ``--mergekit-python PATH`` (a venv's python with mergekit) against mergekit's
@@ -71,6 +74,7 @@ def spec_for(zoo: Path, skills: list[str], args: argparse.Namespace) -> dict[str
         "optimizer": args.optimizer,
         "trials": args.trials,
         "layer_groups": args.layer_groups,
+        "filters": args.filters,
         "fitness": {
             "estimator": args.estimator,
             "subset": args.subset,
@@ -122,28 +126,39 @@ def hand_set_best(path: Path, experts: int) -> tuple[str, float] | None:
 
 
 def estimator_errors(space, fitness, worker, points: list[dict], seed: int) -> dict[str, Any]:
-    """Full accuracy of each point against its IRT and plain-subset estimates."""
+    """Full accuracy of each point against its IRT estimate and two plain subset means of
+    the same size: a new random subset for every candidate (``subset``), and one fixed random
+    subset per task for all of them (``fixed_subset``, what the spec's ``estimator: subset``
+    runs)."""
     from alloykit.search.workers import Job
 
+    if not points:
+        return {"candidates": 0}
     rng = random.Random(seed)
-    irt, plain = [], []
+    fixed = {
+        name: rng.sample(range(len(split.examples)), len(split.estimator.index))
+        for name, split in fitness.tasks.items()
+    }
+    errors: dict[str, list[float]] = {"irt": [], "subset": [], "fixed_subset": []}
     for point in points:
         responses = worker.run(Job(fitness.full_requests(), recipe=space.recipe(point)))
-        full_scores, irt_scores, plain_scores = [], [], []
+        full_scores = []
+        estimates: dict[str, list[float]] = {kind: [] for kind in errors}
         for name, split in fitness.tasks.items():
             right = np.asarray(responses[name], dtype=float)
             full_scores.append(right.mean())
-            irt_scores.append(split.estimator.estimate(right[split.estimator.index]))
+            estimates["irt"].append(split.estimator.estimate(right[split.estimator.index]))
             sample = rng.sample(range(len(right)), len(split.estimator.index))
-            plain_scores.append(right[sample].mean())
+            estimates["subset"].append(right[sample].mean())
+            estimates["fixed_subset"].append(right[fixed[name]].mean())
         full = float(np.mean(full_scores))
-        irt.append(abs(float(np.mean(irt_scores)) - full))
-        plain.append(abs(float(np.mean(plain_scores)) - full))
-    return {
-        "candidates": len(points),
-        "irt_mae_points": 100 * float(np.mean(irt)),
-        "subset_mae_points": 100 * float(np.mean(plain)),
-    }
+        for kind, values in estimates.items():
+            errors[kind].append(float(np.mean(values)) - full)
+    result: dict[str, Any] = {"candidates": len(points)}
+    for kind, values in errors.items():
+        result[f"{kind}_mae_points"] = 100 * float(np.mean(np.abs(values)))
+        result[f"{kind}_bias_points"] = 100 * float(np.mean(values))
+    return result
 
 
 def throughput(
@@ -265,11 +280,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", type=Path, default=ROOT / "examples" / "zoo")
     parser.add_argument("--experts", type=int, default=8)
-    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=192,
+        help="candidates searched; with the IRT estimator's 8 calibration candidates, 200 run",
+    )
     parser.add_argument("--optimizer", default="cma")
     parser.add_argument("--estimator", default="irt")
     parser.add_argument("--subset", type=float, default=0.1)
     parser.add_argument("--layer-groups", type=int, default=1)
+    parser.add_argument(
+        "--filters",
+        type=lambda text: [f for f in text.split(",") if f],
+        default=[],
+        help="tensor-name filters with genes of their own, comma-separated (self_attn,mlp)",
+    )
     parser.add_argument("--max-weight", type=float, default=1.5)
     parser.add_argument("--method", choices=sorted(METHOD_PARAMETERS), default="task_arithmetic")
     parser.add_argument("--seed", type=int, default=0)
@@ -324,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         "zoo": str(args.zoo),
         "experts": skills,
         "trials": len(result.trials),
+        "calibration_candidates": spec.fitness.calibration
+        if spec.fitness.estimator == "irt"
+        else 0,
         "search_seconds": search_seconds,
         "best_recipe": result.recipe,
         "best_validation_estimate": result.best.fitness,
@@ -340,10 +369,12 @@ def main(argv: list[str] | None = None) -> int:
             f"\nsearched {100 * normalized:.1f} normalized on test vs best hand-set "
             f"{hand_set[0]} {100 * hand_set[1]:.1f}: {100 * (normalized - hand_set[1]):+.1f} points"
         )
-    print(
-        f"estimator MAE: IRT {errors['irt_mae_points']:.1f} points, random subset "
-        f"{errors['subset_mae_points']:.1f} points ({errors['candidates']} candidates)"
-    )
+    if errors["candidates"]:
+        print(
+            f"estimator MAE: IRT {errors['irt_mae_points']:.2f} points, random subset "
+            f"{errors['subset_mae_points']:.2f}, fixed random subset "
+            f"{errors['fixed_subset_mae_points']:.2f} ({errors['candidates']} candidates)"
+        )
     print(throughput_lines(speed))
     path = args.json or ROOT / "benchmarks/results/search.json"
     path.parent.mkdir(parents=True, exist_ok=True)

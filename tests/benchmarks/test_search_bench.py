@@ -38,6 +38,7 @@ def test_each_method_searches_its_own_parameter(tmp_path: Path) -> None:
         optimizer="cma",
         trials=3,
         layer_groups=1,
+        filters=[],
         estimator="irt",
         subset=0.1,
         strategy="forced",
