@@ -217,18 +217,21 @@ def throughputs(args: argparse.Namespace, space, fitness, worker, points) -> dic
     return result
 
 
-def endpoint_responses(spec, worker, fitness, out: Path) -> dict[str, Any]:
-    """The base's and experts' full responses: the search's cached ones if they match the spec."""
-    from alloykit.search.workers import Job
+def fitted_irt(spec, out: Path, zoo: Path):
+    """The spec's fitness with IRT items fitted as a search fits them (endpoints and
+    calibration candidates, ``OUT/anchors.json`` when a search with this spec left one): the
+    spec's own when it searched with IRT, else the same spec with ``estimator: irt``."""
+    from alloykit.search.fitness import Fitness
+    from alloykit.search.run import anchor_responses
+    from alloykit.search.workers import InProcess
 
-    cache = out / "anchors.json"
-    if cache.exists():
-        stored = json.loads(cache.read_text())
-        if stored.get("spec") == spec.fingerprint():
-            return stored["responses"]
-    recipe = spec.recipe
-    paths = [recipe["base_model"], *(entry["model"] for entry in recipe["models"])]
-    return {path: worker.run(Job(fitness.full_requests(), model=path)) for path in paths}
+    if spec.fitness.estimator != "irt":
+        irt = spec.fitness.model_copy(update={"estimator": "irt"})
+        spec = spec.model_copy(update={"fitness": irt})
+    fitness = Fitness(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    fitness.fit_anchors(anchor_responses(spec, out, InProcess(spec, str(zoo / "base"), "cpu")))
+    return fitness
 
 
 def mergekit_python(args: argparse.Namespace) -> Path | None:
@@ -254,10 +257,8 @@ def throughput_lines(speeds: dict[str, Any]) -> str:
 
 def throughput_only(args: argparse.Namespace, spec, space, worker) -> int:
     """Measurement 3 alone, on the subset the search's IRT items choose."""
-    from alloykit.search.fitness import Fitness
 
-    fitness = Fitness(spec)
-    fitness.fit_anchors(endpoint_responses(spec, worker, fitness, args.out))
+    fitness = fitted_irt(spec, args.out, args.zoo)
     rng = np.random.default_rng(args.seed + 1)
     points = [space.point(list(rng.random(space.dimensions))) for _ in range(args.check_candidates)]
     speed = throughputs(args, space, fitness, worker, points)
@@ -319,7 +320,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
 
     from alloykit.search import load_spec, run_search
-    from alloykit.search.fitness import Fitness
     from alloykit.search.space import Space
     from alloykit.search.workers import CandidateWorker
 
@@ -338,9 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     normalized = sum(result.test_scores[s] / own[s] for s in skills if own[s] > 0) / len(skills)
     hand_set = hand_set_best(args.quality, len(skills))
 
-    fitness = Fitness(spec)
-    anchors = json.loads((args.out / "anchors.json").read_text())["responses"]
-    fitness.fit_anchors(anchors)
+    fitness = fitted_irt(spec, args.out, args.zoo)
     rng = np.random.default_rng(args.seed + 1)
     points = [space.point(list(rng.random(space.dimensions))) for _ in range(args.check_candidates)]
     errors = estimator_errors(space, fitness, worker, points, args.seed)

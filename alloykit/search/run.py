@@ -74,7 +74,7 @@ def run_search(
     )
     try:
         if fitness.needs_anchors:
-            fitness.fit_anchors(_anchors(out, spec, space, fitness, backend))
+            fitness.fit_anchors(anchor_responses(spec, out, backend))
         objectives = len(fitness.objectives({name: 0.0 for name in fitness.tasks}))
         population = spec.population or (workers if spec.optimizer in ("tpe", "random") else None)
         optimizer = make_optimizer(
@@ -183,11 +183,11 @@ def _template(space: Space) -> str:
     return str(planned.sources[planned.reference].root)
 
 
-def _anchors(
-    out: Path, spec: SearchSpec, space: Space, fitness: Fitness, backend: Backend
-) -> dict[str, Responses]:
+def anchor_responses(spec: SearchSpec, out: Path, backend: Backend) -> dict[str, Responses]:
     """The full responses on the search split of the endpoints and of the spec's calibration
-    candidates (``calibration 0``, ...), cached in ``out/anchors.json``."""
+    candidates (``calibration 0``, ...), that the IRT items are fitted on; cached in
+    ``out/anchors.json`` for this spec."""
+    space, fitness = Space(spec), Fitness(spec)
     cache = out / "anchors.json"
     key = spec.fingerprint()
     if cache.exists():

@@ -250,8 +250,10 @@ def _drop_foreign_parameters(recipe: dict[str, Any], method: str) -> None:
 
 
 def _resolved_paths(recipe: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """The recipe with model references that are paths relative to the spec made absolute."""
-    recipe = copy.deepcopy(recipe)
+    """The recipe with model references that are paths relative to the spec made absolute, and
+    every mapping and list its own (YAML anchors and aliases share one object, which
+    ``copy.deepcopy`` keeps shared: a value written for one model would land in the others)."""
+    recipe = _unshared(recipe)
 
     def resolve(reference: Any) -> Any:
         if isinstance(reference, str) and not Path(reference).is_absolute():
@@ -273,6 +275,14 @@ def _resolved_paths(recipe: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 
     walk(recipe)
     return recipe
+
+
+def _unshared(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _unshared(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_unshared(value) for value in node]
+    return copy.deepcopy(node)
 
 
 def _dotted(location: Location) -> str:

@@ -185,3 +185,24 @@ def test_bad_scales_are_one_line(bounds: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message) as error:
         Space(load_spec({"recipe": _one_range(bounds), "tasks": ["t"]}))
     assert "recipe.parameters.learning_rate" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_models_sharing_a_yaml_anchor_get_values_of_their_own() -> None:
+    """``parameters: &w {...}`` then ``parameters: *w`` is one object in the loaded YAML; each
+    model's searched weight must still be written to that model alone."""
+    import yaml
+
+    text = """
+recipe:
+  merge_method: task_arithmetic
+  base_model: base
+  models:
+    - model: a
+      parameters: &w {weight: {min: 0, max: 2}}
+    - model: b
+      parameters: *w
+tasks: [t]
+"""
+    space = Space(load_spec(yaml.safe_load(text)))
+    recipe = space.recipe(space.point([0.0, 1.0]))
+    assert [m["parameters"]["weight"] for m in recipe["models"]] == [0.0, 2.0]
