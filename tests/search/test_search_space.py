@@ -206,3 +206,23 @@ tasks: [t]
     space = Space(load_spec(yaml.safe_load(text)))
     recipe = space.recipe(space.point([0.0, 1.0]))
     assert [m["parameters"]["weight"] for m in recipe["models"]] == [0.0, 2.0]
+
+
+def test_the_worked_example_of_the_docs_is_a_valid_spec() -> None:
+    """docs/search.md's spec loads, has the genes it describes, and its recipes plan."""
+    import re
+
+    import yaml
+
+    import alloykit
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "search.md").read_text()
+    block = re.search(r"```yaml\n(# spec\.yml.*?)```", text, re.S)
+    assert block is not None
+    spec = load_spec({**yaml.safe_load(block.group(1)), "base_dir": root})
+    space = Space(spec)
+    # 4 weights and the learning rate, each for self_attn, mlp and the rest, over 2 groups
+    assert space.dimensions == 5 * 3 * 2
+    assert [g.log for g in space.genes].count(True) == 6
+    alloykit.plan(space.recipe(space.point([0.5] * space.dimensions)))
