@@ -67,10 +67,10 @@ class SearchSpec(BaseModel):
     filters: list[str] = Field(default_factory=list)
     """Tensor-name filters (e.g. self_attn, mlp) that get genes of their own."""
     objective: Literal["mean", "per_task"] = "mean"
-    optimizer: Literal["cma", "nsga2", "tpe", "random"] = "cma"
+    optimizer: Literal["cma", "sep_cma", "nsga2", "tpe", "random"] = "cma"
     trials: int = Field(100, ge=1)
     population: int | None = Field(None, ge=2)
-    """Candidates asked for at once (cma, nsga2); default: the optimizer's own."""
+    """Candidates asked for at once (cma, sep_cma, nsga2); default: the optimizer's own."""
     fitness: FitnessSpec = Field(default_factory=FitnessSpec)
     test_split: str = "test"
     seed: int = 0
@@ -79,7 +79,7 @@ class SearchSpec(BaseModel):
 
     @model_validator(mode="after")
     def _checked(self) -> SearchSpec:
-        if self.objective == "per_task" and self.optimizer == "cma":
+        if self.objective == "per_task" and self.optimizer in ("cma", "sep_cma"):
             raise ValueError(
                 "objective per_task needs a multi-objective optimizer: use optimizer: nsga2 "
                 "(or tpe), or objective: mean"

@@ -18,7 +18,8 @@ def objective(units: list[float]) -> list[float]:
 
 
 def run(name: str, evaluations: int, seed: int = 0) -> list[list[float]]:
-    optimizer = make_optimizer(name, 2, 1, seed=seed, population=None if name == "cma" else 4)
+    population = None if name in ("cma", "sep_cma") else 4
+    optimizer = make_optimizer(name, 2, 1, seed=seed, population=population)
     asked: list[list[float]] = []
     while len(asked) < evaluations:
         batch = optimizer.ask()
@@ -27,20 +28,22 @@ def run(name: str, evaluations: int, seed: int = 0) -> list[list[float]]:
     return asked
 
 
-@pytest.mark.parametrize(("name", "evaluations"), [("cma", 120), ("tpe", 80), ("nsga2", 120)])
+@pytest.mark.parametrize(
+    ("name", "evaluations"), [("cma", 120), ("sep_cma", 120), ("tpe", 80), ("nsga2", 120)]
+)
 def test_each_optimizer_finds_the_top(name: str, evaluations: int) -> None:
     best = max(run(name, evaluations), key=lambda units: objective(units)[0])
     assert objective(best)[0] > -0.01
 
 
-@pytest.mark.parametrize("name", ["cma", "tpe", "random", "nsga2"])
+@pytest.mark.parametrize("name", ["cma", "sep_cma", "tpe", "random", "nsga2"])
 def test_the_same_seed_asks_the_same_points(name: str) -> None:
     assert run(name, 12, seed=3) == run(name, 12, seed=3)
     assert run(name, 12, seed=3) != run(name, 12, seed=4)
 
 
 def test_points_stay_in_the_unit_cube() -> None:
-    for name in ("cma", "tpe", "random", "nsga2"):
+    for name in ("cma", "sep_cma", "tpe", "random", "nsga2"):
         assert all(0.0 <= u <= 1.0 for units in run(name, 16) for u in units)
 
 
@@ -56,3 +59,25 @@ def test_nsga2_takes_several_objectives() -> None:
     batch = optimizer.ask()
     optimizer.tell(batch, [[u[0], 1 - u[0]] for u in batch])
     assert len(optimizer.ask()) == 4
+
+
+def test_sep_cma_keeps_a_diagonal_covariance_and_cma_a_full_one() -> None:
+    """The separable variant is not CMA-ES under another name: on a rotated objective full
+    CMA-ES learns off-diagonal covariance, the separable one never does."""
+
+    def rotated(units: list[float]) -> list[float]:
+        a, b = units[0] - 0.5, units[1] - 0.5
+        return [-((a + b) ** 2) - 0.01 * (a - b) ** 2]
+
+    covariances = {}
+    for name in ("cma", "sep_cma"):
+        optimizer = make_optimizer(name, 2, 1, seed=0, population=None)
+        for _ in range(30):
+            batch = optimizer.ask()
+            optimizer.tell(batch, [rotated(units) for units in batch])
+        covariances[name] = optimizer.strategy.C
+    import numpy as np
+
+    full, diagonal = (np.atleast_1d(np.asarray(covariances[n])) for n in ("cma", "sep_cma"))
+    assert full.shape == (2, 2) and abs(full[0, 1]) > 0.1 * abs(full[0, 0])
+    assert diagonal.ndim == 1 or abs(diagonal[0, 1]) == 0
