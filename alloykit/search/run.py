@@ -9,6 +9,7 @@ only the candidates that are missing.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -191,7 +192,10 @@ def anchor_responses(spec: SearchSpec, out: Path, backend: Backend) -> dict[str,
     cache = out / "anchors.json"
     key = spec.fingerprint()
     if cache.exists():
-        stored = json.loads(cache.read_text())
+        try:
+            stored = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            stored = {}  # unreadable (not written by this version): computed again below
         if stored.get("spec") == key:
             return stored["responses"]
     planned = _endpoint_plan(space)
@@ -203,7 +207,12 @@ def anchor_responses(spec: SearchSpec, out: Path, backend: Backend) -> dict[str,
         names.append(f"calibration {k}")
     responses = {names[done.index]: done.responses for done in backend.run(jobs)}
     ordered = {name: responses[name] for name in names}
-    cache.write_text(json.dumps({"spec": key, "responses": ordered}))
+    partial = cache.with_name(f".{cache.name}.partial-{os.getpid()}")
+    try:  # whole or not at all: a search killed while writing it computes it again
+        partial.write_text(json.dumps({"spec": key, "responses": ordered}))
+        os.replace(partial, cache)
+    finally:
+        partial.unlink(missing_ok=True)
     return ordered
 
 

@@ -80,6 +80,20 @@ def test_the_irt_estimator_fits_on_the_endpoints_and_checks_itself(spec_of, tmp_
     assert "Estimator check" in report and "2 calibration candidates" in report
 
 
+def test_a_torn_anchors_file_is_computed_again(spec_of, tmp_path: Path) -> None:
+    """A search killed while writing ``anchors.json`` (before it was atomic) left half a file;
+    the rerun computes the anchors again instead of failing on it."""
+    spec = spec_of(trials=2, fitness={"estimator": "irt", "subset": 0.3, "calibration": 1})
+    first = run_search(spec, tmp_path / "out")
+    anchors = tmp_path / "out" / "anchors.json"
+    whole = anchors.read_text()
+    anchors.write_text(whole[: len(whole) // 2])
+    again = run_search(spec_of(trials=3, fitness=spec["fitness"]), tmp_path / "out")
+    assert anchors.read_text() == whole
+    assert again.trials[:2] == first.trials and again.evaluated == 1
+    assert not list((tmp_path / "out").glob(".anchors.json.partial-*"))
+
+
 def test_calibration_candidates_are_the_seeds_own_and_run_every_example(spec_of) -> None:
     """The calibration rows are candidates of the space: the same ones for a seed, others for
     another seed, each a recipe the worker runs on every example."""
