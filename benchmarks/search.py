@@ -72,6 +72,7 @@ def spec_for(zoo: Path, skills: list[str], args: argparse.Namespace) -> dict[str
         },
         "tasks": [str(zoo / "tasks" / s) for s in skills],
         "optimizer": args.optimizer,
+        "population": args.population,
         "trials": args.trials,
         "layer_groups": args.layer_groups,
         "filters": args.filters,
@@ -199,8 +200,8 @@ def throughput(
 def throughputs(args: argparse.Namespace, space, fitness, worker, points) -> dict[str, Any]:
     """The comparison with the search's fitness (its estimator's subset) and, on fewer
     candidates, with every validation example (the spec's default estimator, ``full``)."""
-    if len(points) < 2:
-        print("throughput skipped: it needs --check-candidates 2 or more")
+    if len(points) < 2 or args.throughput_candidates < 1:
+        print("throughput skipped: it needs --check-candidates 2 and --throughput-candidates 1")
         return {}
     mergekit = mergekit_python(args)
     subset = points[: args.throughput_candidates + 1]
@@ -210,7 +211,7 @@ def throughputs(args: argparse.Namespace, space, fitness, worker, points) -> dic
             space, fitness, worker, subset, fitness.requests(), args.rounds, mergekit
         )
     }
-    if args.full_throughput_candidates > 0:
+    if args.full_throughput_candidates > 0 and len(full) > 1:
         result["full_fitness"] = throughput(
             space, fitness, worker, full, fitness.full_requests(), args.rounds, mergekit
         )
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         help="candidates searched; with the IRT estimator's 8 calibration candidates, 200 run",
     )
     parser.add_argument("--optimizer", default="cma")
+    parser.add_argument("--population", type=int, default=None, help="candidates per batch")
     parser.add_argument("--estimator", default="irt")
     parser.add_argument("--subset", type=float, default=0.1)
     parser.add_argument("--layer-groups", type=int, default=1)

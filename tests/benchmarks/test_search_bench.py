@@ -39,6 +39,7 @@ def test_each_method_searches_its_own_parameter(tmp_path: Path) -> None:
         trials=3,
         layer_groups=1,
         filters=[],
+        population=None,
         estimator="irt",
         subset=0.1,
         strategy="forced",
