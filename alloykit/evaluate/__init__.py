@@ -3,6 +3,8 @@
 ``evaluate(model_or_path, tasks)`` scores task definitions (:func:`load_task`) on a model;
 ``exact_match`` / ``answer_hits`` score generation tasks (by teacher forcing, or by
 ``generate_answers``); they are the batched building blocks for generation tasks.
+``item_hits_per_task`` gives per-example right/wrong for several tasks at once (the examples
+of all generation tasks share batches), as a recipe search scores a candidate.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from alloykit.evaluate.answers import STRATEGIES, Strategy, answer_hits, exact_m
 from alloykit.evaluate.forced import forced_verdicts
 from alloykit.evaluate.generation import generate_answers
 from alloykit.evaluate.likelihood import choice_accuracy, choice_hits, choice_scores, perplexity
-from alloykit.evaluate.runner import TaskResult, evaluate, item_hits, load_model
+from alloykit.evaluate.runner import (
+    TaskResult,
+    evaluate,
+    item_hits,
+    item_hits_per_task,
+    load_model,
+)
 from alloykit.evaluate.tasks import Task, TaskError, load_task, select
 
 __all__ = [
@@ -29,6 +37,7 @@ __all__ = [
     "forced_verdicts",
     "generate_answers",
     "item_hits",
+    "item_hits_per_task",
     "load_model",
     "load_task",
     "perplexity",

@@ -13,7 +13,7 @@ from typing import Literal
 
 from alloykit.errors import AlloyError
 from alloykit.evaluate.forced import forced_verdicts
-from alloykit.evaluate.generation import generate_answers
+from alloykit.evaluate.generation import generate_answers, token_budgets
 
 Strategy = Literal["forced", "generate"]
 STRATEGIES: tuple[str, ...] = ("forced", "generate")
@@ -24,7 +24,7 @@ def exact_match(
     tokenizer,
     examples: Sequence[dict],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     batch_size: int = 64,
     on_batch: Callable[[int, int], None] | None = None,
     strategy: Strategy = "forced",
@@ -49,13 +49,17 @@ def answer_hits(
     tokenizer,
     examples: Sequence[dict],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     batch_size: int = 64,
     on_batch: Callable[[int, int], None] | None = None,
     strategy: Strategy = "forced",
 ) -> list[bool]:
     """Whether each example's greedy answer is its stripped answer: the per-item responses
-    that item response theory estimates from (:mod:`alloykit.search.irt`)."""
+    that item response theory estimates from (:mod:`alloykit.search.irt`).
+
+    ``max_new_tokens`` is one token budget for all examples, or each example's own, so that
+    the examples of several tasks (each with its task's budget) share batches: fewer, fuller
+    forward passes than one call per task, and the same verdicts."""
     check_strategy(strategy)
     if strategy == "generate":
         return _generated_hits(model, tokenizer, examples, max_new_tokens, batch_size, on_batch)
@@ -69,8 +73,14 @@ def answer_hits(
     )
     undecided = [index for index, verdict in enumerate(verdicts) if verdict is None]
     if undecided:
+        budgets = token_budgets(max_new_tokens, len(examples))
         generated = _generated_hits(
-            model, tokenizer, [examples[i] for i in undecided], max_new_tokens, batch_size, None
+            model,
+            tokenizer,
+            [examples[i] for i in undecided],
+            [budgets[i] for i in undecided],
+            batch_size,
+            None,
         )
         for index, hit in zip(undecided, generated, strict=True):
             verdicts[index] = hit
@@ -89,7 +99,7 @@ def _generated_hits(
     model,
     tokenizer,
     examples: Sequence[dict],
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     batch_size: int,
     on_batch: Callable[[int, int], None] | None,
 ) -> list[bool]:

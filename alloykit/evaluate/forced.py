@@ -3,7 +3,7 @@ per batch, instead of one step per answer token.
 
 Greedy generation answers a prompt with the expected answer exactly when, fed the prompt and
 the answer's tokens, the model's argmax at every answer position is the next answer token and
-then a stop (a token holding a newline, or EOS), or the token budget ends first. So the greedy
+then a stop (a token holding a newline, or EOS), or its token budget ends first. So the greedy
 tokens are known up to the first position where the argmax leaves the answer, and if that token
 is a stop (or the budget's last), they are cut and compared by generation's own rules
 (:func:`~alloykit.evaluate.generation.answer_text`). A batch's prompts go through first (as
@@ -34,17 +34,19 @@ from typing import Any
 
 import torch
 
-from alloykit.errors import AlloyError
 from alloykit.evaluate.generation import (
     answer_text,
     cache_argument,
     cache_of,
+    check_batch_size,
     encode_prompts,
     eos_ids,
     eval_mode,
     left_padded,
+    length_batches,
     model_device,
     stop_table,
+    token_budgets,
 )
 
 ROUNDS = 3
@@ -61,23 +63,24 @@ def forced_verdicts(
     tokenizer,
     examples: Sequence[dict],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     batch_size: int = 64,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> list[bool | None]:
     """Whether greedy generation would answer each ``{"prompt", "answer"}`` example with its
     stripped answer, or ``None`` where only generation can tell (see the module docstring).
+    ``max_new_tokens`` is one token budget for all examples, or each example's own: examples
+    of several tasks, each with its task's budget, then share batches.
 
     An example whose argmax leaves the answer's tokens for text that may still become the
     answer is forced again, with the tokens known so far and the rest of the answer tokenized
-    after them, at most :data:`ROUNDS` times in all. Examples are sorted by length so that each
-    batch holds similar lengths (less padding); verdicts come back in the order of
-    ``examples``. ``on_batch(rows, total)`` reports the first round's progress.
+    after them, at most :data:`ROUNDS` times in all. Examples are batched by the lengths of
+    their prompts and answers (:func:`~alloykit.evaluate.generation.length_batches`: little
+    padding, few passes); verdicts come back in the order of ``examples``.
+    ``on_batch(rows, total)`` reports the first round's progress.
     """
-    if max_new_tokens < 1:
-        raise AlloyError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise AlloyError(f"batch_size must be at least 1, got {batch_size}")
+    budgets = token_budgets(max_new_tokens, len(examples))
+    check_batch_size(batch_size)
     prompts = encode_prompts(tokenizer, [example["prompt"] for example in examples])
     targets = [str(example["answer"]).strip() for example in examples]
     texts = [
@@ -85,7 +88,7 @@ def forced_verdicts(
         for example, target in zip(examples, targets, strict=True)
     ]
     candidates = dict(enumerate(_tokenized(tokenizer, texts)))
-    rules = _StopRules.of(model, tokenizer, max_new_tokens)
+    rules = _StopRules.of(model, tokenizer, budgets)
     verdicts: list[bool | None] = [None] * len(examples)
     with eval_mode(model):
         for round_number in range(ROUNDS):
@@ -110,17 +113,18 @@ def forced_verdicts(
 
 @dataclass(frozen=True)
 class _StopRules:
-    """Generation's stopping rules: stop tokens (newline or EOS), EOS, and the token budget."""
+    """Generation's stopping rules: stop tokens (newline or EOS), EOS, and each example's token
+    budget."""
 
     stops: set[int]
     eos: set[int]
-    max_new_tokens: int
+    budgets: list[int]
 
     @classmethod
-    def of(cls, model, tokenizer, max_new_tokens: int) -> _StopRules:
+    def of(cls, model, tokenizer, budgets: list[int]) -> _StopRules:
         table = stop_table(model, tokenizer)
         stops = set(table.nonzero().flatten().tolist())
-        return cls(stops, set(eos_ids(model, tokenizer)), max_new_tokens)
+        return cls(stops, set(eos_ids(model, tokenizer)), budgets)
 
 
 def _force(
@@ -140,18 +144,21 @@ def _force(
     A batch's prompts go through first; only the rows whose first greedy token is the
     candidate's first (not a stop) go on with their candidate over the prompts' KV cache, so a
     wrong first token costs no more than generation's prefill."""
-    candidates = {i: tokens[: rules.max_new_tokens - 1] for i, tokens in candidates.items()}
-    order = sorted(candidates, key=lambda i: (len(prompts[i]), len(candidates[i])))
+    candidates = {i: tokens[: rules.budgets[i] - 1] for i, tokens in candidates.items()}
     known = {}
 
     def settle(i: int, predicted: list[int], clear: list[bool]) -> None:
-        verdict, tokens = _verdict(tokenizer, predicted, clear, candidates[i], targets[i], rules)
+        verdict, tokens = _verdict(
+            tokenizer, predicted, clear, candidates[i], targets[i], rules, rules.budgets[i]
+        )
         verdicts[i] = verdict
         if tokens is not None:
             known[i] = tokens
 
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    def shape(i: int) -> tuple[int, int]:
+        return len(prompts[i]), len(candidates[i])
+
+    for rows in length_batches(list(candidates), shape, batch_size):
         first, first_clear, prefix = _prefill(model, [prompts[i] for i in rows])
         onward = []
         for row, i in enumerate(rows):
@@ -176,7 +183,7 @@ def _force(
                     [True, *clear[k, :length].tolist()],
                 )
         if on_batch is not None:
-            on_batch(len(rows), len(order))
+            on_batch(len(rows), len(candidates))
     return known
 
 
@@ -258,16 +265,17 @@ def _verdict(
     candidate: list[int],
     target: str,
     rules: _StopRules,
+    budget: int,
 ) -> tuple[bool | None, list[int] | None]:
-    """Generation's verdict from the argmax after the prompt and after each candidate token
-    (``predicted``, one more than ``candidate``), or ``None`` and, where the text may still
-    become the target, the greedy tokens known so far."""
+    """Generation's verdict, within ``budget`` tokens, from the argmax after the prompt and after
+    each candidate token (``predicted``, one more than ``candidate``), or ``None`` and, where the
+    text may still become the target, the greedy tokens known so far."""
     tokens: list[int] = []
     for position, token in enumerate(predicted):
         if not clear[position]:
             return None, None
         tokens.append(token)
-        if token in rules.stops or len(tokens) == rules.max_new_tokens:
+        if token in rules.stops or len(tokens) == budget:
             return answer_text(tokenizer, tokens, rules.stops, rules.eos) == target, None
         if position == len(candidate) or token != candidate[position]:
             break

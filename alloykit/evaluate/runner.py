@@ -198,6 +198,46 @@ def item_hits(
     )
 
 
+def item_hits_per_task(
+    model,
+    tokenizer,
+    tasks: Sequence[tuple[Task, Sequence[dict]]],
+    *,
+    batch_size: int = 64,
+    strategy: Strategy = "forced",
+) -> list[list[bool]]:
+    """:func:`item_hits` of each ``(task, examples)``, in the order given, with the examples of
+    all generation tasks scored together, each with its own task's token budget: a few
+    examples of each of several tasks then fill a few shared batches instead of costing
+    forward passes of their own per task (the fixed cost of a pass dominates on a small model).
+    The verdicts are those of scoring each task on its own."""
+    check_strategy(strategy)
+    hits: list[list[bool]] = [[] for _ in tasks]
+    generation = [k for k, (task, _) in enumerate(tasks) if task.type == "generation"]
+    for k, (task, examples) in enumerate(tasks):
+        if task.type != "generation":
+            hits[k] = item_hits(
+                model, tokenizer, task, examples, batch_size=batch_size, strategy=strategy
+            )
+    pooled = [example for k in generation for example in tasks[k][1]]
+    if pooled:
+        budgets = [tasks[k][0].max_new_tokens for k in generation for _ in tasks[k][1]]
+        pooled_hits = answer_hits(
+            model,
+            tokenizer,
+            pooled,
+            max_new_tokens=budgets,
+            batch_size=batch_size,
+            strategy=strategy,
+        )
+        start = 0
+        for k in generation:
+            end = start + len(tasks[k][1])
+            hits[k] = pooled_hits[start:end]
+            start = end
+    return hits
+
+
 def _progress(name: str, on_progress: OnProgress | None) -> Callable[[int, int], None] | None:
     if on_progress is None:
         return None

@@ -74,21 +74,25 @@ class CandidateWorker:
         merger.merge_into(self.model, recipe)
 
     def answers(self, model, tokenizer, job: Job) -> Responses:
-        from alloykit.evaluate import item_hits
+        """Each requested task's per-example hits; the generation tasks' examples are scored
+        together (:func:`~alloykit.evaluate.item_hits_per_task`): a candidate's few examples
+        per task fill a few shared batches."""
+        from alloykit.evaluate import item_hits_per_task
 
-        responses = {}
-        for name, indices in job.requests.items():
-            split = self.split_named(job.split).tasks[name]
-            examples = [split.examples[i] for i in indices]
-            responses[name] = item_hits(
-                model,
-                tokenizer,
-                split.task,
-                examples,
-                batch_size=self.batch_size,
-                strategy=self.spec.fitness.strategy,
-            )
-        return responses
+        split = self.split_named(job.split)
+        names = list(job.requests)
+        tasks = [
+            (split.tasks[name].task, [split.tasks[name].examples[i] for i in job.requests[name]])
+            for name in names
+        ]
+        hits = item_hits_per_task(
+            model,
+            tokenizer,
+            tasks,
+            batch_size=self.batch_size,
+            strategy=self.spec.fitness.strategy,
+        )
+        return dict(zip(names, hits, strict=True))
 
     def split_named(self, which: str) -> Fitness:
         if which not in self.splits:
