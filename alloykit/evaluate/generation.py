@@ -12,6 +12,7 @@ teacher-forced scoring (:mod:`alloykit.evaluate.forced`) reproduces.
 from __future__ import annotations
 
 import inspect
+import itertools
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -99,8 +100,9 @@ def length_batches(
         end = cut[end]
     batches = []
     for first, last in reversed(spans):
-        size = -(-(last - first) // -(-(last - first) // batch_size))
-        batches += [order[k : min(k + size, last)] for k in range(first, last, size)]
+        count = -(-(last - first) // batch_size)
+        cuts = [first + (last - first) * k // count for k in range(count + 1)]
+        batches += [order[a:b] for a, b in itertools.pairwise(cuts)]
     return batches
 
 
