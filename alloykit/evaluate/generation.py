@@ -77,19 +77,21 @@ def length_batches(
     between shapes, in spans of at most ``batch_size`` rows (a longer run of one shape is split
     evenly). Rows of several tasks thus share passes where their lengths are close, rather
     than every batch taking the padding of its longest prompt and answer."""
-    order = sorted(indices, key=shape_of)
-    runs = [k for k in range(len(order)) if k == 0 or shape_of(order[k]) != shape_of(order[k - 1])]
+    shapes = {i: shape_of(i) for i in indices}
+    order = sorted(shapes, key=shapes.__getitem__)
+    runs = [k for k in range(len(order)) if k == 0 or shapes[order[k]] != shapes[order[k - 1]]]
+    heads = [shapes[order[k]] for k in runs]
     runs.append(len(order))
     cost = [0] * len(runs)
     cut = [0] * len(runs)
     for end in range(1, len(runs)):
-        widest = shape_of(order[runs[end] - 1])
+        widest = heads[end - 1]
         options = []
         for start in range(end - 1, -1, -1):
             rows = runs[end] - runs[start]
             if rows > batch_size and start < end - 1:
                 break
-            widest = tuple(map(max, widest, shape_of(order[runs[start]])))
+            widest = tuple(map(max, widest, heads[start]))
             passes = len(widest) * -(-rows // batch_size)
             options.append((cost[start] + passes * PASS_TOKENS + rows * sum(widest), start))
         cost[end], cut[end] = min(options)
