@@ -73,8 +73,10 @@ def reload(directory: Path):
     """A merged checkpoint loaded back as the disk path does: ``from_pretrained``, eval mode."""
     from transformers import AutoModelForCausalLM
 
+    from alloykit.checkpoint.transformers_loading import local_load_options
+
     model = AutoModelForCausalLM.from_pretrained(
-        directory, local_files_only=True, trust_remote_code=False
+        directory, local_files_only=True, trust_remote_code=False, **local_load_options()
     )
     return model.eval()
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 import alloykit
+from alloykit.checkpoint.transformers_loading import local_load_options
 from alloykit.tiny_models import build_finetune, build_model
 
 SIZES = {
@@ -162,7 +163,7 @@ def to_disk_and_back(recipe: dict, out: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     alloykit.merge(recipe, out, force=True, fsync=False)
-    AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32)
+    AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32, **local_load_options())
 
 
 def bench(
@@ -170,7 +171,9 @@ def bench(
 ) -> dict:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        base, torch_dtype=torch.float32, **local_load_options()
+    ).eval()
     params = sum(p.numel() for p in model.parameters())
     start = time.perf_counter()
     merger = alloykit.Merger(recipe(method, base, experts, 1.0))

@@ -25,6 +25,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from alloykit.checkpoint.transformers_loading import local_load_options
 from alloykit.evaluate import exact_match
 from alloykit.lora import ExtractOptions, apply_adapter, extract_adapter
 from alloykit.lora.report import Capture, overall_error
@@ -39,7 +40,9 @@ def load_task(zoo: Path, skill: str, split: str, limit: int | None) -> tuple[lis
 
 
 def score(directory: Path, examples: list[dict], max_new_tokens: int) -> float:
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, dtype=torch.float32, **local_load_options()
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory)
     return exact_match(model, tokenizer, examples, max_new_tokens=max_new_tokens)
 

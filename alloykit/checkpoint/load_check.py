@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from alloykit.checkpoint.transformers_loading import local_load_options
 from alloykit.errors import OutputMismatchError
 from alloykit.plan import Plan
 
@@ -53,7 +54,7 @@ def check_loads(directory: Path) -> None:
         return
     with _quiet_transformers():
         _, report = model_class.from_pretrained(
-            directory, output_loading_info=True, device_map="meta"
+            directory, output_loading_info=True, device_map="meta", **local_load_options()
         )
     problems = [
         _describe(kind, [str(key[0] if isinstance(key, tuple) else key) for key in report[field]])

@@ -32,6 +32,7 @@ import torch
 
 from alloykit.arch.layers import Section, section_of
 from alloykit.checkpoint.source import ModelSource
+from alloykit.checkpoint.transformers_loading import local_load_options
 from alloykit.errors import CheckpointError, PlanError
 
 DEGENERATE_COSINE = 0.99
@@ -172,7 +173,9 @@ class _HiddenStates:
         from transformers import AutoModelForCausalLM
 
         self.tokenizer = load_tokenizer(base, "hidden")
-        self.model = AutoModelForCausalLM.from_pretrained(str(base.root), dtype="auto")
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(base.root), dtype="auto", **local_load_options()
+        )
         self.model.to(device).eval()
         self.device = device
         self.last_token = last_token

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from alloykit.checkpoint.transformers_loading import local_load_options
 from alloykit.errors import AlloyError, CheckpointError
 from alloykit.evaluate.answers import Strategy, answer_hits, check_strategy, exact_match
 from alloykit.evaluate.likelihood import choice_accuracy, choice_hits, perplexity
@@ -96,7 +97,7 @@ def load_model(path: str | Path, device: str = "cpu"):
     tokenizer = _load_tokenizer(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, trust_remote_code=False
+            path, local_files_only=True, trust_remote_code=False, **local_load_options()
         )
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(

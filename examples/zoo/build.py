@@ -35,6 +35,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
+from alloykit.checkpoint.transformers_loading import local_load_options
 from alloykit.evaluate import exact_match
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -163,7 +164,9 @@ def save_checkpoint(model, tokenizer, directory: Path) -> None:
 
 
 def load_checkpoint(directory: Path):
-    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(
+        directory, dtype=torch.float32, **local_load_options()
+    ).eval()
 
 
 def linear_average(directories: list[Path], template: Path):
