@@ -9,11 +9,11 @@ model, and how they were computed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from alloykit.atomic_files import written_whole
 from alloykit.checkpoint.safetensors_format import read_header
 from alloykit.errors import AlloyError, CheckpointError
 
@@ -60,12 +60,8 @@ def write_statistics(path: Path, tensors: Mapping[str, object], meta: dict[str, 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with written_whole(path) as partial:
         save_file(dict(tensors), str(partial), metadata=meta)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return path
 
 

@@ -19,6 +19,7 @@ import os
 import threading
 from pathlib import Path
 
+from alloykit.atomic_files import written_whole
 from alloykit.checkpoint.safetensors_format import read_into
 from alloykit.checkpoint.source import ModelSource
 
@@ -104,8 +105,7 @@ def _write_cached(key: str, value: str) -> None:
     directory = cache_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        partial = directory / f"{key}.{os.getpid()}.{threading.get_ident()}.partial"
-        partial.write_text(value)
-        os.replace(partial, directory / key)
+        with written_whole(directory / key) as partial:
+            partial.write_text(value)
     except OSError:
         return

@@ -9,7 +9,6 @@ only the candidates that are missing.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alloykit.atomic_files import written_whole
 from alloykit.search.fitness import Fitness, Responses
 from alloykit.search.journal import Journal, Trial
 from alloykit.search.optimizers import Optimizer, make_optimizer
@@ -207,12 +207,8 @@ def anchor_responses(spec: SearchSpec, out: Path, backend: Backend) -> dict[str,
         names.append(f"calibration {k}")
     responses = {names[done.index]: done.responses for done in backend.run(jobs)}
     ordered = {name: responses[name] for name in names}
-    partial = cache.with_name(f".{cache.name}.partial-{os.getpid()}")
-    try:  # whole or not at all: a search killed while writing it computes it again
+    with written_whole(cache) as partial:  # a search killed while writing computes it again
         partial.write_text(json.dumps({"spec": key, "responses": ordered}))
-        os.replace(partial, cache)
-    finally:
-        partial.unlink(missing_ok=True)
     return ordered
 
 
