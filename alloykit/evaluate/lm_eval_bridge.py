@@ -31,33 +31,15 @@ def run_lm_eval(
     tokenizer=None,
 ) -> list[TaskResult]:
     """Score lm-eval ``tasks`` (names) with ``simple_evaluate``; ``limit``: first N per task."""
-    try:
-        from lm_eval import simple_evaluate
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
-    except ImportError:
-        raise AlloyError(
-            "--lm-eval: lm-evaluation-harness is not installed", INSTALL_HINT
-        ) from None
-
-    if include_path is not None and not Path(include_path).exists():
-        raise AlloyError(f"--lm-eval-include: {str(include_path)!r} not found")
+    simple_evaluate, HFLM = harness_entry_points("--lm-eval")
     if isinstance(model_or_path, (str, Path)):
         model, tokenizer = load_model(model_or_path, device or "cpu")
     else:
         model = model_or_path
         if tokenizer is None:
             raise AlloyError("run_lm_eval: a loaded model needs its tokenizer", "pass tokenizer=")
-    manager = TaskManager(
-        include_path=str(include_path) if include_path is not None else None,
-        include_defaults=include_path is None,
-    )
-    for name in tasks:
-        if name not in manager.all_tasks:
-            close = difflib.get_close_matches(name, manager.all_tasks, n=1)
-            where = f"in {include_path}" if include_path is not None else "among lm-eval's tasks"
-            hint = f"did you mean {close[0]!r}?" if close else "check the task: key of its YAML"
-            raise AlloyError(f"--lm-eval: no task named {name!r} {where}", hint)
+    manager = task_manager(include_path, "--lm-eval-include")
+    check_task_names(manager, tasks, include_path, "--lm-eval")
     started = time.perf_counter()
     wrapper = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     try:
@@ -76,6 +58,44 @@ def run_lm_eval(
         ) from None
     seconds = time.perf_counter() - started
     return _results(output, seconds)
+
+
+def harness_entry_points(option: str):
+    """lm-eval's ``simple_evaluate`` and HF model wrapper, or an install hint naming
+    ``option`` (what asked for lm-eval) if it is not installed."""
+    try:
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+    except ImportError:
+        raise AlloyError(
+            f"{option}: lm-evaluation-harness is not installed", INSTALL_HINT
+        ) from None
+    return simple_evaluate, HFLM
+
+
+def task_manager(include_path: str | Path | None, option: str):
+    """lm-eval's task index: of ``include_path`` alone when given (its built-in tasks are
+    not indexed, see the module docstring), else of lm-eval's built-in tasks."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path is not None and not Path(include_path).exists():
+        raise AlloyError(f"{option}: {str(include_path)!r} not found")
+    return TaskManager(
+        include_path=str(include_path) if include_path is not None else None,
+        include_defaults=include_path is None,
+    )
+
+
+def check_task_names(
+    manager, names: Sequence[str], include_path: str | Path | None, option: str
+) -> None:
+    """One line naming the first task ``manager`` does not know, with the closest name."""
+    for name in names:
+        if name not in manager.all_tasks:
+            close = difflib.get_close_matches(name, manager.all_tasks, n=1)
+            where = f"in {include_path}" if include_path is not None else "among lm-eval's tasks"
+            hint = f"did you mean {close[0]!r}?" if close else "check the task: key of its YAML"
+            raise AlloyError(f"{option}: no task named {name!r} {where}", hint)
 
 
 def _results(output: dict, seconds: float) -> list[TaskResult]:

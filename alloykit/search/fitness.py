@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from alloykit.evaluate.harness_items import PREFIX, HarnessTasks
 from alloykit.evaluate.tasks import Task, load_task
 from alloykit.search.irt import Estimator
 from alloykit.search.spec import SearchSpec, SpecError
@@ -21,6 +22,8 @@ Requests = dict[str, list[int]]
 """Example indices to run, by task name."""
 Responses = dict[str, list[bool]]
 """Right or wrong for each requested example, by task name, in the requested order."""
+HARNESS_TASK = "lm-eval"
+"""The type of a task that lm-eval runs (``lm_eval:NAME`` in the spec)."""
 
 
 @dataclass
@@ -38,16 +41,11 @@ class Fitness:
         self.spec = spec
         self.estimator = spec.fitness.estimator
         self.tasks: dict[str, TaskSplit] = {}
+        self._harness: HarnessTasks | None = None
         for raw in spec.tasks:
-            task = load_task(spec.path(raw))
-            if task.type not in ("generation", "multiple_choice"):
-                raise SpecError(
-                    f"tasks: {task.name!r} is a {task.type} task",
-                    "search scores generation or multiple_choice tasks",
-                )
+            task, examples = self._task(raw)
             if task.name in self.tasks:
                 raise SpecError(f"tasks: {task.name!r} is listed twice")
-            examples = task.examples(spec.fitness.split)
             if spec.fitness.limit is not None:
                 examples = examples[: spec.fitness.limit]
             if not examples:
@@ -58,6 +56,31 @@ class Fitness:
                 size = self.subset_size(split)
                 rng = random.Random(f"{spec.seed}:{name}")
                 split.run = sorted(rng.sample(range(len(split.examples)), size))
+
+    def _task(self, raw: str) -> tuple[Task, list[dict]]:
+        """The task a ``tasks:`` entry names and its examples of the split; an lm-eval task's
+        examples are its documents' indices (lm-eval reads the documents themselves)."""
+        split = self.spec.fitness.split
+        if raw.startswith(PREFIX):
+            name = raw.removeprefix(PREFIX)
+            size = self.harness.size(name, split)
+            return Task(name, HARNESS_TASK, {}, "lm-eval"), [{"document": i} for i in range(size)]
+        task = load_task(self.spec.path(raw))
+        if task.type not in ("generation", "multiple_choice"):
+            raise SpecError(
+                f"tasks: {task.name!r} is a {task.type} task",
+                "search scores generation or multiple_choice tasks",
+            )
+        return task, task.examples(split)
+
+    @property
+    def harness(self) -> HarnessTasks:
+        """The spec's lm-eval tasks (loaded when the first is asked for)."""
+        if self._harness is None:
+            include = self.spec.lm_eval_include
+            path = self.spec.path(include) if include is not None else None
+            self._harness = HarnessTasks(path, "tasks")
+        return self._harness
 
     @property
     def needs_anchors(self) -> bool:

@@ -7,7 +7,7 @@ score candidates, and how to search.
       models:
         - model: examples/zoo/experts/sort
           parameters: {weight: {min: 0, max: 1.5}}
-    tasks: [examples/zoo/tasks/sort]
+    tasks: [examples/zoo/tasks/sort]   # or lm_eval:NAME, with lm_eval_include: FOLDER
     optimizer: cma              # cma | nsga2 | tpe | random
     trials: 200
 
@@ -60,6 +60,11 @@ class SearchSpec(BaseModel):
 
     recipe: dict[str, Any]
     tasks: list[str] = Field(min_length=1)
+    """Task directories or task YAML files (``alloykit eval``'s), or ``lm_eval:NAME`` for an
+    lm-evaluation-harness task (found in ``lm_eval_include``)."""
+    lm_eval_include: str | None = None
+    """A folder of lm-eval task YAML files for the ``lm_eval:`` tasks; without it, lm-eval's
+    built-in tasks (whose data lm-eval must be able to load)."""
     methods: list[str] | None = None
     """Merge methods to choose among (a searched choice); default: the recipe's own."""
     layer_groups: int = Field(1, ge=1, le=64)

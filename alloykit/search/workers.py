@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from alloykit.errors import AlloyError
-from alloykit.search.fitness import Fitness, Requests, Responses
+from alloykit.search.fitness import HARNESS_TASK, Fitness, Requests, Responses
 from alloykit.search.spec import SearchSpec
 
 
@@ -80,7 +80,8 @@ class CandidateWorker:
         from alloykit.evaluate import item_hits_per_task
 
         split = self.split_named(job.split)
-        names = list(job.requests)
+        harness = {n: r for n, r in job.requests.items() if _runs_in_lm_eval(split, n)}
+        names = [name for name in job.requests if name not in harness]
         tasks = [
             (split.tasks[name].task, [split.tasks[name].examples[i] for i in job.requests[name]])
             for name in names
@@ -92,7 +93,12 @@ class CandidateWorker:
             batch_size=self.batch_size,
             strategy=self.spec.fitness.strategy,
         )
-        return dict(zip(names, hits, strict=True))
+        responses = dict(zip(names, hits, strict=True))
+        if harness:
+            responses |= split.harness.hits(
+                model, tokenizer, harness, split.spec.fitness.split, batch_size=self.batch_size
+            )
+        return {name: responses[name] for name in job.requests}
 
     def split_named(self, which: str) -> Fitness:
         if which not in self.splits:
@@ -100,6 +106,10 @@ class CandidateWorker:
 
             self.splits[which] = Fitness(held_out(self.spec))
         return self.splits[which]
+
+
+def _runs_in_lm_eval(split: Fitness, name: str) -> bool:
+    return split.tasks[name].task.type == HARNESS_TASK
 
 
 class Backend(Protocol):

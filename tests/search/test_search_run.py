@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import alloykit
 from alloykit.cli.app import app
+from alloykit.errors import AlloyError
 from alloykit.search import run_search
 
 pytest.importorskip("optuna", reason="the search extra is not installed")
@@ -180,3 +181,11 @@ def test_a_killed_search_resumes_with_no_duplicate(spec_of, tmp_path: Path) -> N
     assert finished.returncode == 0, finished.stderr[-2000:]
     trials = [t["trial"] for t in journal_lines(out)]
     assert sorted(trials) == list(range(8))
+
+
+def test_an_lm_eval_task_without_lm_eval_is_an_install_hint(
+    spec_of, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    with pytest.raises(AlloyError, match="tasks: lm-evaluation-harness is not installed"):
+        run_search(spec_of(tasks=["lm_eval:anything"]), tmp_path / "out")
