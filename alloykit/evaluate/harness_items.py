@@ -81,6 +81,7 @@ class HarnessTasks:
             output = self.simple_evaluate(
                 model=wrapper,
                 tasks=list(tasks.values()),
+                task_manager=self.manager,  # else it indexes every built-in task: seconds
                 samples=ordered,
                 log_samples=True,
                 bootstrap_iters=0,
