@@ -280,12 +280,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mergekit-python", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of every loop's fitness; the in-memory merge's threads follow as "
+        "in a search worker (alloykit.merge uses its default)",
+    )
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).parent))
     from synthetic import build
 
     from alloykit.merger import Merger
+    from alloykit.search.workers import merge_threads
 
     family = build(args.root, args.size, args.experts)
     experts = [family[f"ft{i}"] for i in range(1, args.experts + 1)]
@@ -297,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     model = reload(family["base"]).float()
     started = time.perf_counter(), time.process_time()
     merger = Merger(recipes[0])
+    merger.options.threads = merge_threads("cpu", merger.resident_bytes)
     setup = time.perf_counter() - started[0], time.process_time() - started[1]
     scratch = Path(tempfile.mkdtemp(prefix="alloykit-loops-", dir=args.root))
     loops: list = [
@@ -316,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "experts": args.experts,
         "fitness": f"mean next-token loss on {rows}x{length} fixed random token ids",
         "merger_setup_seconds": {"wall": setup[0], "cpu": setup[1]},
+        "threads": {"torch": args.threads, "in_memory_merge": merger.options.threads},
         **result,
     }
     path = args.json or ROOT / "benchmarks" / "results" / f"candidate_loops_{args.size}.json"

@@ -18,6 +18,23 @@ from alloykit.errors import AlloyError
 from alloykit.search.fitness import HARNESS_TASK, Fitness, Requests, Responses
 from alloykit.search.spec import SearchSpec
 
+PARALLEL_MERGE_BYTES = 256 * 2**20
+"""Resident inputs from which a CPU merge runs on several threads: below it, the example
+zoo's 36 MB merge slower on two threads than on one (their hand-offs cost more than they
+overlap), above it the 1.1 GB of benchmarks/synthetic.py's 56M family merge faster
+(benchmarks/README.md, "Candidate throughput")."""
+
+
+def merge_threads(device: str, resident_bytes: int) -> int:
+    """Threads an in-memory merge spreads its tensors over: on a CPU, once its inputs reach
+    :data:`PARALLEL_MERGE_BYTES`, as many as torch computes the fitness with (the process's
+    share of the cores: ``--threads``, or one per worker process); else one."""
+    import torch
+
+    if device != "cpu" or resident_bytes < PARALLEL_MERGE_BYTES:
+        return 1
+    return max(1, torch.get_num_threads())
+
 
 @dataclass(frozen=True)
 class Job:
@@ -71,6 +88,7 @@ class CandidateWorker:
         merger = self.mergers.get(method)
         if merger is None:
             merger = self.mergers[method] = Merger(recipe, device=self.device)
+            merger.options.threads = merge_threads(self.device, merger.resident_bytes)
         merger.merge_into(self.model, recipe)
 
     def answers(self, model, tokenizer, job: Job) -> Responses:

@@ -83,3 +83,15 @@ def test_a_candidate_gets_what_scoring_each_task_alone_gives(
         for name, indices in REQUESTS.items()
     }
     assert responses == alone
+
+
+def test_a_cpu_merge_takes_the_fitness_threads_once_its_inputs_are_large(monkeypatch) -> None:
+    """Threads only pay for their hand-offs on large inputs, and a GPU merge is one queue."""
+    import torch
+
+    from alloykit.search.workers import PARALLEL_MERGE_BYTES, merge_threads
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert merge_threads("cpu", PARALLEL_MERGE_BYTES - 1) == 1
+    assert merge_threads("cpu", PARALLEL_MERGE_BYTES) == 3
+    assert merge_threads("cuda:0", 10 * PARALLEL_MERGE_BYTES) == 1
