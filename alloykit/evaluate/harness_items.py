@@ -42,7 +42,16 @@ class HarnessTasks:
         if key not in self._loaded:
             check_task_names(self.manager, [name], self.include_path, self.option)
             with _quiet_lm_eval():
-                task = self.manager.load([name])["tasks"][name]
+                loaded = self.manager.load([name])["tasks"]
+            if name not in loaded:
+                members = sorted(loaded)
+                raise AlloyError(
+                    f"{self.option}: {PREFIX}{name} is a group of {len(members)} lm-eval tasks",
+                    f"list the tasks to score one by one, e.g. {PREFIX}{members[0]}"
+                    if members
+                    else "name one of its tasks",
+                )
+            task = loaded[name]
             splits = list(task.dataset) if task.dataset is not None else []
             if split not in splits:
                 raise AlloyError(

@@ -111,3 +111,11 @@ def test_a_score_that_is_not_right_or_wrong_is_refused(search_family, harness_fo
     model, tokenizer = load_model(search_family["ft1"], "cpu")
     with pytest.raises(AlloyError, match=r"brier_score.*not right \(1\) or wrong \(0\)"):
         HarnessTasks(harness_folder).hits(model, tokenizer, {"plus_brier": [0, 1]}, "validation")
+
+
+def test_a_group_of_tasks_is_refused_with_its_first_member(search_family, harness_folder) -> None:
+    """A search weighs its tasks one by one: a group (``group:`` YAML) must be spelt out."""
+    (harness_folder / "both.yaml").write_text("group: both\ntask: [plus_harness]\n")
+    with pytest.raises(AlloyError, match="lm_eval:both is a group of 1 lm-eval tasks") as error:
+        HarnessTasks(harness_folder).task("both", "validation")
+    assert "lm_eval:plus_harness" in str(error.value)
