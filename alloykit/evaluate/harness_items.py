@@ -32,7 +32,8 @@ class HarnessTasks:
     def __init__(self, include_path: str | Path | None, option: str = "tasks") -> None:
         self.option = option
         self.include_path = include_path
-        self.simple_evaluate, self.wrapper_class = harness_entry_points(option)
+        self.simple_evaluate, wrapper_class = harness_entry_points(option)
+        self.wrapper_class = _quiet_wrapper(wrapper_class)
         self.manager = task_manager(include_path, option)
         self._loaded: dict[tuple[str, str], Any] = {}
 
@@ -84,7 +85,7 @@ class HarnessTasks:
         # index order: given in index order, the labels are the indices
         ordered = {name: sorted(set(indices)) for name, indices in requests.items()}
         with _quiet_lm_eval():
-            wrapper = _quiet_wrapper(self.wrapper_class)(
+            wrapper = self.wrapper_class(
                 pretrained=model, tokenizer=_unwrapped(tokenizer), batch_size=batch_size
             )
             output = self.simple_evaluate(

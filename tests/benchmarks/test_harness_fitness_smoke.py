@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("lm_eval")
+pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
 pytest.importorskip("optuna", reason="the search extra is not installed")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))

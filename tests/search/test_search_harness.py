@@ -17,7 +17,7 @@ from alloykit.evaluate import choice_hits, load_model, load_task
 from alloykit.evaluate.harness_items import HarnessTasks
 from alloykit.search import run_search
 
-pytest.importorskip("lm_eval")
+pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
 pytest.importorskip("optuna", reason="the search extra is not installed")
 
 TASK_YAML = """\
