@@ -10,6 +10,15 @@ by one search worker each, on the same documents of the validation split: once a
 every answer) and once as alloykit's tasks (teacher-forced exact match, tasks sharing batches).
 Prints CPU and wall seconds per candidate (after one untimed candidate each) and how many
 verdicts agree. Needs the ``lm-eval`` and ``search`` extras.
+
+With ``--mergekit-python PATH`` (a venv's python with mergekit) it then times, side by side
+(``benchmarks/candidate_loops.py``: loops alternating, medians of ``--rounds``), a candidate
+of alloykit's search loop (merged in memory, scored on alloykit's tasks) against the loop
+mergekit-evolve and Mergenetic run for each candidate: mergekit's ``run_merge`` to disk, the
+checkpoint loaded back, lm-eval's ``simple_evaluate`` on the same documents. Two more loops
+separate the two savings (no disk round trip; teacher-forced exact match instead of
+generating every answer): the in-memory merge scored through lm-eval, and mergekit's disk loop
+scored on alloykit's tasks.
 """
 
 from __future__ import annotations
@@ -87,11 +96,56 @@ def timed(worker, job_of, recipes) -> tuple[float, float, list]:
     return (time.process_time() - cpu) / count, (time.perf_counter() - wall) / count, responses
 
 
+def evolve_loops(
+    python: Path, harness_worker, native_worker, documents: dict, recipes: list, rounds: int
+) -> dict:
+    """alloykit's search loop against mergekit-evolve's disk loop (``--mergekit-python``)."""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from candidate_loops import InMemory, MergekitDisk, compare, lines
+
+    from alloykit.search.workers import Job
+
+    def native(model) -> dict:
+        same = {name.removeprefix("zoo_"): indices for name, indices in documents.items()}
+        return native_worker.answers(model, native_worker.tokenizer, Job(same))
+
+    def harness(model) -> dict:
+        hits = harness_worker.answers(model, harness_worker.tokenizer, Job(documents))
+        return {name.removeprefix("zoo_"): verdicts for name, verdicts in hits.items()}
+
+    scratch = Path(tempfile.mkdtemp(prefix="alloykit-evolve-bench-"))
+    for folder in ("native", "lm-eval"):
+        (scratch / folder).mkdir()
+    ours = InMemory(native_worker.merge, native_worker.model, native)
+    ours.name = "alloykit search (in memory, alloykit tasks)"
+    in_memory_lm_eval = InMemory(harness_worker.merge, harness_worker.model, harness)
+    in_memory_lm_eval.name = "in memory, lm-eval"
+    disk_ours = MergekitDisk(python, native, scratch / "native")
+    disk_ours.name = "mergekit disk + reload, alloykit tasks"
+    evolve = MergekitDisk(python, harness, scratch / "lm-eval")
+    evolve.name = "mergekit disk + reload, lm-eval (mergekit-evolve, Mergenetic)"
+    loops = [ours, in_memory_lm_eval, disk_ours, evolve]
+    try:
+        result = compare(loops, recipes[0], recipes[1:], rounds)
+    finally:
+        for loop in loops:
+            loop.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(lines(result, ours.name))
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--subset", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mergekit-python", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -116,9 +170,21 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.candidates + 1)
         ]
         base = str(ZOO / "base")
-        lm_eval = timed(CandidateWorker(harness, base), lambda r: Job(documents, recipe=r), recipes)
+        harness_worker = CandidateWorker(harness, base)
+        native_worker = CandidateWorker(native, base)
+        lm_eval = timed(harness_worker, lambda r: Job(documents, recipe=r), recipes)
         same = {s: documents[f"zoo_{s}"] for s in skills}
-        ours = timed(CandidateWorker(native, base), lambda r: Job(same, recipe=r), recipes)
+        ours = timed(native_worker, lambda r: Job(same, recipe=r), recipes)
+        evolve = None
+        if args.mergekit_python is not None:
+            evolve = evolve_loops(
+                args.mergekit_python,
+                harness_worker,
+                native_worker,
+                documents,
+                recipes,
+                args.rounds,
+            )
     agree = sum(
         a == b
         for theirs, mine in zip(lm_eval[2], ours[2], strict=True)
@@ -134,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts_agreeing": agree,
         "verdicts": total,
     }
+    if evolve is not None:
+        result["loops"] = evolve
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(
         f"per candidate: lm-eval {lm_eval[0]:.3f} CPU s ({lm_eval[1]:.3f} wall), alloykit "

@@ -10,6 +10,13 @@ search replays its journal: ask, compare with the recorded point, tell the recor
   Modification in CMA-ES Achieving Linear Time and Space Complexity", PPSN 2008): it adapts its
   step sizes about as many times faster as there are genes, which is what a budget of a few
   hundred candidates over tens of genes (per-layer or per-filter weights) needs;
+- ``gp``: Bayesian optimization with a Gaussian process (Optuna's ``GPSampler``: a Matérn-5/2
+  kernel with a length scale per gene, log expected improvement), one objective. It models
+  every candidate scored so far, so it needs far fewer candidates than CMA-ES, which only
+  starts adapting after a few generations, while each proposal costs a kernel fit that grows
+  with the candidates scored: the right trade when a candidate costs seconds and the budget is
+  a few candidates per gene. Pending candidates of a batch count in its acquisition, so
+  workers are not handed the same point;
 - ``nsga2``: NSGA-II (``pymoo``), one objective per task;
 - ``tpe`` / ``random``: Optuna's TPE or random sampler, one or several objectives.
 """
@@ -24,7 +31,7 @@ from typing import Any, Protocol
 from alloykit.errors import AlloyError
 
 Units = list[float]
-DEFAULT_POPULATION = {"cma": None, "sep_cma": None, "nsga2": 16, "tpe": 1, "random": 1}
+DEFAULT_POPULATION = {"cma": None, "sep_cma": None, "nsga2": 16, "tpe": 1, "gp": 1, "random": 1}
 
 
 class Optimizer(Protocol):
@@ -46,16 +53,14 @@ def make_optimizer(
             return CMAES(dimensions, seed=seed, population=population, diagonal=name == "sep_cma")
         if name == "nsga2":
             return NSGA2(dimensions, objectives, seed=seed, population=population)
-        if name in ("tpe", "random"):
-            return OptunaSampler(
-                dimensions, objectives, seed=seed, random=name == "random", batch=population
-            )
+        if name in ("tpe", "gp", "random"):
+            return OptunaSampler(dimensions, objectives, seed=seed, kind=name, batch=population)
     except ImportError as exc:
         raise AlloyError(
             f"optimizer {name!r} needs the package {exc.name!r}",
             "install the search extra: pip install 'alloykit[search]'",
         ) from None
-    raise AlloyError(f"unknown optimizer {name!r}", "use cma, sep_cma, nsga2, tpe or random")
+    raise AlloyError(f"unknown optimizer {name!r}", "use cma, sep_cma, nsga2, tpe, gp or random")
 
 
 class CMAES:
@@ -115,21 +120,22 @@ class NSGA2:
 
 
 class OptunaSampler:
-    """Optuna's TPE (or random) sampler; ``batch`` trials are asked for at once."""
+    """Optuna's TPE, GP or random sampler (``kind``); ``batch`` trials are asked for at once."""
 
     def __init__(
-        self, dimensions: int, objectives: int, *, seed: int, random: bool, batch: int | None
+        self, dimensions: int, objectives: int, *, seed: int, kind: str, batch: int | None
     ) -> None:
         import optuna
 
         self.optuna = optuna
         self.dimensions = dimensions
         self.batch = batch or 1
-        sampler = (
-            optuna.samplers.RandomSampler(seed=seed)
-            if random
-            else optuna.samplers.TPESampler(seed=seed, multivariate=dimensions > 1)
-        )
+        if kind == "random":
+            sampler = optuna.samplers.RandomSampler(seed=seed)
+        elif kind == "gp":
+            sampler = optuna.samplers.GPSampler(seed=seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=dimensions > 1)
         with _quiet("optuna"):
             self.study = optuna.create_study(directions=["maximize"] * objectives, sampler=sampler)
         self._asked: list[Any] = []

@@ -77,7 +77,9 @@ def run_search(
         if fitness.needs_anchors:
             fitness.fit_anchors(anchor_responses(spec, out, backend))
         objectives = len(fitness.objectives({name: 0.0 for name in fitness.tasks}))
-        population = spec.population or (workers if spec.optimizer in ("tpe", "random") else None)
+        population = spec.population or (
+            workers if spec.optimizer in ("tpe", "gp", "random") else None
+        )
         optimizer = make_optimizer(
             spec.optimizer, space.dimensions, objectives, seed=spec.seed, population=population
         )

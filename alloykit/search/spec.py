@@ -8,7 +8,7 @@ score candidates, and how to search.
         - model: examples/zoo/experts/sort
           parameters: {weight: {min: 0, max: 1.5}}
     tasks: [examples/zoo/tasks/sort]   # or lm_eval:NAME, with lm_eval_include: FOLDER
-    optimizer: cma              # cma | nsga2 | tpe | random
+    optimizer: cma              # cma | sep_cma | gp | nsga2 | tpe | random
     trials: 200
 
 Validated with pydantic here, at the edge; everything after works on :class:`SearchSpec`.
@@ -72,7 +72,7 @@ class SearchSpec(BaseModel):
     filters: list[str] = Field(default_factory=list)
     """Tensor-name filters (e.g. self_attn, mlp) that get genes of their own."""
     objective: Literal["mean", "per_task"] = "mean"
-    optimizer: Literal["cma", "sep_cma", "nsga2", "tpe", "random"] = "cma"
+    optimizer: Literal["cma", "sep_cma", "nsga2", "tpe", "gp", "random"] = "cma"
     trials: int = Field(100, ge=1)
     population: int | None = Field(None, ge=2)
     """Candidates asked for at once (cma, sep_cma, nsga2); default: the optimizer's own."""
@@ -84,7 +84,7 @@ class SearchSpec(BaseModel):
 
     @model_validator(mode="after")
     def _checked(self) -> SearchSpec:
-        if self.objective == "per_task" and self.optimizer in ("cma", "sep_cma"):
+        if self.objective == "per_task" and self.optimizer in ("cma", "sep_cma", "gp"):
             raise ValueError(
                 "objective per_task needs a multi-objective optimizer: use optimizer: nsga2 "
                 "(or tpe), or objective: mean"

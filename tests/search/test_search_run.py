@@ -64,6 +64,17 @@ def test_a_rerun_replays_the_journal_without_evaluating(spec_of, tmp_path: Path)
     assert more.evaluated == 2 and more.trials[:4] == first.trials
 
 
+def test_a_gaussian_process_search_replays_past_its_random_start(spec_of, tmp_path) -> None:
+    """Optuna's GP sampler proposes its first 10 points at random, then from the fitted
+    process (whose kernel fit starts from the last one): a resumed search must ask it the same
+    points again from the journal, through both phases."""
+    first = run_search(spec_of(trials=12, optimizer="gp"), tmp_path / "out")
+    more = run_search(spec_of(trials=14, optimizer="gp"), tmp_path / "out")
+    assert more.evaluated == 2 and more.trials[:12] == first.trials
+    whole = run_search(spec_of(trials=14, optimizer="gp"), tmp_path / "again")
+    assert [t.point for t in whole.trials] == [t.point for t in more.trials]
+
+
 def test_another_spec_in_the_same_directory_is_refused(spec_of, tmp_path: Path) -> None:
     run_search(spec_of(trials=1), tmp_path / "out")
     with pytest.raises(alloykit.errors.AlloyError, match="another search spec"):

@@ -96,6 +96,7 @@ def test_relative_model_paths_resolve_from_the_spec_file(tmp_path: Path) -> None
     [
         ({"optimizr": "cma"}, "search spec: optimizr: Extra inputs are not permitted"),
         ({"objective": "per_task", "optimizer": "cma"}, "objective per_task needs"),
+        ({"objective": "per_task", "optimizer": "gp"}, "objective per_task needs"),
         ({"tasks": []}, "search spec: tasks:"),
         ({"fitness": {"subset": 0}}, "search spec: fitness.subset:"),
     ],
