@@ -31,7 +31,11 @@ from typing import Any, Protocol
 from alloykit.errors import AlloyError
 
 Units = list[float]
-DEFAULT_POPULATION = {"cma": None, "sep_cma": None, "nsga2": 16, "tpe": 1, "gp": 1, "random": 1}
+NSGA2_POPULATION = 16
+SINGLE_OBJECTIVE = ("cma", "sep_cma", "gp")
+"""Optimizers that take one objective (``objective: mean``)."""
+ONE_PER_WORKER = ("tpe", "gp", "random")
+"""Optimizers with no generation of their own: a search asks one candidate per worker."""
 
 
 class Optimizer(Protocol):
@@ -101,7 +105,7 @@ class NSGA2:
         from pymoo.core.problem import Problem
 
         self.problem = Problem(n_var=dimensions, n_obj=objectives, xl=0.0, xu=1.0)
-        self.algorithm = Algorithm(pop_size=population or DEFAULT_POPULATION["nsga2"])
+        self.algorithm = Algorithm(pop_size=population or NSGA2_POPULATION)
         self.algorithm.setup(self.problem, termination=("n_gen", 10**9), seed=seed, verbose=False)
         self._asked: Any = None
 

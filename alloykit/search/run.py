@@ -19,7 +19,7 @@ from typing import Any
 from alloykit.atomic_files import written_whole
 from alloykit.search.fitness import Fitness, Responses
 from alloykit.search.journal import Journal, Trial
-from alloykit.search.optimizers import Optimizer, make_optimizer
+from alloykit.search.optimizers import ONE_PER_WORKER, Optimizer, make_optimizer
 from alloykit.search.space import Point, Space
 from alloykit.search.spec import SearchSpec, SpecError, load_spec
 from alloykit.search.workers import Backend, Job, make_backend
@@ -77,9 +77,7 @@ def run_search(
         if fitness.needs_anchors:
             fitness.fit_anchors(anchor_responses(spec, out, backend))
         objectives = len(fitness.objectives({name: 0.0 for name in fitness.tasks}))
-        population = spec.population or (
-            workers if spec.optimizer in ("tpe", "gp", "random") else None
-        )
+        population = spec.population or (workers if spec.optimizer in ONE_PER_WORKER else None)
         optimizer = make_optimizer(
             spec.optimizer, space.dimensions, objectives, seed=spec.seed, population=population
         )

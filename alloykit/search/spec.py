@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alloykit.errors import AlloyError
+from alloykit.search.optimizers import SINGLE_OBJECTIVE
 
 
 class SpecError(AlloyError):
@@ -84,7 +85,7 @@ class SearchSpec(BaseModel):
 
     @model_validator(mode="after")
     def _checked(self) -> SearchSpec:
-        if self.objective == "per_task" and self.optimizer in ("cma", "sep_cma", "gp"):
+        if self.objective == "per_task" and self.optimizer in SINGLE_OBJECTIVE:
             raise ValueError(
                 "objective per_task needs a multi-objective optimizer: use optimizer: nsga2 "
                 "(or tpe), or objective: mean"
